@@ -1,0 +1,291 @@
+"""Reading image files and bringing them to one fixed spec for conversion.
+
+Everything here works on numpy arrays of shape [H, W, C] with C in {1, 3} and
+dtype uint8 or uint16. Pillow decodes every format except 16-bit PNG, which
+Pillow reads as 8-bit when it has colour; those go through `tf.io.decode_png`,
+which keeps all 16 bits.
+"""
+
+import dataclasses
+import io
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+RESIZE_MODES = ("crop", "pad", "stretch")
+ENCODINGS = ("raw", "png")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# ITU-R 601-2 luma, the weights Pillow uses for RGB -> L.
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+class BadImageError(Exception):
+  """An input image that cannot be used; the message is the reason."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSpec:
+  """The shape and depth that every converted image is brought to.
+
+  Attributes:
+    height: output height in pixels.
+    width: output width in pixels.
+    channels: 1 (grayscale) or 3 (RGB).
+    bit_depth: 8 (uint8) or 16 (uint16).
+    resize: how a source of another aspect ratio or size is fitted: `crop`
+      (center crop to the output aspect ratio, then resize), `pad` (pad with
+      black to the output aspect ratio, then resize) or `stretch` (resize
+      directly).
+  """
+  height: int
+  width: int
+  channels: int
+  bit_depth: int = 8
+  resize: str = "crop"
+
+  def __post_init__(self):
+    if self.height < 1 or self.width < 1:
+      raise ValueError(f"image size must be positive, got {self.height}x{self.width}")
+    if self.channels not in (1, 3):
+      raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+    if self.bit_depth not in (8, 16):
+      raise ValueError(f"bit_depth must be 8 or 16, got {self.bit_depth}")
+    if self.resize not in RESIZE_MODES:
+      raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+
+  @property
+  def dtype(self):
+    return np.uint8 if self.bit_depth == 8 else np.uint16
+
+  @property
+  def shape(self):
+    return (self.height, self.width, self.channels)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+  """What the header of an image file says, without decoding the pixels."""
+  height: int
+  width: int
+  channels: int
+  bit_depth: int
+
+
+def _png_bit_depth(data):
+  """Bit depth from a PNG's IHDR chunk, or None if `data` is not a PNG."""
+  if len(data) < 25 or not data.startswith(_PNG_SIGNATURE):
+    return None
+  return data[24]
+
+
+def _mode_channels(mode):
+  return 1 if mode in ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F") else 3
+
+
+def probe_file(path):
+  """Reads only the header of an image file.
+
+  Returns:
+    An `ImageInfo`, or None when the header cannot be read (the file will then
+    be skipped, with its reason, when it is decoded).
+  """
+  try:
+    with open(path, "rb") as f:
+      head = f.read(32)
+    with Image.open(path) as im:
+      width, height = im.size
+      mode = im.mode
+      if im.format == "JPEG":
+        orientation = im.getexif().get(0x0112, 1)
+        if orientation in (5, 6, 7, 8):  # EXIF rotation by 90 degrees.
+          width, height = height, width
+  except Exception:  # pylint: disable=broad-except
+    return None
+  png_depth = _png_bit_depth(head)
+  if png_depth == 16:
+    color_type = head[25]
+    channels = 1 if color_type in (0, 4) else 3
+    return ImageInfo(height, width, channels, 16)
+  depth = 16 if mode.startswith("I") else 8
+  return ImageInfo(height, width, _mode_channels(mode), depth)
+
+
+def _composite_on_black(rgb, alpha, max_value):
+  """Premultiplies by alpha: transparent pixels become black."""
+  out = rgb.astype(np.float32) * (alpha.astype(np.float32) / max_value)
+  return np.round(out).astype(rgb.dtype)
+
+
+def decode_bytes(data):
+  """Decodes an encoded image to its native channels and depth.
+
+  Args:
+    data: the bytes of a JPEG, PNG, BMP or GIF file.
+
+  Returns:
+    An array [H, W, C], C in {1, 3}, dtype uint8 or uint16 (16-bit PNG only).
+    Alpha is composited on black; palettes become RGB; JPEG EXIF orientation is
+    applied; a multi-frame GIF gives its first frame.
+
+  Raises:
+    BadImageError: the data is not a readable image or is truncated.
+  """
+  if _png_bit_depth(data) == 16:
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    try:
+      arr = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
+    except Exception as e:  # pylint: disable=broad-except
+      raise BadImageError(f"unreadable 16-bit PNG: {_first_line(e)}") from None
+    if arr.shape[-1] in (2, 4):
+      arr = _composite_on_black(arr[..., :-1], arr[..., -1:], 65535.0)
+    return arr
+  try:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+  except Exception as e:  # pylint: disable=broad-except
+    raise BadImageError(_pil_reason(e)) from None
+  if im.format == "JPEG":
+    im = ImageOps.exif_transpose(im)
+  mode = im.mode
+  if mode in ("P", "PA"):
+    im = im.convert("RGBA")
+    mode = "RGBA"
+  if mode == "1":
+    im = im.convert("L")
+    mode = "L"
+  if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+    arr = np.asarray(im)
+    if arr.dtype != np.uint16:
+      if arr.min() < 0 or arr.max() > 65535:
+        raise BadImageError(f"integer image with values outside 0..65535 (mode {mode})")
+      arr = arr.astype(np.uint16)
+    return arr[..., None]
+  if mode == "L":
+    return np.asarray(im)[..., None]
+  if mode == "LA":
+    arr = np.asarray(im)
+    return _composite_on_black(arr[..., :1], arr[..., 1:], 255.0)
+  if mode == "RGBA":
+    arr = np.asarray(im)
+    return _composite_on_black(arr[..., :3], arr[..., 3:], 255.0)
+  if mode != "RGB":
+    im = im.convert("RGB")
+  return np.asarray(im)
+
+
+def read_file(path):
+  """Reads and decodes one image file; see `decode_bytes`."""
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise BadImageError(f"cannot read file: {e.strerror or e}") from None
+  if not data:
+    raise BadImageError("empty file")
+  return decode_bytes(data)
+
+
+def _first_line(e):
+  text = str(e).strip().splitlines()
+  return text[0] if text else type(e).__name__
+
+
+def _pil_reason(e):
+  text = _first_line(e)
+  if "truncated" in text.lower():
+    return f"truncated image: {text}"
+  if type(e).__name__ == "UnidentifiedImageError":
+    return "not a readable image (format not recognized)"
+  return f"cannot decode: {text}"
+
+
+def _fit_geometry(x, height, width, mode):
+  """Crops or pads float array x [h, w, c] to the target aspect ratio."""
+  h, w = x.shape[:2]
+  if mode == "stretch" or h * width == w * height:
+    return x
+  if mode == "crop":
+    if h * width > w * height:  # Too tall: crop rows.
+      new_h = max(1, round(w * height / width))
+      top = (h - new_h) // 2
+      return x[top:top + new_h]
+    new_w = max(1, round(h * width / height))
+    left = (w - new_w) // 2
+    return x[:, left:left + new_w]
+  # pad
+  if h * width > w * height:  # Too tall: pad columns.
+    new_w = round(h * width / height)
+    left = (new_w - w) // 2
+    return np.pad(x, ((0, 0), (left, new_w - w - left), (0, 0)))
+  new_h = round(w * height / width)
+  top = (new_h - h) // 2
+  return np.pad(x, ((top, new_h - h - top), (0, 0), (0, 0)))
+
+
+def _resize(x, height, width):
+  """Resizes float32 [h, w, c] with Lanczos (antialiased when shrinking)."""
+  if x.shape[:2] == (height, width):
+    return x
+  planes = [
+      np.asarray(Image.fromarray(np.ascontiguousarray(x[..., c]), mode="F").resize(
+          (width, height), Image.Resampling.LANCZOS))
+      for c in range(x.shape[-1])
+  ]
+  return np.stack(planes, axis=-1)
+
+
+def to_spec(arr, spec):
+  """Brings a decoded image to `spec`.
+
+  Args:
+    arr: [H, W, C] uint8 or uint16, C in {1, 3}, as from `decode_bytes`.
+    spec: the target `ImageSpec`.
+
+  Returns:
+    An array of shape `spec.shape` and dtype `spec.dtype`. Depth changes map
+    the full range onto the full range (x * 257 up, x / 257 down); colour
+    becomes gray with ITU-R 601-2 luma weights.
+  """
+  if arr.ndim == 2:
+    arr = arr[..., None]
+  if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+    raise BadImageError(f"unsupported array shape {arr.shape}")
+  src_max = 255.0 if arr.dtype == np.uint8 else 65535.0
+  dst_max = 255.0 if spec.bit_depth == 8 else 65535.0
+  x = arr.astype(np.float32)
+  if x.shape[-1] == 3 and spec.channels == 1:
+    x = x @ _LUMA[:, None]
+  elif x.shape[-1] == 1 and spec.channels == 3:
+    x = np.repeat(x, 3, axis=-1)
+  x = _fit_geometry(x, spec.height, spec.width, spec.resize)
+  x = _resize(x, spec.height, spec.width)
+  if src_max != dst_max:
+    x = x * (dst_max / src_max)
+  return np.clip(np.round(x), 0, dst_max).astype(spec.dtype)
+
+
+def encode(arr, encoding):
+  """Serializes a spec'd image: `raw` little-endian bytes, or `png`."""
+  if encoding == "raw":
+    return np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"))).tobytes()
+  if encoding == "png":
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    return tf.io.encode_png(arr).numpy()
+  raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+
+
+def split_side_by_side(arr):
+  """Splits an A|B image (the common Pix2Pix layout) into its two halves."""
+  w = arr.shape[1]
+  if w % 2:
+    raise BadImageError(f"side-by-side image has odd width {w}; cannot split A|B")
+  return arr[:, :w // 2], arr[:, w // 2:]
+
+
+__all__ = [
+    "BadImageError", "ENCODINGS", "IMAGE_EXTENSIONS", "ImageInfo", "ImageSpec",
+    "RESIZE_MODES", "decode_bytes", "encode", "probe_file", "read_file",
+    "split_side_by_side", "to_spec",
+]

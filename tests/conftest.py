@@ -1,0 +1,22 @@
+"""Test setup shared by every test.
+
+The CPU is split into two logical devices before TensorFlow initializes, so
+that tests can build a two-replica MirroredStrategy on this 2-core machine.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # pylint: disable=wrong-import-position
+
+NUM_LOGICAL_CPUS = 2
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration()] * NUM_LOGICAL_CPUS)
+
+# tf.test.TestCase reads absl flags (--test_tmpdir); pytest does not parse them.
+from absl import flags  # pylint: disable=wrong-import-position
+
+if not flags.FLAGS.is_parsed():
+  flags.FLAGS.mark_as_parsed()
