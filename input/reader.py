@@ -148,14 +148,15 @@ def _checked_records(path, expected, skip_corrupt):
     record, is_end = elem
 
     def at_end():
-      message = tf.strings.format(
-          "corrupt or truncated TFRecord shard {}: read {} of the {} records in the manifest",
-          (path, count, expected))
+      message = tf.strings.join([
+          "corrupt or truncated TFRecord shard ", path, ": read ", tf.strings.as_string(count),
+          " of the ", tf.strings.as_string(expected), " records in the manifest"])
       if skip_corrupt:
         return tf.cond(
             count < expected,
-            lambda: _print_warning(tf.strings.format(
-                "WARNING: skipping {} unreadable records: ", expected - count) + message),
+            lambda: _print_warning(tf.strings.join([
+                "WARNING: skipping ", tf.strings.as_string(expected - count),
+                " unreadable records: ", message])),
             lambda: tf.constant(True))
       check = tf.debugging.Assert(tf.equal(count, expected), [message], summarize=1)
       with tf.control_dependencies([check]):
@@ -216,6 +217,8 @@ def _decode_images(data, feat, batched):
   if feat["encoding"] == "raw":
     x = tf.io.decode_raw(data, dtype, little_endian=True)
     x = tf.reshape(x, ([-1] if batched else []) + shape)
+    if batched:  # Keep the static batch size that drop_remainder gave.
+      x = tf.ensure_shape(x, [data.shape[0]] + shape)
   else:
     x = tf.io.decode_png(data, channels=shape[-1], dtype=dtype)
     x = tf.ensure_shape(x, shape)
