@@ -123,6 +123,11 @@ class ReaderTest(tf.test.TestCase):
     got = dict(zip(batch["key"].numpy().tolist(), batch["image"].numpy().reshape(-1)))
     # x * 2/255 - 1: 0 -> -1, 51 -> -0.6, 255 -> 1
     self.assertAllClose([got[b"0"], got[b"1"], got[b"2"]], [-1.0, -0.6, 1.0], atol=1e-6)
+    stored = next(iter(reader.make_dataset(reader.ReaderConfig(
+        d, shuffle_buffer=0, repeat=False, deterministic=True, normalize=False), 3)))
+    self.assertEqual(stored["image"].dtype, tf.uint8)
+    self.assertAllClose(reader.normalize_batch(stored)["image"], batch["image"])
+    self.assertAllClose(reader.normalize_images(tf.constant([0, 65535], tf.uint16)), [-1, 1])
 
   def test_random_flip_mirrors_paired_images_together(self):
     d = os.path.join(self.tmp, "paired_flip")

@@ -1,0 +1,164 @@
+"""DCGAN-style convolutional generator and discriminator, for 28 to 128 px.
+
+Radford et al., "Unsupervised Representation Learning with Deep Convolutional
+GANs", 2016: strided (transposed) convolutions, batch normalization, ReLU in
+G, LeakyReLU(0.2) in D, weights from N(0, 0.02). The same family, with other
+normalizations, serves WGAN (no change), WGAN-GP (no batch norm in the critic:
+the penalty is per example), LSGAN, and SNGAN / SN-WGAN-GP (spectral norm on
+every discriminator layer, LeakyReLU(0.1), no batch norm).
+
+Sizes: an image side must be s * 2^k with s in 3..7 and k >= 2 (28 = 7 * 4,
+32 = 4 * 8, 48, 64, 96, 128, ...). G starts at s x s and doubles k times; D
+halves k times. Batch norm is `synchronized`: statistics over the global
+batch, so that training on N replicas equals training on one.
+
+Interfaces as in `models/mlp.py`: G(z, labels, training) -> [B, H, W, C] in
+[-1, 1]; D(x, labels, training) -> logits [B]. Conditioning: one-hot label
+concatenated to z in G, and as constant feature maps to the image in D.
+"""
+
+import keras
+from keras import ops
+
+from models import spectral_norm
+
+_INIT = keras.initializers.RandomNormal(0.0, 0.02)
+
+
+def upsampling_plan(height, width):
+  """(k, start_h, start_w) for a conv net of this output size.
+
+  Raises:
+    ValueError: a size the nets cannot produce, naming it and valid examples.
+  """
+  for k in range(2, 8):
+    f = 2 ** k
+    if height % f == 0 and width % f == 0 and 3 <= height // f <= 7 and 3 <= width // f <= 7:
+      return k, height // f, width // f
+  raise ValueError(
+      f"image size {height}x{width} is not supported by the conv nets: each side must be "
+      "s * 2^k with s in 3..7 and k >= 2 (e.g. 28, 32, 48, 64, 96, 128); convert the data "
+      "with --image_size")
+
+
+def _norm(kind, name):
+  if kind == "batch":
+    return keras.layers.BatchNormalization(momentum=0.9, synchronized=True, name=name)
+  if kind == "layer":
+    return keras.layers.LayerNormalization(name=name)
+  if kind == "none":
+    return None
+  raise ValueError(f"unknown normalization {kind!r}; valid: batch, layer, none")
+
+
+class DCGANGenerator(keras.Model):
+  """z -> dense -> k transposed convolutions (4x4, stride 2) -> tanh.
+
+  Args:
+    image_shape: (H, W, C) of the output.
+    base_channels: channels of the last hidden layer; doubles per level going
+      back (64 in the paper).
+    num_classes: > 0 for a conditional generator.
+    norm: `batch` (the paper) or `none`.
+  """
+
+  def __init__(self, image_shape, base_channels=64, num_classes=0, norm="batch",
+               name="generator", **kwargs):
+    super().__init__(name=name, **kwargs)
+    h, w, c = image_shape
+    self.image_shape = (h, w, c)
+    self.num_classes = num_classes
+    k, sh, sw = upsampling_plan(h, w)
+    ch = base_channels * 2 ** (k - 1)
+    self.start = (sh, sw, ch)
+    self.project = keras.layers.Dense(sh * sw * ch, use_bias=norm != "batch",
+                                      kernel_initializer=_INIT, name="project")
+    self.project_norm = _norm(norm, "project_norm")
+    self.ups, self.norms = [], []
+    for i in range(k - 1):
+      ch //= 2
+      self.ups.append(keras.layers.Conv2DTranspose(
+          ch, 4, strides=2, padding="same", use_bias=norm != "batch",
+          kernel_initializer=_INIT, name=f"up_{i}"))
+      self.norms.append(_norm(norm, f"up_{i}_norm"))
+    self.to_image = keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same",
+                                                 kernel_initializer=_INIT, name="to_image")
+
+  def call(self, z, labels=None, training=False):
+    x = z
+    if self.num_classes:
+      x = ops.concatenate([x, ops.one_hot(labels, self.num_classes, dtype=z.dtype)], axis=-1)
+    x = ops.reshape(self.project(x), (-1,) + self.start)
+    if self.project_norm is not None:
+      x = self.project_norm(x, training=training)
+    x = ops.relu(x)
+    for up, norm in zip(self.ups, self.norms):
+      x = up(x)
+      if norm is not None:
+        x = norm(x, training=training)
+      x = ops.relu(x)
+    return ops.tanh(self.to_image(x))
+
+
+class DCGANDiscriminator(keras.Model):
+  """k convolutions (4x4, stride 2) -> dense -> logit [B].
+
+  Args:
+    image_shape: (H, W, C) of the input.
+    base_channels: channels of the first layer; doubles per level.
+    num_classes: > 0 for a conditional discriminator.
+    norm: `batch` (DCGAN), `layer`, or `none` (critics with a gradient
+      penalty, spectrally normalized nets). Never on the first layer.
+    spectral_norm: spectrally normalize every layer.
+    negative_slope: of the LeakyReLU (0.2 DCGAN, 0.1 SNGAN).
+  """
+
+  def __init__(self, image_shape, base_channels=64, num_classes=0, norm="batch",
+               spectral_norm=False, negative_slope=0.2, name="discriminator", **kwargs):
+    super().__init__(name=name, **kwargs)
+    h, w, _ = image_shape
+    self.num_classes = num_classes
+    self.negative_slope = negative_slope
+    k, _, _ = upsampling_plan(h, w)
+    conv = spectral_norm_conv if spectral_norm else _conv
+    dense = spectral_norm_dense if spectral_norm else _dense
+    self.convs, self.norms = [], []
+    ch = base_channels
+    for i in range(k):
+      self.convs.append(conv(ch, use_bias=i == 0 or norm != "batch", name=f"down_{i}"))
+      self.norms.append(None if i == 0 else _norm(norm, f"down_{i}_norm"))
+      ch *= 2
+    self.out = dense(1, name="out")
+
+  def call(self, x, labels=None, training=False):
+    if self.num_classes:
+      onehot = ops.one_hot(labels, self.num_classes, dtype=x.dtype)[:, None, None, :]
+      shape = ops.shape(x)
+      x = ops.concatenate(
+          [x, ops.broadcast_to(onehot, (shape[0], shape[1], shape[2], self.num_classes))],
+          axis=-1)
+    for conv, norm in zip(self.convs, self.norms):
+      x = conv(x)
+      if norm is not None:
+        x = norm(x, training=training)
+      x = keras.activations.leaky_relu(x, negative_slope=self.negative_slope)
+    x = ops.reshape(x, (ops.shape(x)[0], -1))
+    return ops.squeeze(self.out(x), axis=-1)
+
+
+def _conv(ch, use_bias, name):
+  return keras.layers.Conv2D(ch, 4, strides=2, padding="same", use_bias=use_bias,
+                             kernel_initializer=_INIT, name=name)
+
+
+def spectral_norm_conv(ch, use_bias, name):
+  return spectral_norm.SNConv2D(ch, 4, strides=2, padding="same", use_bias=use_bias,
+                                kernel_initializer=_INIT, name=name)
+
+
+def _dense(units, name):
+  return keras.layers.Dense(units, kernel_initializer=_INIT, name=name)
+
+
+def spectral_norm_dense(units, name):
+  return spectral_norm.SNDense(units, kernel_initializer=_INIT, name=name)

@@ -1,0 +1,79 @@
+"""Fully connected generator and discriminator (the original GAN, CGAN, and the
+MLPs of the 2-D benchmarks).
+
+Interfaces shared by every network family:
+- generator(z [B, Z], labels [B] int or None, training) -> samples of
+  `data_shape`: images in [-1, 1] (tanh) or vectors (linear output);
+- discriminator(x, labels [B] or None, training) -> raw logits [B].
+Conditioning concatenates a one-hot label to the input ("cgan", Mirza &
+Osindero 2014). Models never see the distribution strategy.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from models import spectral_norm
+
+
+class MLPGenerator(keras.Model):
+  """z (and a one-hot label) -> ReLU MLP -> `data_shape`.
+
+  Args:
+    data_shape: output shape per example, e.g. (2,) or (28, 28, 1).
+    hidden: widths of the hidden layers.
+    num_classes: > 0 for a conditional generator.
+    tanh_output: squash to [-1, 1] (images); False for 2-D vectors.
+  """
+
+  def __init__(self, data_shape, hidden=(512, 512, 512), num_classes=0, tanh_output=True,
+               name="generator", **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.data_shape = tuple(data_shape)
+    self.num_classes = num_classes
+    self.tanh_output = tanh_output
+    self.hidden = [keras.layers.Dense(h, activation="relu", name=f"dense_{i}")
+                   for i, h in enumerate(hidden)]
+    self.out = keras.layers.Dense(math.prod(self.data_shape), name="out")
+
+  def call(self, z, labels=None, training=False):
+    x = z
+    if self.num_classes:
+      x = ops.concatenate([x, ops.one_hot(labels, self.num_classes, dtype=z.dtype)], axis=-1)
+    for layer in self.hidden:
+      x = layer(x)
+    x = self.out(x)
+    if self.tanh_output:
+      x = ops.tanh(x)
+    return ops.reshape(x, (-1,) + self.data_shape)
+
+
+class MLPDiscriminator(keras.Model):
+  """x (flattened, and a one-hot label) -> LeakyReLU(0.2) MLP -> logit [B].
+
+  Args:
+    hidden: widths of the hidden layers.
+    num_classes: > 0 for a conditional discriminator.
+    spectral_norm: spectrally normalize every layer (SNGAN).
+  """
+
+  def __init__(self, hidden=(512, 512, 512), num_classes=0, spectral_norm=False,
+               name="discriminator", **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.num_classes = num_classes
+    dense = spectral_norm_dense if spectral_norm else keras.layers.Dense
+    self.hidden = [dense(h, name=f"dense_{i}") for i, h in enumerate(hidden)]
+    self.out = dense(1, name="out")
+
+  def call(self, x, labels=None, training=False):
+    x = ops.reshape(x, (ops.shape(x)[0], -1))
+    if self.num_classes:
+      x = ops.concatenate([x, ops.one_hot(labels, self.num_classes, dtype=x.dtype)], axis=-1)
+    for layer in self.hidden:
+      x = keras.activations.leaky_relu(layer(x), negative_slope=0.2)
+    return ops.squeeze(self.out(x), axis=-1)
+
+
+def spectral_norm_dense(units, name=None):
+  return spectral_norm.SNDense(units, name=name)

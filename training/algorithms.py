@@ -1,0 +1,343 @@
+"""GAN algorithms, registered by name, all served by one trainer.
+
+An algorithm declares its models, optimizers and *phases* (a discriminator
+step repeated n_critic times, then a generator step). For each phase it
+provides a per-replica loss built from the pure pieces in `models/`: it
+returns per-example values [B_local] and never reduces over the batch or
+touches the strategy. The trainer does the rest (see `training/trainer.py`).
+
+| name         | networks        | loss                     | extras                          |
+|--------------|-----------------|--------------------------|---------------------------------|
+| `gan`        | MLP             | BCE, non-saturating G    | `--g_loss=minimax`              |
+| `cgan`       | MLP, one-hot y  | BCE                      |                                 |
+| `dcgan`      | DCGAN, BN       | BCE                      |                                 |
+| `cdcgan`     | DCGAN, one-hot y| BCE                      |                                 |
+| `wgan`       | DCGAN, BN       | Wasserstein              | weight clip 0.01, RMSprop, n=5  |
+| `wgan_gp`    | DCGAN, no BN in D | Wasserstein            | GP lambda=10, n=5               |
+| `sngan`      | DCGAN, SN in D  | hinge (`--loss=wasserstein`) |                             |
+| `sn_wgan_gp` | DCGAN, SN in D  | Wasserstein              | GP lambda=10, n=5               |
+| `lsgan`      | DCGAN, BN       | least squares (a=0,b=1,c=1) |                              |
+
+On 2-D vector data (`builtin:ring2d`, `builtin:grid2d`) every algorithm uses
+MLPs (with spectral norm in D where the algorithm has it).
+"""
+
+import dataclasses
+
+import keras
+import tensorflow as tf
+
+from models import dcgan
+from models import losses
+from models import mlp
+from models import penalties
+from models import spectral_norm
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """What the trainer learned about the data from its manifest."""
+  kind: str  # image | vector | paired | unpaired
+  shape: tuple  # per-example shape of the main feature
+  num_classes: int  # 0 when unlabeled
+  name: str  # short name for the run directory
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One kind of update in a generator step.
+
+  Attributes:
+    name: `d` or `g` (used in metric names and checkpoints).
+    repeats: updates per generator step (n_critic for `d`).
+    needs_data: consumes a real batch per update.
+    metrics: names of the per-example metrics its loss returns.
+  """
+  name: str
+  repeats: int
+  needs_data: bool
+  metrics: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class GANSpec:
+  """The paper defaults of an image/vector GAN algorithm."""
+  arch: str  # mlp | dcgan
+  loss: str
+  conditional: bool = False
+  spectral_norm: bool = False
+  d_norm: str = "batch"
+  gp_weight: float = 0.0
+  weight_clip: float = 0.0
+  n_critic: int = 1
+  optimizer: str = "adam"
+  lr: float = 2e-4
+  beta1: float = 0.5
+  beta2: float = 0.999
+  negative_slope: float = 0.2
+  default_data: str = "builtin:shapes"
+  reference: str = ""
+
+
+SPECS = {
+    "gan": GANSpec("mlp", "bce", default_data="builtin:ring2d",
+                   reference="Goodfellow et al. 2014 (Adam 2e-4/0.5 as in DCGAN, not SGD)"),
+    "cgan": GANSpec("mlp", "bce", conditional=True, default_data="builtin:ring2d",
+                    reference="Mirza & Osindero 2014"),
+    "dcgan": GANSpec("dcgan", "bce", reference="Radford et al. 2016: Adam 2e-4, beta1 0.5"),
+    "cdcgan": GANSpec("dcgan", "bce", conditional=True, reference="conditional DCGAN"),
+    "wgan": GANSpec("dcgan", "wasserstein", weight_clip=0.01, n_critic=5, optimizer="rmsprop",
+                    lr=5e-5, reference="Arjovsky et al. 2017: RMSprop 5e-5, clip 0.01, n_critic 5"),
+    "wgan_gp": GANSpec("dcgan", "wasserstein", d_norm="none", gp_weight=10.0, n_critic=5,
+                       lr=1e-4, beta1=0.5, beta2=0.9,
+                       reference="Gulrajani et al. 2017: Adam 1e-4 (0.5, 0.9), lambda 10, "
+                                 "n_critic 5"),
+    "sngan": GANSpec("dcgan", "hinge", spectral_norm=True, d_norm="none", lr=2e-4, beta1=0.5,
+                     beta2=0.999, negative_slope=0.1,
+                     reference="Miyato et al. 2018, setting C: Adam 2e-4 (0.5, 0.999), "
+                               "n_dis 1, hinge loss"),
+    "sn_wgan_gp": GANSpec("dcgan", "wasserstein", spectral_norm=True, d_norm="none",
+                          gp_weight=10.0, n_critic=5, lr=1e-4, beta1=0.5, beta2=0.9,
+                          negative_slope=0.1,
+                          reference="spectral norm (Miyato et al.) + WGAN-GP (Gulrajani et al.)"),
+    "lsgan": GANSpec("dcgan", "least_squares", reference="Mao et al. 2017: Adam 2e-4, beta1 0.5, "
+                                                         "a=0 b=1 c=1"),
+}
+
+# name -> Algorithm subclass; filled by `register`.
+_REGISTRY = {}
+
+
+def register(name):
+  def wrap(cls):
+    _REGISTRY[name] = cls
+    return cls
+  return wrap
+
+
+def names():
+  return sorted(_REGISTRY)
+
+
+def get(name):
+  """The Algorithm class registered as `name`.
+
+  Raises:
+    ValueError: unknown name; the message lists the valid ones.
+  """
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown --algo {name!r}; valid: {', '.join(names())}")
+  return _REGISTRY[name]
+
+
+class Algorithm:
+  """Base class: what the trainer needs from an algorithm.
+
+  Subclasses implement `resolve`, `build`, `phases`, `loss` and, where needed,
+  `before_update` (replica context, before the gradient tape) and
+  `after_update` (cross-replica context, after the optimizer step).
+  """
+  default_data = "builtin:shapes"
+
+  def __init__(self, config, data):
+    self.config = config
+    self.data = data
+    self.generator = None
+    self.ema_generator = None
+    self.optimizers = {}
+
+  @classmethod
+  def resolve(cls, config, data):
+    """Fills the config's None fields with this algorithm's defaults."""
+    raise NotImplementedError
+
+  def build(self):
+    """Creates models and optimizers (called inside strategy.scope())."""
+    raise NotImplementedError
+
+  def phases(self):
+    raise NotImplementedError
+
+  def variables(self, phase):
+    raise NotImplementedError
+
+  def loss(self, phase, batch, rand):
+    """Per-replica loss of `phase`: (per-example loss [B], {metric: [B]})."""
+    raise NotImplementedError
+
+  def before_update(self, phase):
+    pass
+
+  def after_update(self, phase):
+    pass
+
+  def checkpoint_items(self):
+    raise NotImplementedError
+
+  def sample(self, z, labels=None):
+    """Generated samples for grids, from the EMA generator when there is one."""
+    g = self.ema_generator or self.generator
+    return g(z, labels, training=False)
+
+  def data_requirements(self):
+    raise NotImplementedError
+
+
+def _optimizer(kind, lr, beta1, beta2, name):
+  if kind == "adam":
+    return keras.optimizers.Adam(learning_rate=lr, beta_1=beta1, beta_2=beta2, name=name)
+  if kind == "rmsprop":
+    return keras.optimizers.RMSprop(learning_rate=lr, name=name)
+  raise ValueError(f"unknown optimizer {kind!r}")
+
+
+class ImageGAN(Algorithm):
+  """Every sampling GAN of the table above, configured by its `GANSpec`."""
+  spec = None  # set per registered subclass
+
+  @classmethod
+  def resolve(cls, config, data):
+    spec = cls.spec
+    vector = data.kind == "vector"
+    loss = config.loss or spec.loss
+    if loss not in losses.LOSSES or loss == "bce_minimax":
+      raise ValueError(f"unknown --loss {loss!r}; valid: bce, hinge, least_squares, wasserstein")
+    g_loss = config.g_loss or ("ns" if loss == "bce" else "default")
+    if loss == "bce" and g_loss not in ("ns", "minimax"):
+      raise ValueError(f"--g_loss must be ns or minimax with the bce loss, got {g_loss!r}")
+    arch = config.arch or ("mlp" if vector else spec.arch)
+    if vector and arch != "mlp":
+      raise ValueError(f"--arch={arch} cannot model {data.shape}-vector data; use --arch=mlp")
+    if arch not in ("mlp", "dcgan"):
+      raise ValueError(f"unknown --arch {arch!r}; valid: mlp, dcgan")
+    return dataclasses.replace(
+        config,
+        loss=loss, g_loss=g_loss, arch=arch,
+        n_critic=config.n_critic or spec.n_critic,
+        lr_g=spec.lr if config.lr_g is None else config.lr_g,
+        lr_d=spec.lr if config.lr_d is None else config.lr_d,
+        beta1=spec.beta1 if config.beta1 is None else config.beta1,
+        beta2=spec.beta2 if config.beta2 is None else config.beta2,
+        gp_weight=spec.gp_weight if config.gp_weight is None else config.gp_weight,
+        weight_clip=spec.weight_clip if config.weight_clip is None else config.weight_clip,
+        z_dim=config.z_dim or (2 if vector else 128),
+        global_batch_size=config.global_batch_size or (256 if vector else 64),
+    )
+
+  def data_requirements(self):
+    return dict(kinds=("image", "vector"), labels=self.spec.conditional)
+
+  @property
+  def num_classes(self):
+    return self.data.num_classes if self.spec.conditional else 0
+
+  def build(self):
+    c, spec, shape = self.config, self.spec, self.data.shape
+    if c.arch == "mlp":
+      self.generator = mlp.MLPGenerator(shape, c.mlp_hidden, self.num_classes,
+                                        tanh_output=self.data.kind != "vector")
+      self.discriminator = mlp.MLPDiscriminator(c.mlp_hidden, self.num_classes,
+                                                spectral_norm=spec.spectral_norm)
+    else:
+      self.generator = dcgan.DCGANGenerator(shape, c.base_channels, self.num_classes)
+      self.discriminator = dcgan.DCGANDiscriminator(
+          shape, c.base_channels, self.num_classes, norm=spec.d_norm,
+          spectral_norm=spec.spectral_norm, negative_slope=spec.negative_slope)
+    z = tf.zeros([2, c.z_dim])
+    labels = tf.zeros([2], tf.int32) if self.num_classes else None
+    self.generator(z, labels)
+    self.discriminator(tf.zeros((2,) + tuple(shape)), labels)
+    if c.ema_decay:
+      self.ema_generator = self._make_ema()
+    opt = spec.optimizer
+    self.optimizers = {
+        "d": _optimizer(opt, c.lr_d, c.beta1, c.beta2, "d_optimizer"),
+        "g": _optimizer(opt, c.lr_g, c.beta1, c.beta2, "g_optimizer"),
+    }
+    # Build slots now, in the strategy scope: lazy creation inside a
+    # tf.function under a strategy fails (see shared notes).
+    self.optimizers["d"].build(self.discriminator.trainable_variables)
+    self.optimizers["g"].build(self.generator.trainable_variables)
+    g_loss, d_loss = losses.get("bce_minimax" if c.g_loss == "minimax" else c.loss)
+    self._g_loss, self._d_loss = g_loss, d_loss
+
+  def _make_ema(self):
+    c, shape = self.config, self.data.shape
+    if c.arch == "mlp":
+      ema = mlp.MLPGenerator(shape, c.mlp_hidden, self.num_classes,
+                             tanh_output=self.data.kind != "vector", name="ema_generator")
+    else:
+      ema = dcgan.DCGANGenerator(shape, c.base_channels, self.num_classes, name="ema_generator")
+    ema(tf.zeros([2, c.z_dim]), tf.zeros([2], tf.int32) if self.num_classes else None)
+    for e, v in zip(ema.weights, self.generator.weights):
+      e.assign(v)
+    return ema
+
+  def phases(self):
+    d_metrics = ("d_loss", "d_real", "d_fake")
+    if self.config.gp_weight:
+      d_metrics += ("gradient_penalty", "gradient_norm")
+    return [Phase("d", self.config.n_critic, True, d_metrics),
+            Phase("g", 1, False, ("g_loss",))]
+
+  def variables(self, phase):
+    model = self.discriminator if phase.name == "d" else self.generator
+    return model.trainable_variables
+
+  def _real(self, batch):
+    return batch["vector"] if self.data.kind == "vector" else batch["image"]
+
+  def loss(self, phase, batch, rand):
+    z = rand.normal("z", [self.config.z_dim])
+    if phase.name == "d":
+      real = self._real(batch)
+      labels = batch["label"] if self.num_classes else None
+      # Fakes share the real labels, so the gradient penalty's interpolates
+      # have one label per example.
+      fake = self.generator(z, labels, training=True)
+      real_logits = self.discriminator(real, labels, training=True)
+      fake_logits = self.discriminator(fake, labels, training=True)
+      per_example = self._d_loss(real_logits, fake_logits)
+      metrics = {"d_loss": per_example, "d_real": losses.per_example(real_logits),
+                 "d_fake": losses.per_example(fake_logits)}
+      if self.config.gp_weight:
+        alpha = rand.uniform("gp_alpha")
+        gp, norm = penalties.wasserstein_gradient_penalty(
+            lambda x: self.discriminator(x, labels, training=True), real, fake, alpha)
+        per_example = per_example + self.config.gp_weight * gp
+        metrics.update(gradient_penalty=gp, gradient_norm=norm)
+      return per_example, metrics
+    labels = rand.labels("labels", self.num_classes) if self.num_classes else None
+    fake = self.generator(z, labels, training=True)
+    per_example = self._g_loss(self.discriminator(fake, labels, training=True))
+    return per_example, {"g_loss": per_example}
+
+  def before_update(self, phase):
+    if phase.name == "d" and self.spec.spectral_norm:
+      spectral_norm.power_iteration(self.discriminator)
+
+  def after_update(self, phase):
+    if phase.name == "d" and self.config.weight_clip:
+      c = self.config.weight_clip
+      for v in self.discriminator.trainable_variables:
+        v.assign(tf.clip_by_value(v, -c, c))
+    if phase.name == "g" and self.ema_generator is not None:
+      d = self.config.ema_decay
+      for e, v in zip(self.ema_generator.trainable_variables,
+                      self.generator.trainable_variables):
+        e.assign(d * e + (1.0 - d) * v)
+      for e, v in zip(self.ema_generator.non_trainable_variables,
+                      self.generator.non_trainable_variables):
+        e.assign(v)  # Batch-norm statistics are copied, not averaged.
+
+  def checkpoint_items(self):
+    items = dict(generator=self.generator, discriminator=self.discriminator,
+                 g_optimizer=self.optimizers["g"], d_optimizer=self.optimizers["d"])
+    if self.ema_generator is not None:
+      items["ema_generator"] = self.ema_generator
+    return items
+
+
+for _name, _spec in SPECS.items():
+  register(_name)(type(f"{_name.upper()}Algorithm", (ImageGAN,),
+                       {"spec": _spec, "default_data": _spec.default_data}))

@@ -1,0 +1,112 @@
+"""The frozen training config, its JSON form, and the resume compatibility check.
+
+Fields left None are filled from the algorithm's defaults (its paper) and the
+data by `algorithms.resolve`; the resolved config is written to
+`MODEL_DIR/config.json` and compared with the stored one on resume.
+"""
+
+import dataclasses
+import json
+import os
+
+CONFIG_NAME = "config.json"
+
+# Fields that may change between a run and its resumption.
+RESUMABLE_CHANGES = frozenset({
+    "train_steps", "steps_per_loop", "log_every", "sample_every", "checkpoint_every",
+    "keep_checkpoints", "strategy", "cpu_replicas", "fresh", "num_samples", "data_cache",
+    "model_dir", "skip_corrupt",
+})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything that defines a training run. Field names match the flags
+  (`pipeline/flags.py` documents each)."""
+  algo: str = "sngan"
+  data: str | None = None
+  model_dir: str | None = None
+  strategy: str = "mirrored"
+  cpu_replicas: int | None = None
+  global_batch_size: int | None = None
+  train_steps: int = 2000
+  steps_per_loop: int = 10
+  log_every: int = 100
+  sample_every: int = 500
+  checkpoint_every: int = 500
+  keep_checkpoints: int = 3
+  # Algorithm hyperparameters: None takes the algorithm's (paper) default.
+  loss: str | None = None
+  g_loss: str | None = None
+  n_critic: int | None = None
+  lr_g: float | None = None
+  lr_d: float | None = None
+  beta1: float | None = None
+  beta2: float | None = None
+  gp_weight: float | None = None
+  weight_clip: float | None = None
+  # Networks.
+  arch: str | None = None
+  z_dim: int | None = None
+  base_channels: int = 64
+  mlp_hidden: tuple = (512, 512, 512)
+  ema_decay: float = 0.0
+  # Data.
+  image_size: int | None = None
+  random_flip: bool = False
+  shuffle_buffer: int | None = None
+  skip_corrupt: bool = False
+  data_cache: str | None = None
+  # Reproducibility.
+  seed: int = 0
+  deterministic: bool = False
+  fresh: bool = False
+  num_samples: int = 64
+
+  def validate(self):
+    """Raises ValueError naming the first bad value."""
+    positive = ["train_steps", "steps_per_loop", "log_every", "sample_every",
+                "checkpoint_every", "keep_checkpoints", "base_channels", "num_samples"]
+    for name in positive:
+      if getattr(self, name) < 1:
+        raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+    for name in ("global_batch_size", "n_critic", "z_dim", "image_size", "shuffle_buffer"):
+      value = getattr(self, name)
+      if value is not None and value < 1:
+        raise ValueError(f"--{name} must be >= 1, got {value}")
+    if not 0.0 <= self.ema_decay < 1.0:
+      raise ValueError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
+    for name in ("lr_g", "lr_d", "gp_weight", "weight_clip"):
+      value = getattr(self, name)
+      if value is not None and value < 0:
+        raise ValueError(f"--{name} must be >= 0, got {value}")
+
+  def to_json(self):
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, d):
+    known = {f.name for f in dataclasses.fields(cls)}
+    d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+    return cls(**d)
+
+
+def load(model_dir):
+  """The config stored in `model_dir`, or None."""
+  path = os.path.join(model_dir, CONFIG_NAME)
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return TrainConfig.from_dict(json.load(f))
+
+
+def conflicts(stored, new):
+  """Fields whose change makes `new` unable to resume `stored`: [(name, old, new)]."""
+  out = []
+  for f in dataclasses.fields(TrainConfig):
+    if f.name in RESUMABLE_CHANGES:
+      continue
+    a, b = getattr(stored, f.name), getattr(new, f.name)
+    if a != b:
+      out.append((f.name, a, b))
+  return out

@@ -1,0 +1,399 @@
+"""The one trainer behind every algorithm: `run(config)`.
+
+What lives here and only here: the strategy, the input distribution, the
+reduction of per-example losses against the global batch, the compiled loop
+(n-critic and `steps_per_loop` inside one `tf.function` call), checkpoints,
+summaries, sample grids and console progress. Algorithms only provide
+per-replica, per-example losses.
+
+The reduction, in one place (`_replica_update`):
+    loss = tf.nn.compute_average_loss(per_example, global_batch_size=B)
+i.e. sum over this replica's examples / the global batch. Keras 3 optimizers,
+called in replica context, all-reduce (SUM) the gradients themselves, so the
+summed per-replica gradients are exactly the gradient of the global mean. No
+manual all-reduce: it would count every gradient twice.
+
+Data: each worker builds its own `tf.data` pipeline (reader.make_dataset_fn
+with this worker's InputContext) and iterates it with a plain iterator, which,
+unlike the strategy's distributed iterators, can be saved in a checkpoint.
+Each step takes one per-replica batch per local replica and hands them out
+with `experimental_distribute_values_from_function`. So replica r of a
+one-worker job gets the r-th consecutive slice of the global batch, the same
+examples a single replica would see in its batch of B.
+
+Randomness: every draw is a function of (seed, step, phase, repeat, global
+example index) (`training/randomness.py`), so N replicas draw what one
+replica would, and a resumed run draws what the uninterrupted run would.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+from input import manifest as manifest_lib
+from input import reader
+from training import algorithms
+from training import config as config_lib
+from training import data as data_lib
+from training import randomness
+from training import samples as samples_lib
+from training import strategy as strategy_lib
+
+CHECKPOINT_SUBDIR = "checkpoints"
+SAMPLES_SUBDIR = "samples"
+TENSORBOARD_SUBDIR = "tensorboard"
+
+
+class TrainingError(RuntimeError):
+  """Training stopped: non-finite losses, or a run that cannot be resumed."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `run` returns: the resolved config and the trained algorithm."""
+  config: config_lib.TrainConfig
+  model_dir: str
+  step: int
+  algorithm: algorithms.Algorithm
+  strategy: tf.distribute.Strategy
+  metrics: dict
+  checkpoint: str | None
+
+
+def _auto_shuffle_buffer(manifest):
+  """About 64 MB of records, 1,000 to 10,000: the buffer is saved in every
+  checkpoint (it is part of the input iterator's position)."""
+  total = 0
+  for f in manifest["features"].values():
+    n = math.prod(f["shape"])
+    total += n * (4 if f["dtype"] == "float32" else np.dtype(f["dtype"]).itemsize)
+  return int(min(10_000, max(1_000, 64e6 // max(total, 1))))
+
+
+def _prepare_model_dir(config, is_chief):
+  """Refuses an incompatible stored run, applies --fresh, writes config.json."""
+  model_dir = config.model_dir
+  stored = config_lib.load(model_dir)
+  if config.fresh and os.path.isdir(model_dir):
+    if is_chief:
+      logging.warning("--fresh: removing the previous run in %s", model_dir)
+      for name in (CHECKPOINT_SUBDIR, SAMPLES_SUBDIR, TENSORBOARD_SUBDIR):
+        shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+      for name in (config_lib.CONFIG_NAME,):
+        if os.path.exists(os.path.join(model_dir, name)):
+          os.remove(os.path.join(model_dir, name))
+    stored = None
+  if stored is not None:
+    diffs = config_lib.conflicts(stored, config)
+    if diffs:
+      text = "; ".join(f"{name}={old!r} there, {new!r} now" for name, old, new in diffs)
+      raise TrainingError(
+          f"--model_dir {model_dir!r} holds a run with a different config ({text}). "
+          "Re-run with the same flags to resume, pass --fresh to start over, or choose "
+          "another --model_dir")
+  if is_chief:
+    os.makedirs(model_dir, exist_ok=True)
+    manifest_lib.write_json_atomic(os.path.join(model_dir, config_lib.CONFIG_NAME),
+                                   json.loads(config.to_json()))
+
+
+class _Trainer:
+  """Holds the pieces of one run; `run()` below is the public entry point."""
+
+  def __init__(self, config):
+    config.validate()
+    self.strategy = strategy_lib.get_strategy(config.strategy, config.cpu_replicas)
+    self.num_workers, self.worker_index, self.is_chief = strategy_lib.worker_info(
+        self.strategy)
+    algo_cls = algorithms.get(config.algo)
+    spec = config.data or algo_cls.default_data
+    data_dir = data_lib.resolve(spec, cache_dir=config.data_cache, image_size=config.image_size)
+    self.manifest = manifest_lib.load(data_dir)
+    self.data_dir = data_dir
+    self.data = data_lib.describe(self.manifest, spec, data_dir)
+    config = algo_cls.resolve(dataclasses.replace(config, data=spec), self.data)
+    if config.model_dir is None:
+      config = dataclasses.replace(config, model_dir=os.path.join(
+          "runs", f"{config.algo}-{self.data.name}"))
+    self.config = config
+    replicas = self.strategy.num_replicas_in_sync
+    if config.global_batch_size % replicas:
+      raise ValueError(f"--global_batch_size={config.global_batch_size} does not divide by "
+                       f"the {replicas} replicas; use a multiple of {replicas}")
+    self.global_batch = config.global_batch_size
+    self.per_replica = self.global_batch // replicas
+    self.num_local = len(self.strategy.extended.worker_devices)
+    _prepare_model_dir(config, self.is_chief)
+    logging.info(
+        "Training %s on %s (%s, %s%s): %d replica(s) on %d worker(s), global batch %d, "
+        "per-replica batch %d; model_dir %s", config.algo, spec, self.data.kind,
+        "x".join(map(str, self.data.shape)),
+        f", {self.data.num_classes} classes" if self.data.num_classes else "", replicas,
+        self.num_workers, self.global_batch, self.per_replica, config.model_dir)
+    if config.deterministic:
+      tf.config.experimental.enable_op_determinism()
+
+    with self.strategy.scope():
+      keras.utils.set_random_seed(config.seed)  # Same initial weights for any replica count.
+      self.algorithm = algo_cls(config, self.data)
+      self.algorithm.build()
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
+                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    self.phases = self.algorithm.phases()
+    self._build_input()
+    self._build_checkpoint()
+    self._build_loop()
+
+  # -- input -----------------------------------------------------------------
+
+  def _build_input(self):
+    c = self.config
+    requirements = reader.Requirements(**self.algorithm.data_requirements())
+    reader_config = reader.ReaderConfig(
+        self.data_dir, split="train",
+        shuffle_buffer=c.shuffle_buffer or _auto_shuffle_buffer(self.manifest),
+        random_flip=c.random_flip, seed=c.seed, deterministic=c.deterministic,
+        skip_corrupt=c.skip_corrupt, normalize=False)  # Normalized on the device.
+    dataset_fn = reader.make_dataset_fn(reader_config, self.global_batch, requirements)
+    ctx = tf.distribute.InputContext(num_input_pipelines=self.num_workers,
+                                     input_pipeline_id=self.worker_index,
+                                     num_replicas_in_sync=self.strategy.num_replicas_in_sync)
+    self.dataset = dataset_fn(ctx)
+    self.iterator = iter(self.dataset)
+
+  def _next_batch(self):
+    """One per-replica batch for each local replica, as a distributed value."""
+    parts = [next(self.iterator) for _ in range(self.num_local)]
+    num_local = self.num_local
+    return self.strategy.experimental_distribute_values_from_function(
+        lambda ctx: parts[ctx.replica_id_in_sync_group % num_local])
+
+  # -- checkpoints -----------------------------------------------------------
+
+  def _build_checkpoint(self):
+    self.checkpoint = tf.train.Checkpoint(
+        step=self.step, iterator=self.iterator,
+        **_trackable_items(self.algorithm.checkpoint_items()))
+    directory = os.path.join(self.config.model_dir, CHECKPOINT_SUBDIR)
+    if not self.is_chief:  # TF's multi-worker pattern: others write to a temporary dir.
+      directory = os.path.join(self.config.model_dir, f".worker{self.worker_index}_tmp")
+    self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
+                                              max_to_keep=self.config.keep_checkpoints)
+    latest = tf.train.latest_checkpoint(os.path.join(self.config.model_dir, CHECKPOINT_SUBDIR))
+    if latest:
+      self.checkpoint.restore(latest).assert_consumed()
+      logging.info("Resumed from %s at step %d", latest, int(self.step.numpy()))
+
+  def _save(self):
+    path = self.manager.save(checkpoint_number=int(self.step.numpy()))
+    if not self.is_chief:
+      shutil.rmtree(self.manager.directory, ignore_errors=True)
+      return None
+    return path
+
+  # -- the compiled loop -----------------------------------------------------
+
+  def _replica_update(self, phase_index, batch, step, repeat):
+    """One update of one phase on one replica; returns its reduced metrics."""
+    phase = self.phases[phase_index]
+    replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
+    seed = randomness.fold(tf.constant([self.config.seed, 0], tf.int64), step, phase_index,
+                           repeat)
+    rand = randomness.StepRandomness(seed, self.global_batch,
+                                     replica_id * self.per_replica, self.per_replica)
+    if batch is not None:
+      batch = reader.normalize_batch(batch)  # uint8 -> [-1, 1] on this replica's device.
+    self.algorithm.before_update(phase)
+    variables = self.algorithm.variables(phase)
+    with tf.GradientTape() as tape:
+      per_example, metrics = self.algorithm.loss(phase, batch, rand)
+      # THE reduction: this replica's sum over the global batch size.
+      loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
+    grads = tape.gradient(loss, variables)
+    # Keras 3 sums the gradients over replicas inside apply_gradients.
+    self.algorithm.optimizers[phase.name].apply_gradients(zip(grads, variables))
+    return {k: tf.nn.compute_average_loss(v, global_batch_size=self.global_batch)
+            for k, v in metrics.items()}
+
+  def _build_loop(self):
+    self.metric_sums = {m: tf.Variable(0.0, trainable=False) for p in self.phases
+                        for m in p.metrics}
+    self.phase_counts = {p.name: tf.Variable(0.0, trainable=False) for p in self.phases}
+    strategy, phases = self.strategy, self.phases
+
+    @tf.function
+    def train_loop(num_steps):
+      for _ in tf.range(num_steps):
+        for i, phase in enumerate(phases):
+          for r in tf.range(phase.repeats):
+            batch = self._next_batch() if phase.needs_data else None
+            out = strategy.run(self._replica_update, args=(i, batch, self.step, r))
+            for name, value in out.items():
+              self.metric_sums[name].assign_add(
+                  strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None))
+            self.phase_counts[phase.name].assign_add(1.0)
+            self.algorithm.after_update(phase)
+        self.step.assign_add(1)
+
+    self.train_loop = train_loop
+
+    @tf.function
+    def sample_fn(z, labels):
+      return self.algorithm.sample(z, labels)
+
+    self.sample_fn = sample_fn
+
+  def _read_metrics(self):
+    out = {}
+    for phase in self.phases:
+      n = float(self.phase_counts[phase.name].numpy())
+      for m in phase.metrics:
+        out[m] = float(self.metric_sums[m].numpy()) / max(n, 1.0)
+    for v in list(self.metric_sums.values()) + list(self.phase_counts.values()):
+      v.assign(0.0)
+    return out
+
+  # -- samples ---------------------------------------------------------------
+
+  def _fixed_inputs(self):
+    c, n = self.config, self.config.num_samples
+    if self.data.kind == "vector":
+      n = max(n, 1000)  # A scatter needs many points.
+    z = tf.random.stateless_normal([n, c.z_dim], seed=[c.seed, 12345], alg="philox")
+    labels = None
+    if getattr(self.algorithm, "num_classes", 0):
+      labels = tf.constant(np.arange(n) % self.algorithm.num_classes, tf.int32)
+    return z, labels
+
+  def write_samples(self, writer):
+    z, labels = self._fixed_inputs()
+    out = self.sample_fn(z, labels).numpy()
+    step = int(self.step.numpy())
+    if self.data.kind == "vector":
+      picture = samples_lib.scatter(out, reference=self._reference_points())
+    else:
+      columns = self.algorithm.num_classes if labels is not None else None
+      if columns and columns < 4:
+        columns *= max(1, int(math.sqrt(len(out) / columns)))
+      picture = samples_lib.image_grid(out, columns=columns)
+    directory = os.path.join(self.config.model_dir, SAMPLES_SUBDIR)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"step_{step:07d}.png")
+    samples_lib.save_png(path, picture)
+    with writer.as_default():
+      tf.summary.image("samples", picture[None], step=step)
+    return path
+
+  def _reference_points(self):
+    centers = self.manifest.get("builtin", {}).get("centers")
+    return np.asarray(centers) if centers else None
+
+  # -- the host loop ---------------------------------------------------------
+
+  def train(self):
+    c = self.config
+    writer = (tf.summary.create_file_writer(os.path.join(c.model_dir, TENSORBOARD_SUBDIR))
+              if self.is_chief else tf.summary.create_noop_writer())
+    step = int(self.step.numpy())
+    if step >= c.train_steps:
+      logging.info("Already trained %d of %d steps; nothing to do", step, c.train_steps)
+      return TrainResult(c, c.model_dir, step, self.algorithm, self.strategy, {},
+                         self.manager.latest_checkpoint)
+    real_per_step = self.global_batch * sum(p.repeats for p in self.phases if p.needs_data)
+    last_checkpoint = self.manager.latest_checkpoint
+    metrics = {}
+    interval_start, interval_steps = time.time(), 0
+    run_start, run_start_step = time.time(), step
+    while step < c.train_steps:
+      boundaries = [c.train_steps, (step // c.log_every + 1) * c.log_every,
+                    (step // c.sample_every + 1) * c.sample_every,
+                    (step // c.checkpoint_every + 1) * c.checkpoint_every]
+      n = min(c.steps_per_loop, min(boundaries) - step)
+      self.train_loop(tf.constant(n, tf.int64))
+      step = int(self.step.numpy())
+      interval_steps += n
+      done = step >= c.train_steps
+      # Checked after every call, so that no checkpoint ever holds diverged weights.
+      sums = {k: float(v.numpy()) for k, v in self.metric_sums.items()}
+      bad = sorted(k for k, v in sums.items() if not math.isfinite(v))
+      if bad:
+        raise TrainingError(
+            f"non-finite {', '.join(bad)} between steps {step - n} and {step}; stopped "
+            f"without saving. The last good checkpoint is {last_checkpoint or 'none'}. Lower "
+            "the learning rates (--lr_g, --lr_d) or check the data")
+      if step % c.log_every == 0 or done:
+        metrics = self._read_metrics()
+        elapsed = time.time() - interval_start
+        steps_per_sec = interval_steps / max(elapsed, 1e-9)
+        metrics["steps_per_sec"] = steps_per_sec
+        metrics["images_per_sec"] = steps_per_sec * real_per_step
+        for name, opt in self.algorithm.optimizers.items():
+          metrics[f"lr_{name}"] = float(keras.ops.convert_to_numpy(opt.learning_rate))
+        with writer.as_default():
+          for k, v in metrics.items():
+            tf.summary.scalar(k, v, step=step)
+        total_rate = (step - run_start_step) / max(time.time() - run_start, 1e-9)
+        eta = (c.train_steps - step) / max(total_rate, 1e-9)
+        logging.info("step %d/%d | %s | %.0f img/s | ETA %s", step, c.train_steps,
+                     " ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                              if not k.startswith(("lr_", "steps_", "images_"))),
+                     metrics["images_per_sec"], _duration(eta))
+        interval_start, interval_steps = time.time(), 0
+      if self.is_chief and (step % c.sample_every == 0 or done):
+        path = self.write_samples(writer)
+        logging.info("Wrote samples %s", path)
+      if step % c.checkpoint_every == 0 or done:
+        last_checkpoint = self._save() or last_checkpoint
+        logging.info("Saved checkpoint %s", last_checkpoint)
+    writer.flush()
+    return TrainResult(c, c.model_dir, step, self.algorithm, self.strategy, metrics,
+                       last_checkpoint)
+
+
+def _trackable_items(items):
+  """Checkpoint items with every Keras model replaced by {variable path: variable}.
+
+  Keras 3 models do not expose layers held in Python lists to
+  tf.train.Checkpoint: their trainable weights are saved only through the
+  optimizer, and their non-trainable ones (batch-norm statistics, spectral-norm
+  vectors, the whole EMA generator) not at all. Saving every model's weights
+  by path makes the checkpoint complete and independent of Keras tracking.
+  """
+  out = {}
+  for name, obj in items.items():
+    if isinstance(obj, keras.Model):
+      weights = {v.path.replace("/", "."): v for v in obj.weights}
+      if len(weights) != len(obj.weights):
+        raise ValueError(f"model {name!r} has weights with duplicate paths; name its layers")
+      out[name] = weights
+    else:
+      out[name] = obj
+  return out
+
+
+def _duration(seconds):
+  seconds = int(seconds)
+  if seconds >= 3600:
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+  if seconds >= 60:
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+  return f"{seconds}s"
+
+
+def run(config):
+  """Trains (or resumes) according to `config`; returns a `TrainResult`.
+
+  Raises:
+    ValueError: bad flags (unknown algorithm or strategy, batch not divisible
+      by the replicas, data that does not fit the model).
+    TrainingError: non-finite losses, or a model_dir holding another run.
+  """
+  return _Trainer(config).train()
