@@ -55,3 +55,59 @@ def define_convert_flags():
   flags.DEFINE_integer("seed", 0,
                        "Seed of the shard order shuffle and of builtin data generation.")
   flags.DEFINE_string("tfds_data_dir", None, "tensorflow-datasets data_dir.")
+
+
+def define_train_flags():
+  """Flags of `pipeline.train` (fields of `training.config.TrainConfig`)."""
+  flags.DEFINE_string("algo", "sngan", "Algorithm: gan, cgan, dcgan, cdcgan, wgan, wgan_gp, "
+                      "sngan, sn_wgan_gp, lsgan.")
+  flags.DEFINE_string("data", None,
+                      "A directory made by pipeline.convert, or a source converted into the "
+                      "cache on first use: builtin:NAME, folder:DIR, tfds:NAME, npz:FILE. "
+                      "Default: builtin:shapes (builtin:ring2d for gan and cgan).")
+  flags.DEFINE_string("model_dir", None, "Run directory. Default: runs/<algo>-<dataset>.")
+  flags.DEFINE_enum("strategy", "mirrored", ["default", "one_device", "mirrored",
+                                             "multi_worker"],
+                    "tf.distribute strategy. mirrored: every visible GPU, else the CPU.")
+  flags.DEFINE_integer("cpu_replicas", None,
+                       "Without GPUs: split the CPU into this many logical devices and mirror "
+                       "over them (tests, trying a multi-replica config).")
+  flags.DEFINE_integer("global_batch_size", None,
+                       "Examples per step over all replicas. Default: 64 (256 for 2-D data).")
+  flags.DEFINE_integer("train_steps", 2000, "Generator steps to train for.")
+  flags.DEFINE_integer("steps_per_loop", 10,
+                       "Generator steps per tf.function call (removes Python overhead).")
+  flags.DEFINE_integer("log_every", 100, "Console and TensorBoard scalars every N steps.")
+  flags.DEFINE_integer("sample_every", 500, "Sample grid PNG every N steps.")
+  flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint every N steps (and at the end).")
+  flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
+  flags.DEFINE_string("loss", None, "Override the algorithm's loss: bce, wasserstein, hinge, "
+                      "least_squares.")
+  flags.DEFINE_enum("g_loss", None, ["ns", "minimax"],
+                    "With the bce loss: non-saturating (default) or the original minimax.")
+  flags.DEFINE_integer("n_critic", None, "Discriminator steps per generator step.")
+  flags.DEFINE_float("lr_g", None, "Generator learning rate (default: the paper's).")
+  flags.DEFINE_float("lr_d", None, "Discriminator learning rate (default: the paper's).")
+  flags.DEFINE_float("beta1", None, "Adam beta1 (default: the paper's).")
+  flags.DEFINE_float("beta2", None, "Adam beta2 (default: the paper's).")
+  flags.DEFINE_float("gp_weight", None, "Gradient-penalty lambda (wgan_gp, sn_wgan_gp: 10).")
+  flags.DEFINE_float("weight_clip", None, "Critic weight clipping (wgan: 0.01).")
+  flags.DEFINE_enum("arch", None, ["mlp", "dcgan"], "Network family (default: the algorithm's; "
+                    "mlp for 2-D data).")
+  flags.DEFINE_integer("z_dim", None, "Latent size. Default: 128 (2 for 2-D data).")
+  flags.DEFINE_integer("base_channels", 64, "Width of the conv nets.")
+  flags.DEFINE_list("mlp_hidden", ["512", "512", "512"], "Hidden widths of the MLPs.")
+  flags.DEFINE_float("ema_decay", 0.0, "Generator EMA decay (0: off); samples use the EMA.")
+  flags.DEFINE_integer("image_size", None, "Size to convert builtin:/folder: data to.")
+  flags.DEFINE_bool("random_flip", False, "Random left-right flips of real images.")
+  flags.DEFINE_integer("shuffle_buffer", None,
+                       "Shuffle buffer in examples (default: about 64 MB of records).")
+  flags.DEFINE_bool("skip_corrupt", False, "Log and skip corrupt shards instead of failing.")
+  flags.DEFINE_string("data_cache", None,
+                      "Cache of converted sources (default: $GAN_PIPELINE_DATA or "
+                      "~/.cache/gan_pipeline).")
+  flags.DEFINE_integer("seed", 0, "Seed of initialization, noise and shuffling.")
+  flags.DEFINE_bool("deterministic", False,
+                    "Bit-reproducible runs on the same hardware (slower input pipeline).")
+  flags.DEFINE_bool("fresh", False, "Start over, deleting the run in --model_dir.")
+  flags.DEFINE_integer("num_samples", 64, "Images in each sample grid.")

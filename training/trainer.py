@@ -50,6 +50,7 @@ from training import strategy as strategy_lib
 CHECKPOINT_SUBDIR = "checkpoints"
 SAMPLES_SUBDIR = "samples"
 TENSORBOARD_SUBDIR = "tensorboard"
+DATA_INFO_NAME = "data_info.json"  # What sampling needs to rebuild the models.
 
 
 class TrainingError(RuntimeError):
@@ -132,6 +133,9 @@ class _Trainer:
     self.per_replica = self.global_batch // replicas
     self.num_local = len(self.strategy.extended.worker_devices)
     _prepare_model_dir(config, self.is_chief)
+    if self.is_chief:
+      manifest_lib.write_json_atomic(os.path.join(config.model_dir, DATA_INFO_NAME),
+                                     dataclasses.asdict(self.data))
     logging.info(
         "Training %s on %s (%s, %s%s): %d replica(s) on %d worker(s), global batch %d, "
         "per-replica batch %d; model_dir %s", config.algo, spec, self.data.kind,

@@ -1,0 +1,89 @@
+"""Networks: spectral normalization golden values, shapes and ranges."""
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from models import dcgan
+from models import mlp
+from models import spectral_norm
+
+
+class SpectralNormTest(tf.test.TestCase):
+
+  def _dense(self, kernel):
+    layer = spectral_norm.SNDense(kernel.shape[1], use_bias=False)
+    layer.build((None, kernel.shape[0]))
+    layer.kernel.assign(kernel)
+    layer.sn_u.assign([[0.6, 0.8]])  # Not aligned with the top singular vector.
+    return layer
+
+  def test_power_iteration_finds_largest_singular_value(self):
+    layer = self._dense(np.diag([3.0, 1.0]).astype(np.float32))
+    for _ in range(30):
+      layer.power_iteration()
+    self.assertAllClose(layer.sigma(), 3.0, atol=1e-4)
+    self.assertAllClose(layer.normalized_kernel(), np.diag([1.0, 1 / 3.0]), atol=1e-4)
+
+  def test_conv_kernel_sigma_matches_svd(self):
+    layer = spectral_norm.SNConv2D(5, 3)
+    layer.build((None, 8, 8, 4))
+    w = np.reshape(layer.kernel.numpy(), (-1, 5))
+    for _ in range(100):
+      layer.power_iteration()
+    self.assertAllClose(layer.sigma(), np.linalg.svd(w, compute_uv=False)[0], rtol=1e-3)
+    normalized = np.reshape(layer.normalized_kernel().numpy(), (-1, 5))
+    self.assertAllClose(np.linalg.svd(normalized, compute_uv=False)[0], 1.0, rtol=1e-3)
+
+  def test_gradient_flows_through_sigma(self):
+    # W = diag(3, 1), u = e1: sigma = ||W u|| = 3. d/dW00 of sum(W / sigma)
+    # = 1/sigma - sum(W) / sigma^2 * dsigma/dW00 = 1/3 - 4/9 = -1/9.
+    # Without the gradient through sigma it would be 1/3.
+    layer = self._dense(np.diag([3.0, 1.0]).astype(np.float32))
+    layer.sn_u.assign([[1.0, 0.0]])
+    with tf.GradientTape() as tape:
+      total = tf.reduce_sum(layer.normalized_kernel())
+    grad = tape.gradient(total, layer.kernel)
+    self.assertAllClose(grad[0, 0], -1.0 / 9.0, atol=1e-6)
+    self.assertAllClose(grad[1, 1], 1.0 / 3.0, atol=1e-6)
+
+  def test_forward_does_not_update_u(self):
+    layer = self._dense(np.diag([3.0, 1.0]).astype(np.float32))
+    before = layer.sn_u.numpy().copy()
+    layer(tf.ones([2, 2]), training=True)
+    self.assertAllEqual(layer.sn_u.numpy(), before)
+
+  def test_layers_of_finds_nested_layers(self):
+    d = dcgan.DCGANDiscriminator((32, 32, 3), 8, norm="none", spectral_norm=True)
+    d(tf.zeros([1, 32, 32, 3]))
+    self.assertLen(spectral_norm.layers_of(d), 4)  # 3 convs + the output layer
+
+
+class ShapesTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters((28, 1), (32, 3), (48, 3), (64, 1), (128, 3))
+  def test_dcgan_sizes(self, size, channels):
+    g = dcgan.DCGANGenerator((size, size, channels), 4, num_classes=3)
+    d = dcgan.DCGANDiscriminator((size, size, channels), 4, num_classes=3)
+    x = g(tf.random.normal([2, 16]), tf.constant([0, 2]))
+    self.assertEqual(x.shape, (2, size, size, channels))
+    self.assertAllInRange(x, -1.0, 1.0)
+    self.assertEqual(d(x, tf.constant([0, 2])).shape, (2,))
+
+  def test_unsupported_size(self):
+    with self.assertRaisesRegex(ValueError, r"image size 30x30 is not supported .* \(e\.g\. 28, "
+                                "32, 48, 64, 96, 128\)"):
+      dcgan.DCGANGenerator((30, 30, 3))
+
+  def test_mlp_vectors_are_unbounded(self):
+    g = mlp.MLPGenerator((2,), (8,), tanh_output=False)
+    g(tf.zeros([1, 2]))
+    for v in g.trainable_variables:
+      v.assign(tf.ones_like(v) * 3.0)
+    self.assertGreater(float(tf.reduce_max(g(tf.ones([1, 2])))), 1.0)
+    self.assertEqual(mlp.MLPDiscriminator((8,), 2)(tf.zeros([3, 2]),
+                                                   tf.constant([0, 1, 1])).shape, (3,))
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,0 +1,50 @@
+"""The strategy factory: what it builds on CPU, and its pinned error messages."""
+
+import os
+import re
+from unittest import mock
+
+import tensorflow as tf
+
+from training import strategy as strategy_lib
+
+
+class StrategyFactoryTest(tf.test.TestCase):
+
+  def test_builds_each_kind_on_cpu(self):
+    self.assertIs(strategy_lib.get_strategy("default"), tf.distribute.get_strategy())
+    one = strategy_lib.get_strategy("one_device")
+    self.assertIsInstance(one, tf.distribute.OneDeviceStrategy)
+    mirrored = strategy_lib.get_strategy("mirrored")
+    self.assertEqual(mirrored.num_replicas_in_sync, 1)
+    two = strategy_lib.get_strategy("mirrored", cpu_replicas=2)
+    self.assertEqual(two.num_replicas_in_sync, 2)
+    self.assertEqual(strategy_lib.worker_info(two), (1, 0, True))
+
+  def test_pinned_errors(self):
+    cases = [
+        (("tpu",), {}, "unknown strategy 'tpu'; valid: default, one_device, mirrored, "
+                       "multi_worker"),
+        (("mirrored",), {"cpu_replicas": 0}, "--cpu_replicas must be >= 1, got 0"),
+        (("one_device",), {"cpu_replicas": 2}, "--cpu_replicas=2 needs --strategy=mirrored"),
+        (("mirrored",), {"cpu_replicas": 64},
+         "--cpu_replicas=64 but TensorFlow already initialized 2 CPU device"),
+    ]
+    for args, kwargs, message in cases:
+      with self.subTest(message=message):
+        with self.assertRaisesRegex(ValueError, re.escape(message)):
+          strategy_lib.get_strategy(*args, **kwargs)
+
+  def test_multi_worker_needs_tf_config(self):
+    with mock.patch.dict(os.environ, {}, clear=False):
+      os.environ.pop("TF_CONFIG", None)
+      with self.assertRaisesRegex(ValueError, "--strategy=multi_worker needs the cluster in "
+                                  "TF_CONFIG"):
+        strategy_lib.get_strategy("multi_worker")
+    with mock.patch.dict(os.environ, {"TF_CONFIG": "{not json"}):
+      with self.assertRaisesRegex(ValueError, "TF_CONFIG is not valid JSON"):
+        strategy_lib.get_strategy("multi_worker")
+
+
+if __name__ == "__main__":
+  tf.test.main()
