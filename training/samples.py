@@ -36,15 +36,17 @@ def scatter(points, reference=None, size=256, extent=None):
     extent = float(np.max(np.abs(allp))) * 1.1 + 1e-6
   img = np.full((size, size, 3), 255, np.uint8)
 
-  def draw(p, color):
+  def draw(p, color, radius):
     ij = np.round((p / extent * 0.5 + 0.5) * (size - 1)).astype(int)
-    ok = np.all((ij >= 0) & (ij < size), axis=1)
-    ij = ij[ok]
-    img[size - 1 - ij[:, 1], ij[:, 0]] = color
+    for dy in range(-radius, radius + 1):
+      for dx in range(-radius, radius + 1):
+        q = ij + [dx, dy]
+        ok = np.all((q >= 0) & (q < size), axis=1)
+        img[size - 1 - q[ok, 1], q[ok, 0]] = color
 
-  if reference is not None:
-    draw(np.asarray(reference, np.float32), (180, 180, 180))
-  draw(points, (200, 0, 0))
+  if reference is not None:  # Mode centres as gray squares under the samples.
+    draw(np.asarray(reference, np.float32), (170, 170, 170), 3)
+  draw(points, (200, 0, 0), 0)
   return img
 
 

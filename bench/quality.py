@@ -1,0 +1,130 @@
+"""Sample quality after real training runs, against the targets of the training issue.
+
+    python bench/quality.py                 # everything (about 40 minutes on 2 CPU cores)
+    python bench/quality.py --only=grid2d   # or --only=shapes
+
+- grid2d (25 modes, sigma 0.05, spacing 2; the PacGAN/VEEGAN protocol):
+  target: wgan_gp and sngan cover all 25 modes with >= 90% of 2,500 samples
+  within 3 sigma of a mode (training/mode_coverage.py). VEEGAN reported 24.6
+  modes / 40% high quality, PacGAN2 23.8 modes / 91%.
+- shapes: target: a shape classifier trained here on real data labels >= 90%
+  of cdcgan samples as the class they were conditioned on; unconditional sngan
+  samples are not collapsed (every class >= 15%).
+
+Prints every figure with PASS/FAIL against its target. This is a benchmark,
+not a CI test: it trains for many minutes and the figures are reported in
+bench/results/.
+"""
+
+import argparse
+import os
+
+import keras
+import numpy as np
+
+from input import convert
+from input import manifest as manifest_lib
+from input import reader
+from training import config as config_lib
+from training import mode_coverage
+from training import sampling
+from training import trainer
+
+# Settings that reach the targets on a 2-core CPU in a few minutes each.
+GRID_RUNS = {
+    "wgan_gp": dict(train_steps=4000, global_batch_size=256, z_dim=2, lr_g=1e-4, lr_d=1e-4),
+    "sngan": dict(train_steps=4000, global_batch_size=256, z_dim=2),
+}
+
+
+def _data(name, **kwargs):
+  return convert.ensure_builtin(name, **kwargs)
+
+
+def grid_figures(algo, model_dir, **overrides):
+  """Trains `algo` on grid2d; returns mode_coverage.mode_stats of 2,500 samples."""
+  data = _data("grid2d")
+  settings = dict(algo=algo, data=data, model_dir=model_dir, log_every=500,
+                  sample_every=1000, checkpoint_every=100000, steps_per_loop=50)
+  settings.update(GRID_RUNS.get(algo, dict(train_steps=4000, global_batch_size=256, z_dim=2)))
+  settings.update(overrides)
+  result = trainer.run(config_lib.TrainConfig(**settings))
+  x, _ = sampling.sample(result.algorithm, 2500, seed=1)
+  m = manifest_lib.load(data)
+  return mode_coverage.mode_stats(x, m["builtin"]["centers"], m["builtin"]["std"])
+
+
+def train_shape_classifier(data_dir, epochs=3):
+  """A small CNN trained on real builtin:shapes; returns (model, test accuracy)."""
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([
+      keras.layers.Input((32, 32, 3)),
+      keras.layers.Conv2D(16, 3, activation="relu", padding="same"),
+      keras.layers.MaxPooling2D(),
+      keras.layers.Conv2D(32, 3, activation="relu", padding="same"),
+      keras.layers.MaxPooling2D(),
+      keras.layers.Conv2D(64, 3, activation="relu", padding="same"),
+      keras.layers.GlobalMaxPooling2D(),
+      keras.layers.Dense(3),
+  ])
+  model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+
+  def split(name, repeat):
+    ds = reader.make_dataset(reader.ReaderConfig(data_dir, split=name, repeat=repeat,
+                                                 drop_remainder=False), 64)
+    return ds.map(lambda b: (b["image"], b["label"]))
+
+  model.fit(split("train", False), epochs=epochs, verbose=0)
+  _, accuracy = model.evaluate(split("test", False), verbose=0)
+  return model, accuracy
+
+
+def _verdict(ok):
+  return "PASS" if ok else "FAIL"
+
+
+def run_grid2d(work_dir, algos):
+  for algo in algos:
+    stats = grid_figures(algo, os.path.join(work_dir, f"grid2d-{algo}"), fresh=True)
+    ok = stats["modes"] == 25 and stats["high_quality"] >= 0.90
+    print(f"grid2d {algo}: {stats['modes']}/25 modes, {stats['high_quality']:.1%} high "
+          f"quality [{_verdict(ok)}: target 25 modes, >= 90%]", flush=True)
+
+
+def run_shapes(work_dir, steps):
+  data = _data("shapes")
+  classifier, accuracy = train_shape_classifier(data)
+  print(f"shape classifier test accuracy {accuracy:.1%}", flush=True)
+  for algo in ("cdcgan", "sngan"):
+    result = trainer.run(config_lib.TrainConfig(
+        algo=algo, data=data, model_dir=os.path.join(work_dir, f"shapes-{algo}"),
+        train_steps=steps, log_every=250, sample_every=500, checkpoint_every=100000,
+        fresh=True))
+    x, y = sampling.sample(result.algorithm, 600, seed=1)
+    predicted = np.argmax(classifier.predict(x, verbose=0), axis=1)
+    if algo == "cdcgan":
+      agreement = float(np.mean(predicted == y))
+      print(f"shapes cdcgan ({steps} steps): {agreement:.1%} of samples classified as their "
+            f"condition [{_verdict(agreement >= 0.9)}: target >= 90%]", flush=True)
+    else:
+      shares = np.bincount(predicted, minlength=3) / len(predicted)
+      print(f"shapes sngan ({steps} steps): class shares {np.round(shares, 3).tolist()} "
+            f"[{_verdict(shares.min() >= 0.15)}: target each >= 15%]", flush=True)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--only", choices=["grid2d", "shapes"], default=None)
+  parser.add_argument("--work_dir", default="runs/quality")
+  parser.add_argument("--grid_algos", default="wgan_gp,sngan")
+  parser.add_argument("--shapes_steps", type=int, default=1500)
+  args = parser.parse_args()
+  if args.only in (None, "grid2d"):
+    run_grid2d(args.work_dir, args.grid_algos.split(","))
+  if args.only in (None, "shapes"):
+    run_shapes(args.work_dir, args.shapes_steps)
+
+
+if __name__ == "__main__":
+  main()
