@@ -118,6 +118,29 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
     self.assertFalse(all(np.allclose(wf[n], wr[n], rtol=1e-6, atol=1e-7) for n in wf))
 
 
+class EmaTest(tf.test.TestCase):
+
+  def test_ema_golden(self):
+    # e0 = g0; e_t = d e_{t-1} + (1 - d) g_t, so after 2 steps
+    # e2 = d (d g0 + (1 - d) g1) + (1 - d) g2.
+    tmp = self.create_tempdir().full_path
+    d = 0.5
+    runs = [trainer.run(tiny_config("wgan_gp", os.path.join(tmp, str(k)), train_steps=k,
+                                    ema_decay=d))
+            for k in (1, 2)]
+    g1 = {v.path: v.numpy() for v in runs[0].algorithm.generator.trainable_variables}
+    final = runs[1].algorithm
+    g0 = trainer.run(tiny_config("wgan_gp", os.path.join(tmp, "0"), train_steps=1, lr_g=0.0,
+                                 lr_d=0.0)).algorithm.generator
+    g0 = {v.path: v.numpy() for v in g0.trainable_variables}
+    for e, g in zip(final.ema_generator.trainable_variables,
+                    final.generator.trainable_variables):
+      expected = d * (d * g0[g.path] + (1 - d) * g1[g.path]) + (1 - d) * g.numpy()
+      self.assertAllClose(e.numpy(), expected, rtol=1e-5, atol=1e-6, msg=g.path)
+    z = tf.random.normal([2, 8])
+    self.assertAllClose(final.sample(z), final.ema_generator(z))
+
+
 class RunDirectoryTest(tf.test.TestCase):
 
   def test_outputs(self):
