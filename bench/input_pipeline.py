@@ -1,22 +1,42 @@
-"""python bench/input_pipeline.py --num_images=4000 --results_dir=bench/results
+"""python bench/input_pipeline.py --results_dir=bench/results
 
 Input-pipeline throughput, side by side in one run, on the same images.
 
-1. Generates `--num_images` 64x64 RGB PNG files with the built-in `shapes`
-   generator, in class subfolders `circle/`, `square/`, `triangle/`.
+For each content type of `--content` (`shapes`, `textured`, or `both`, the
+default):
+
+1. Generates `--num_images` 64x64 RGB PNG files in class subfolders
+   `circle/`, `square/`, `triangle/`:
+   - `shapes`: the built-in `shapes` images, one flat-coloured shape on black
+     (PNG files of ~600 bytes). Decoding such a PNG is almost free, so this is
+     the per-file loader's best case.
+   - `textured`: the same shape images plus a smooth random background
+     gradient and per-pixel Gaussian noise (sigma 12 levels), seeded by the
+     image index, so that the PNG files are ~10 KB like real 64x64 photos.
 2. Converts the folder to TFRecords with `input.convert.run`, once with
    `encoding=raw` and once with `encoding=png` (examples/s; the time includes
    spawning the worker processes and importing TensorFlow in each).
-3. Reads each conversion with `input.reader.make_dataset` (images/s).
+3. Reads each conversion with `input.reader.make_dataset` (images/s), twice:
+   - `reader raw` / `reader png`: `normalize=True`, float32 [-1, 1] images
+     made on the host, like the per-file loader's;
+   - `reader raw, uint8 out` / `reader png, uint8 out`: `normalize=False`,
+     uint8 images as stored. This is how the project's trainer uses the
+     reader: it converts the images to float32 [-1, 1] later, on the
+     accelerator, inside the training step (`reader.normalize_images`). The
+     row times the dataset alone; that conversion is not part of it.
 4. Reads the PNG files with the per-file loader of most TF tutorials
-   (`list_files` -> `read_file` -> `decode_png` -> `resize` -> shuffle ->
-   repeat -> batch -> prefetch), the baseline of the ratios (images/s).
+   (`list_files` -> `read_file` -> `decode_png` -> `resize` -> `/127.5 - 1` ->
+   shuffle -> repeat -> batch -> prefetch, AUTOTUNE parallelism), the baseline
+   of that content type's ratios (images/s).
 
-Every loader yields float32 [B, 64, 64, 3] images in [-1, 1] with the same
-batch size and shuffle buffer. Each loader gets a fresh iterator, a warm-up,
-then a timed window; the loaders take turns for `--repeats` rounds and the
-table shows the median. Absolute numbers on a shared machine are noise;
-compare the ratios. The target is reader >= 5x the per-file loader.
+Every loader yields [B, 64, 64, 3] batches with the same batch size and
+shuffle buffer: float32 in [-1, 1], except the uint8-out rows. With `--stages`
+(the default) a diagnostic row times the raw reader's read stage alone
+(record-count check, shuffle, batch; no parse or decode). Each loader gets a
+fresh iterator, a warm-up, then a timed window; the loaders take turns for
+`--repeats` rounds and the table shows the median. Absolute numbers on a
+shared machine are noise; compare the ratios. The target is reader >= 5x the
+per-file loader.
 
 On a GPU machine run the same command: the input pipeline runs on the host
 CPU either way, so compare the ratios, not the absolute numbers.
@@ -35,22 +55,37 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import logging  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
 from PIL import Image  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from input import builtin  # pylint: disable=wrong-import-position
 from input import convert  # pylint: disable=wrong-import-position
+from input import manifest as manifest_lib  # pylint: disable=wrong-import-position
 from input import reader  # pylint: disable=wrong-import-position
 
 IMAGE_SIZE = 64
 TARGET_RATIO = 5.0
+CONTENTS = ("shapes", "textured")
 BASELINE = "per-file PNG loader"
+UINT8_SUFFIX = ", uint8 out"
+RAW_UINT8 = "reader raw, uint8 out (normalized in the train step on the device)"
+PNG_UINT8 = "reader png, uint8 out"
+DIAG_RECORDS = "[diag] reader raw: read stage only, no parse/decode"
+# Rows checked against the target, with the name used in the summary lines.
+TARGET_ROWS = (("reader raw", "reader-raw"), ("reader png", "reader-png"),
+               (RAW_UINT8, "reader-raw uint8-out"), (PNG_UINT8, "reader-png uint8-out"))
+NOISE_SIGMA = 12.0  # Levels of per-pixel Gaussian noise in `textured` images.
 
 
 def _parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--num_images", type=int, default=4000, help="PNG files to generate.")
+  p.add_argument("--content", choices=("shapes", "textured", "both"), default="both",
+                 help="Image content: flat-coloured built-in shapes (the per-file loader's "
+                      "best case), textured photo-like images, or both (one table each).")
+  p.add_argument("--num_images", type=int, default=4000,
+                 help="PNG files to generate per content type.")
   p.add_argument("--num_workers", type=int, default=2, help="Conversion worker processes.")
   p.add_argument("--batch_size", type=int, default=64)
   p.add_argument("--shuffle_buffer", type=int, default=10_000,
@@ -69,26 +104,47 @@ def _parse_args(argv):
   p.add_argument("--max_intra_op_parallelism", type=int, default=0,
                  help="tf.data options.threading.max_intra_op_parallelism for every loader "
                       "(0: TensorFlow's default).")
+  p.add_argument("--stages", action=argparse.BooleanOptionalAction, default=True,
+                 help="Also time the raw reader's read stage alone (a diagnostic row).")
   p.add_argument("--work_dir", default=None,
                  help="Where to put the images and TFRecords (default: a temp dir, removed).")
   p.add_argument("--results_dir", default=None,
                  help="If set, also write the tables as markdown to "
                       "RESULTS_DIR/input_pipeline-YYYY-MM-DD.md.")
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  if args.repeats < 1 or args.num_images < 1 or args.batch_size < 1:
+    p.error("--repeats, --num_images and --batch_size must be >= 1")
+  return args
 
 
 # ---------------------------------------------------------------------------
 # Data.
 
 
-def _write_pngs(folder, num_images):
-  """Writes `num_images` built-in `shapes` images as PNG files in class subfolders."""
+def _textured(image, index):
+  """`image` (a flat shape on black) on a smooth random gradient background,
+  plus Gaussian noise everywhere; deterministic in `index`."""
+  rng = np.random.default_rng([20_240_601, index])
+  x = image.astype(np.float32)
+  # Foreground weight from the shape's (antialiased) coverage; background is black.
+  fg = x.max(axis=-1, keepdims=True) / max(float(x.max()), 1.0)
+  yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32) / (IMAGE_SIZE - 1) - 0.5
+  theta = rng.uniform(0, 2 * np.pi)
+  ramp = (np.cos(theta) * xx + np.sin(theta) * yy)[..., None]
+  background = rng.uniform(40, 200, size=3) + ramp * rng.uniform(-80, 80, size=3)
+  out = fg * x + (1 - fg) * background + rng.normal(0, NOISE_SIGMA, size=x.shape)
+  return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _write_pngs(folder, num_images, content):
+  """Writes `num_images` images of `content` as PNG files in class subfolders."""
   for name in builtin.SHAPE_NAMES:
     os.makedirs(os.path.join(folder, name), exist_ok=True)
   for i in range(num_images):
     arrays, label = builtin.generate("shapes", "train", i, seed=0, image_size=IMAGE_SIZE)
+    image = arrays["image"] if content == "shapes" else _textured(arrays["image"], i)
     path = os.path.join(folder, builtin.SHAPE_NAMES[label], f"{i:06d}.png")
-    Image.fromarray(arrays["image"]).save(path)
+    Image.fromarray(image).save(path)
 
 
 def _convert(folder, out_dir, encoding, num_workers):
@@ -98,6 +154,12 @@ def _convert(folder, out_dir, encoding, num_workers):
                                                encoding=encoding, num_workers=num_workers))
   seconds = time.perf_counter() - start
   return manifest["splits"]["train"]["num_examples"], seconds
+
+
+def _total_bytes(folder, suffix):
+  """Total size of the files under `folder` whose names end with `suffix`."""
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder)
+             for f in files if f.endswith(suffix))
 
 
 # ---------------------------------------------------------------------------
@@ -120,9 +182,24 @@ def _per_file_loader(folder, batch_size, shuffle_buffer):
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _reader_loader(data_dir, batch_size, shuffle_buffer):
-  config = reader.ReaderConfig(data_dir, shuffle_buffer=shuffle_buffer)
+def _reader_loader(data_dir, batch_size, shuffle_buffer, normalize=True):
+  config = reader.ReaderConfig(data_dir, shuffle_buffer=shuffle_buffer, normalize=normalize)
   return reader.make_dataset(config, batch_size)
+
+
+def _records_only_loader(data_dir, batch_size, shuffle_buffer):
+  """Diagnostic: the reader's read stage alone (per-shard record check, shuffle,
+  batch), without parsing or decoding. Yields batches of serialized records."""
+  manifest = manifest_lib.load(data_dir)
+  paths = manifest_lib.shard_paths(data_dir, manifest, "train")
+  counts = [s["num_records"] for s in manifest["splits"]["train"]["shards"]]
+  files = tf.data.Dataset.from_tensor_slices((paths, tf.constant(counts, tf.int64)))
+  ds = files.shuffle(len(paths), seed=0).interleave(
+      lambda p, n: reader._checked_records(p, n, False),  # pylint: disable=protected-access
+      cycle_length=min(8, len(paths)), num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=False)
+  ds = ds.shuffle(shuffle_buffer, seed=0).repeat().batch(batch_size, drop_remainder=True)
+  return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _with_threading(ds, args):
@@ -141,8 +218,9 @@ def _images(batch):
   return batch["image"] if isinstance(batch, dict) else batch
 
 
-def _time_loader(make_ds, args):
-  """Images/s of one fresh iterator after a warm-up."""
+def _time_loader(make_ds, args, dtype):
+  """Images/s of one fresh iterator after a warm-up; batches must have `dtype`
+  (tf.string for the read-stage diagnostic, which yields serialized records)."""
   it = iter(make_ds())
   for _ in range(args.warmup_batches):
     _images(next(it))
@@ -154,10 +232,27 @@ def _time_loader(make_ds, args):
     elapsed = time.perf_counter() - start
     if batches >= args.timed_batches and elapsed >= args.min_seconds:
       break
-  if x.shape != (args.batch_size, IMAGE_SIZE, IMAGE_SIZE, 3) or x.dtype != tf.float32:
-    raise AssertionError(f"unexpected batch {x.shape} {x.dtype}")
+  want = (args.batch_size,) if dtype == tf.string else (
+      args.batch_size, IMAGE_SIZE, IMAGE_SIZE, 3)
+  if x.shape != want or x.dtype != dtype:
+    raise AssertionError(f"unexpected batch {x.shape} {x.dtype}, want {want} {dtype.name}")
   del it
   return batches * args.batch_size / elapsed
+
+
+def _loaders(args, folder, raw_dir, png_dir):
+  """{row name: (make dataset, expected image dtype)} for one content type."""
+  b, s = args.batch_size, args.shuffle_buffer
+  loaders = {
+      BASELINE: (lambda: _per_file_loader(folder, b, s), tf.float32),
+      "reader raw": (lambda: _reader_loader(raw_dir, b, s), tf.float32),
+      "reader png": (lambda: _reader_loader(png_dir, b, s), tf.float32),
+      RAW_UINT8: (lambda: _reader_loader(raw_dir, b, s, normalize=False), tf.uint8),
+      PNG_UINT8: (lambda: _reader_loader(png_dir, b, s, normalize=False), tf.uint8),
+  }
+  if args.stages:
+    loaders[DIAG_RECORDS] = (lambda: _records_only_loader(raw_dir, b, s), tf.string)
+  return loaders
 
 
 # ---------------------------------------------------------------------------
@@ -197,8 +292,18 @@ def _table(header, rows):
   return "\n".join([line(header), sep] + [line(r) for r in rows])
 
 
-def _report(args, machine, when, conversions, rates):
-  """The whole report as markdown text."""
+_CONTENT_TEXT = {
+    "shapes": "built-in `shapes` images: one flat-coloured shape on black, the per-file "
+              "loader's best case (a flat PNG decodes almost for free)",
+    "textured": "`textured` images: the `shapes` images on a smooth random gradient "
+                f"background plus Gaussian noise (sigma {NOISE_SIGMA:g} levels), seeded by "
+                "the image index, photo-like file sizes",
+}
+
+
+def _content_section(args, content, result):
+  """The markdown section of one content type."""
+  rates, conversions, sizes = result["rates"], result["conversions"], result["sizes"]
   base = statistics.median(rates[BASELINE])
   read_rows = []
   for name, values in rates.items():
@@ -208,46 +313,118 @@ def _report(args, machine, when, conversions, rates):
   conv_rows = [[f"convert {enc} ({args.num_workers} workers)", f"{n:,}", f"{s:.1f}",
                 f"{n / s:,.0f}"] for enc, (n, s) in conversions.items()]
   lines = [
+      f"## Content: {content}",
+      "",
+      f"Data: {args.num_images} {_CONTENT_TEXT[content]}; {IMAGE_SIZE}x{IMAGE_SIZE} RGB PNG "
+      f"files in 3 class subfolders. Bytes per image: PNG file {sizes['png file']:,.0f}, raw "
+      f"TFRecord {sizes['raw']:,.0f}, png TFRecord {sizes['png']:,.0f}.",
+      "",
+      f"### Reading, {content} (images/s)",
+      "",
+      _table(["method", "images/s (median)", "min - max", f"ratio to {BASELINE}"], read_rows),
+      "",
+  ]
+  for row, label in TARGET_ROWS:
+    ratio = statistics.median(rates[row]) / base
+    verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
+    lines.append(f"- [{content}] {label} / per-file = {ratio:.2f}x: target >= "
+                 f"{TARGET_RATIO:g}x {verdict}")
+  lines += [
+      "",
+      f"### Conversion, {content} (examples/s)",
+      "",
+      _table(["method", "examples", "seconds", "examples/s"], conv_rows),
+      "",
+  ]
+  return lines
+
+
+def _report(args, machine, when, results):
+  """The whole report as markdown text."""
+  lines = [
       f"# Input pipeline benchmark, {when:%Y-%m-%d %H:%M:%S}",
       "",
       f"Command: `{' '.join(['python bench/input_pipeline.py'] + sys.argv[1:])}`",
       "",
       f"Machine: {machine}",
       "",
-      f"Data: {args.num_images} built-in `shapes` images, {IMAGE_SIZE}x{IMAGE_SIZE} RGB PNG "
-      f"files in 3 class subfolders. Every loader: batch {args.batch_size}, shuffle buffer "
-      f"{args.shuffle_buffer}, float32 [-1, 1] output; {args.warmup_batches} warm-up batches, "
-      f"then >= {args.timed_batches} batches and >= {args.min_seconds:g} s timed, "
-      f"{args.repeats} rounds taking turns, median shown."
+      f"Every loader: batch {args.batch_size}, shuffle buffer {args.shuffle_buffer}, "
+      f"[B, {IMAGE_SIZE}, {IMAGE_SIZE}, 3] batches, float32 in [-1, 1] on the host except the "
+      f"\"uint8 out\" rows; {args.warmup_batches} warm-up batches, then >= "
+      f"{args.timed_batches} batches and >= {args.min_seconds:g} s timed, {args.repeats} "
+      "rounds taking turns, median shown. Each content type has its own per-file baseline."
       + (f" tf.data threading: private_threadpool_size={args.private_threadpool_size}, "
          f"max_intra_op_parallelism={args.max_intra_op_parallelism}."
          if args.private_threadpool_size or args.max_intra_op_parallelism else ""),
       "",
-      "## Reading (images/s)",
-      "",
-      _table(["method", "images/s (median)", "min - max", f"ratio to {BASELINE}"], read_rows),
+      "Rows: \"per-file PNG loader\" is the TF-tutorial pipeline (list_files -> read_file -> "
+      "decode_png -> resize -> /127.5 - 1 -> shuffle -> repeat -> batch -> prefetch), the "
+      "baseline. \"reader raw\" / \"reader png\" are `input.reader.make_dataset` on the "
+      "`encoding=raw` / `encoding=png` conversions with `normalize=True`: float32 [-1, 1] on "
+      "the host, like the baseline. The \"uint8 out\" rows use `normalize=False` and yield the "
+      "images as stored (uint8); this is the trainer's configuration, which converts them to "
+      "float32 [-1, 1] inside the training step on the accelerator "
+      "(`reader.normalize_images`). Those rows time the dataset alone.",
       "",
   ]
-  for enc in ("raw", "png"):
-    ratio = statistics.median(rates[f"reader {enc}"]) / base
-    verdict = "met" if ratio >= TARGET_RATIO else "NOT met"
-    lines.append(f"- reader-{enc} / per-file = {ratio:.2f}x: target >= {TARGET_RATIO:g}x "
-                 f"{verdict}")
+  for content, result in results.items():
+    lines += _content_section(args, content, result)
   lines += [
-      "",
-      "## Conversion (examples/s)",
-      "",
-      _table(["method", "examples", "seconds", "examples/s"], conv_rows),
-      "",
       "Conversion time includes probing the file headers, spawning the worker processes and "
       "importing TensorFlow in each, hashing and fsyncing the shards.",
       "",
-      "Absolute numbers on a shared machine are noise; compare the ratios.",
   ]
+  if args.stages:
+    lines += [
+        "The [diag] row (`--stages`) is not a loader to use: it is the raw reader's read "
+        "stage alone, the interleave of per-shard record-count checks "
+        "(`reader._checked_records`), shuffle and batch, yielding serialized records (no "
+        "parse, decode or float conversion).",
+        "",
+    ]
+  lines.append("Absolute numbers on a shared machine are noise; compare the ratios.")
   return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------
+
+
+def _run_content(args, work, content):
+  """Generates, converts and times every loader for one content type."""
+  folder = os.path.join(work, content, "png")
+  start = time.perf_counter()
+  _write_pngs(folder, args.num_images, content)
+  print(f"[{content}] wrote {args.num_images} PNG files in {time.perf_counter() - start:.1f} s",
+        flush=True)
+
+  conversions = {}
+  dirs = {}
+  for enc in ("raw", "png"):
+    dirs[enc] = os.path.join(work, content, f"tfrecord-{enc}")
+    shutil.rmtree(dirs[enc], ignore_errors=True)
+    conversions[enc] = _convert(folder, dirs[enc], enc, args.num_workers)
+    n, s = conversions[enc]
+    print(f"[{content}] convert {enc}: {n} examples in {s:.1f} s = {n / s:,.0f} examples/s",
+          flush=True)
+
+  loaders = _loaders(args, folder, dirs["raw"], dirs["png"])
+  rates = {name: [] for name in loaders}
+  for r in range(args.repeats):
+    names = list(loaders)
+    if r % 2:  # Alternate the order so that no loader always goes first.
+      names.reverse()
+    for name in names:
+      make_ds, dtype = loaders[name]
+      rate = _time_loader(lambda make_ds=make_ds: _with_threading(make_ds(), args), args,
+                          dtype)
+      rates[name].append(rate)
+      print(f"[{content}] round {r + 1}/{args.repeats}  {name}: {rate:,.0f} images/s",
+            flush=True)
+
+  sizes = {"png file": _total_bytes(folder, ".png") / args.num_images,
+           "raw": _total_bytes(dirs["raw"], ".tfrecord") / conversions["raw"][0],
+           "png": _total_bytes(dirs["png"], ".tfrecord") / conversions["png"][0]}
+  return {"rates": rates, "conversions": conversions, "sizes": sizes}
 
 
 def main(argv):
@@ -257,39 +434,10 @@ def main(argv):
   machine = _machine()
   print(f"{when:%Y-%m-%d %H:%M:%S}  {machine}", flush=True)
   work = args.work_dir or tempfile.mkdtemp(prefix="bench_input_pipeline_")
-  folder = os.path.join(work, "png")
+  contents = CONTENTS if args.content == "both" else (args.content,)
   try:
-    start = time.perf_counter()
-    _write_pngs(folder, args.num_images)
-    print(f"wrote {args.num_images} PNG files in {time.perf_counter() - start:.1f} s",
-          flush=True)
-
-    conversions = {}
-    for enc in ("raw", "png"):
-      out_dir = os.path.join(work, f"tfrecord-{enc}")
-      shutil.rmtree(out_dir, ignore_errors=True)
-      conversions[enc] = _convert(folder, out_dir, enc, args.num_workers)
-      n, s = conversions[enc]
-      print(f"convert {enc}: {n} examples in {s:.1f} s = {n / s:,.0f} examples/s", flush=True)
-
-    loaders = {
-        BASELINE: lambda: _per_file_loader(folder, args.batch_size, args.shuffle_buffer),
-        "reader raw": lambda: _reader_loader(os.path.join(work, "tfrecord-raw"),
-                                             args.batch_size, args.shuffle_buffer),
-        "reader png": lambda: _reader_loader(os.path.join(work, "tfrecord-png"),
-                                             args.batch_size, args.shuffle_buffer),
-    }
-    rates = {name: [] for name in loaders}
-    for r in range(args.repeats):
-      names = list(loaders)
-      if r % 2:  # Alternate the order so that no loader always goes first.
-        names.reverse()
-      for name in names:
-        rate = _time_loader(lambda: _with_threading(loaders[name](), args), args)
-        rates[name].append(rate)
-        print(f"round {r + 1}/{args.repeats}  {name}: {rate:,.0f} images/s", flush=True)
-
-    report = _report(args, machine, when, conversions, rates)
+    results = {content: _run_content(args, work, content) for content in contents}
+    report = _report(args, machine, when, results)
     print()
     print(report, end="")
     if args.results_dir:
