@@ -13,13 +13,15 @@ halves k times. Batch norm is `synchronized`: statistics over the global
 batch, so that training on N replicas equals training on one.
 
 Interfaces as in `models/mlp.py`: G(z, labels, training) -> [B, H, W, C] in
-[-1, 1]; D(x, labels, training) -> logits [B]. Conditioning: one-hot label
-concatenated to z in G, and as constant feature maps to the image in D.
+[-1, 1]; D(x, labels, training) -> logits [B]. Conditioning: a label code
+(one-hot or a learned embedding) concatenated to z in G, and as constant
+feature maps to the image in D.
 """
 
 import keras
 from keras import ops
 
+from models import conditioning
 from models import spectral_norm
 
 _INIT = keras.initializers.RandomNormal(0.0, 0.02)
@@ -63,11 +65,13 @@ class DCGANGenerator(keras.Model):
   """
 
   def __init__(self, image_shape, base_channels=64, num_classes=0, norm="batch",
-               name="generator", **kwargs):
+               label_embedding=0, name="generator", **kwargs):
     super().__init__(name=name, **kwargs)
     h, w, c = image_shape
     self.image_shape = (h, w, c)
     self.num_classes = num_classes
+    self.label_code = (conditioning.LabelCode(num_classes, label_embedding, name="label_code")
+                       if num_classes else None)
     k, sh, sw = upsampling_plan(h, w)
     ch = base_channels * 2 ** (k - 1)
     self.start = (sh, sw, ch)
@@ -87,7 +91,7 @@ class DCGANGenerator(keras.Model):
   def call(self, z, labels=None, training=False):
     x = z
     if self.num_classes:
-      x = ops.concatenate([x, ops.one_hot(labels, self.num_classes, dtype=z.dtype)], axis=-1)
+      x = ops.concatenate([x, self.label_code(labels, dtype=z.dtype)], axis=-1)
     x = ops.reshape(self.project(x), (-1,) + self.start)
     if self.project_norm is not None:
       x = self.project_norm(x, training=training)
@@ -114,10 +118,13 @@ class DCGANDiscriminator(keras.Model):
   """
 
   def __init__(self, image_shape, base_channels=64, num_classes=0, norm="batch",
-               spectral_norm=False, negative_slope=0.2, name="discriminator", **kwargs):
+               spectral_norm=False, negative_slope=0.2, label_embedding=0,
+               name="discriminator", **kwargs):
     super().__init__(name=name, **kwargs)
     h, w, _ = image_shape
     self.num_classes = num_classes
+    self.label_code = (conditioning.LabelCode(num_classes, label_embedding, name="label_code")
+                       if num_classes else None)
     self.negative_slope = negative_slope
     k, _, _ = upsampling_plan(h, w)
     conv = spectral_norm_conv if spectral_norm else _conv
@@ -132,10 +139,10 @@ class DCGANDiscriminator(keras.Model):
 
   def call(self, x, labels=None, training=False):
     if self.num_classes:
-      onehot = ops.one_hot(labels, self.num_classes, dtype=x.dtype)[:, None, None, :]
+      code = self.label_code(labels, dtype=x.dtype)[:, None, None, :]
       shape = ops.shape(x)
       x = ops.concatenate(
-          [x, ops.broadcast_to(onehot, (shape[0], shape[1], shape[2], self.num_classes))],
+          [x, ops.broadcast_to(code, (shape[0], shape[1], shape[2], self.label_code.dim))],
           axis=-1)
     for conv, norm in zip(self.convs, self.norms):
       x = conv(x)

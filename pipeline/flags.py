@@ -97,6 +97,9 @@ def define_train_flags():
   flags.DEFINE_integer("z_dim", None, "Latent size. Default: 128 (2 for 2-D data).")
   flags.DEFINE_integer("base_channels", 64, "Width of the conv nets.")
   flags.DEFINE_list("mlp_hidden", ["512", "512", "512"], "Hidden widths of the MLPs.")
+  flags.DEFINE_integer("label_embedding", 0,
+                       "Conditional algorithms: 0 for one-hot labels, else the size of a "
+                       "learned label embedding.")
   flags.DEFINE_float("ema_decay", 0.0, "Generator EMA decay (0: off); samples use the EMA.")
   flags.DEFINE_integer("image_size", None, "Size to convert builtin:/folder: data to.")
   flags.DEFINE_bool("random_flip", False, "Random left-right flips of real images.")

@@ -46,8 +46,8 @@ def tiny_config(algo, model_dir, **kwargs):
 def weights(result):
   algo = result.algorithm
   out = {}
-  for model in (algo.generator, algo.discriminator):
-    for v in model.weights:
+  for model in (algo.generator, algo.discriminator, algo.ema_generator):
+    for v in (model.weights if model is not None else []):
       out[f"{model.name}/{v.path}"] = np.array(v.numpy())
   return out
 
@@ -57,17 +57,20 @@ class ReplicaEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
   batch, same per-example noise. Batch norm is synchronized; spectral-norm u
   vectors are compared too (they are weights of D)."""
 
-  @parameterized.named_parameters(*[(a, a) for a in IMAGE_ALGOS + MLP_ALGOS])
-  def test_two_replicas_equal_one(self, algo):
+  @parameterized.named_parameters(
+      *[(a, a, {}) for a in IMAGE_ALGOS + MLP_ALGOS],
+      ("cgan_label_embedding", "cgan", dict(label_embedding=4)),
+      ("cdcgan_label_embedding_ema", "cdcgan", dict(label_embedding=4, ema_decay=0.9)))
+  def test_two_replicas_equal_one(self, algo, extra):
     tmp = self.create_tempdir().full_path
-    one = trainer.run(tiny_config(algo, os.path.join(tmp, "one"), cpu_replicas=1))
-    two = trainer.run(tiny_config(algo, os.path.join(tmp, "two"), cpu_replicas=2))
+    one = trainer.run(tiny_config(algo, os.path.join(tmp, "one"), cpu_replicas=1, **extra))
+    two = trainer.run(tiny_config(algo, os.path.join(tmp, "two"), cpu_replicas=2, **extra))
     self.assertEqual(one.strategy.num_replicas_in_sync, 1)
     self.assertEqual(two.strategy.num_replicas_in_sync, 2)
     w1, w2 = weights(one), weights(two)
     self.assertEqual(sorted(w1), sorted(w2))
     init = trainer.run(tiny_config(algo, os.path.join(tmp, "init"), cpu_replicas=1,
-                                   train_steps=1, lr_g=0.0, lr_d=0.0))
+                                   train_steps=1, lr_g=0.0, lr_d=0.0, **extra))
     moved = 0
     for name in w1:
       self.assertAllClose(w1[name], w2[name], rtol=1e-4, atol=1e-5, msg=name)

@@ -233,16 +233,16 @@ class ImageGAN(Algorithm):
 
   def build(self):
     c, spec, shape = self.config, self.spec, self.data.shape
+    self.generator = self._make_generator("generator")
     if c.arch == "mlp":
-      self.generator = mlp.MLPGenerator(shape, c.mlp_hidden, self.num_classes,
-                                        tanh_output=self.data.kind != "vector")
       self.discriminator = mlp.MLPDiscriminator(c.mlp_hidden, self.num_classes,
-                                                spectral_norm=spec.spectral_norm)
+                                                spectral_norm=spec.spectral_norm,
+                                                label_embedding=c.label_embedding)
     else:
-      self.generator = dcgan.DCGANGenerator(shape, c.base_channels, self.num_classes)
       self.discriminator = dcgan.DCGANDiscriminator(
           shape, c.base_channels, self.num_classes, norm=spec.d_norm,
-          spectral_norm=spec.spectral_norm, negative_slope=spec.negative_slope)
+          spectral_norm=spec.spectral_norm, negative_slope=spec.negative_slope,
+          label_embedding=c.label_embedding)
     z = tf.zeros([2, c.z_dim])
     labels = tf.zeros([2], tf.int32) if self.num_classes else None
     self.generator(z, labels)
@@ -261,13 +261,18 @@ class ImageGAN(Algorithm):
     g_loss, d_loss = losses.get("bce_minimax" if c.g_loss == "minimax" else c.loss)
     self._g_loss, self._d_loss = g_loss, d_loss
 
-  def _make_ema(self):
+  def _make_generator(self, name):
     c, shape = self.config, self.data.shape
     if c.arch == "mlp":
-      ema = mlp.MLPGenerator(shape, c.mlp_hidden, self.num_classes,
-                             tanh_output=self.data.kind != "vector", name="ema_generator")
-    else:
-      ema = dcgan.DCGANGenerator(shape, c.base_channels, self.num_classes, name="ema_generator")
+      return mlp.MLPGenerator(shape, c.mlp_hidden, self.num_classes,
+                              tanh_output=self.data.kind != "vector",
+                              label_embedding=c.label_embedding, name=name)
+    return dcgan.DCGANGenerator(shape, c.base_channels, self.num_classes,
+                                label_embedding=c.label_embedding, name=name)
+
+  def _make_ema(self):
+    c = self.config
+    ema = self._make_generator("ema_generator")
     ema(tf.zeros([2, c.z_dim]), tf.zeros([2], tf.int32) if self.num_classes else None)
     for e, v in zip(ema.weights, self.generator.weights):
       e.assign(v)

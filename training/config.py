@@ -50,6 +50,7 @@ class TrainConfig:
   z_dim: int | None = None
   base_channels: int = 64
   mlp_hidden: tuple = (512, 512, 512)
+  label_embedding: int = 0
   ema_decay: float = 0.0
   # Data.
   image_size: int | None = None
@@ -74,6 +75,8 @@ class TrainConfig:
       value = getattr(self, name)
       if value is not None and value < 1:
         raise ValueError(f"--{name} must be >= 1, got {value}")
+    if self.label_embedding < 0:
+      raise ValueError(f"--label_embedding must be >= 0, got {self.label_embedding}")
     if not 0.0 <= self.ema_decay < 1.0:
       raise ValueError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
     for name in ("lr_g", "lr_d", "gp_weight", "weight_clip"):
