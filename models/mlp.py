@@ -5,8 +5,8 @@ Interfaces shared by every network family:
 - generator(z [B, Z], labels [B] int or None, training) -> samples of
   `data_shape`: images in [-1, 1] (tanh) or vectors (linear output);
 - discriminator(x, labels [B] or None, training) -> raw logits [B].
-Conditioning concatenates a label code (one-hot, or a learned embedding) to the input ("cgan", Mirza &
-Osindero 2014). Models never see the distribution strategy.
+Conditioning concatenates a label code (one-hot, or a learned embedding) to the
+input ("cgan", Mirza & Osindero 2014). Models never see the distribution strategy.
 """
 
 import math

@@ -47,7 +47,7 @@ def load_algorithm(model_dir, checkpoint=None):
   items = {k: v for k, v in algorithm.checkpoint_items().items()
            if k in ("generator", "ema_generator")}
   step = tf.Variable(0, dtype=tf.int64)
-  tf.train.Checkpoint(step=step, **trainer._trackable_items(items)).restore(  # pylint: disable=protected-access
+  tf.train.Checkpoint(step=step, **trainer.trackable_items(items)).restore(
       path).expect_partial()
   return algorithm, int(step.numpy())
 

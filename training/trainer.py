@@ -185,7 +185,7 @@ class _Trainer:
   def _build_checkpoint(self):
     self.checkpoint = tf.train.Checkpoint(
         step=self.step, iterator=self.iterator,
-        **_trackable_items(self.algorithm.checkpoint_items()))
+        **trackable_items(self.algorithm.checkpoint_items()))
     directory = os.path.join(self.config.model_dir, CHECKPOINT_SUBDIR)
     if not self.is_chief:  # TF's multi-worker pattern: others write to a temporary dir.
       directory = os.path.join(self.config.model_dir, f".worker{self.worker_index}_tmp")
@@ -362,7 +362,7 @@ class _Trainer:
                        last_checkpoint)
 
 
-def _trackable_items(items):
+def trackable_items(items):
   """Checkpoint items with every Keras model replaced by {variable path: variable}.
 
   Keras 3 models do not expose layers held in Python lists to
