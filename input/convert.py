@@ -307,7 +307,7 @@ class _ShardWriter:
 
   def add(self, key, arrays, label):
     try:
-      label = int(arrays.pop("label", label)) if isinstance(arrays, dict) else label
+      label = int(arrays.pop("label", label))  # Generated and TFDS examples carry their own.
       if self.label_names is not None and not 0 <= label < len(self.label_names):
         raise images.BadImageError(f"label {label} outside 0..{len(self.label_names) - 1}")
       record = _example(self.kind, key, arrays, label, self.spec, self.encoding)

@@ -94,7 +94,8 @@ def probe_file(path):
   try:
     with open(path, "rb") as f:
       head = f.read(32)
-    with Image.open(path) as im:
+      f.seek(0)
+      im = Image.open(f)
       width, height = im.size
       mode = im.mode
       if im.format == "JPEG":

@@ -234,10 +234,11 @@ class PairedSource(Source):
       i = infos[0]
       return images.ImageInfo(i.height, i.width // 2, i.channels, i.bit_depth)
     a, b = infos
-    # One spec serves both sides; report the larger channel count and depth.
+    if (a.height, a.width) != (b.height, b.width):
+      return a  # B is resized to A's spec.
+    # One spec serves both sides: the larger channel count and depth.
     return images.ImageInfo(a.height, a.width, max(a.channels, b.channels),
-                            max(a.bit_depth, b.bit_depth)) if (a.height, a.width) == (
-                                b.height, b.width) else a
+                            max(a.bit_depth, b.bit_depth))
 
   def source_dirs(self):
     return self.dirs
