@@ -92,6 +92,9 @@ def define_train_flags():
   flags.DEFINE_float("beta2", None, "Adam beta2 (default: the paper's).")
   flags.DEFINE_float("gp_weight", None, "Gradient-penalty lambda (wgan_gp, sn_wgan_gp: 10).")
   flags.DEFINE_float("weight_clip", None, "Critic weight clipping (wgan: 0.01).")
+  flags.DEFINE_float("lr_decay_start", None,
+                     "Fraction of --train_steps after which every learning rate decays "
+                     "linearly to 0 at --train_steps (default: the algorithm's; 1 = constant).")
   flags.DEFINE_enum("arch", None, ["mlp", "dcgan"], "Network family (default: the algorithm's; "
                     "mlp for 2-D data).")
   flags.DEFINE_integer("z_dim", None, "Latent size. Default: 128 (2 for 2-D data).")

@@ -145,6 +145,24 @@ class EmaTest(tf.test.TestCase):
     self.assertAllClose(final.sample(z), final.ema_generator(z))
 
 
+class LearningRateDecayTest(tf.test.TestCase):
+
+  def test_lr_factor_golden(self):
+    # 10 steps, decay from step 6: steps 0-6 at 1, then (10 - s) / 4.
+    got = [float(trainer.lr_factor(s, 10, 0.6)) for s in range(10)]
+    self.assertAllClose(got, [1, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+    self.assertAllClose([float(trainer.lr_factor(s, 4, 1.0)) for s in range(4)], [1] * 4)
+
+  def test_run_decays_both_learning_rates(self):
+    # The lr in effect for the last of 4 steps, decaying from step 2, is 1/2 of
+    # the base; the optimizers hold it afterwards and the resolved config says so.
+    result = trainer.run(tiny_config("wgan_gp", self.create_tempdir().full_path,
+                                     train_steps=4, lr_decay_start=0.5, lr_g=1e-3, lr_d=2e-3))
+    self.assertAllClose(result.metrics["lr_g"], 0.5e-3)
+    self.assertAllClose(result.metrics["lr_d"], 1e-3)
+    self.assertEqual(result.config.lr_decay_start, 0.5)
+
+
 class RunDirectoryTest(tf.test.TestCase):
 
   def test_outputs(self):

@@ -220,6 +220,7 @@ class ImageGAN(Algorithm):
         beta2=spec.beta2 if config.beta2 is None else config.beta2,
         gp_weight=spec.gp_weight if config.gp_weight is None else config.gp_weight,
         weight_clip=spec.weight_clip if config.weight_clip is None else config.weight_clip,
+        lr_decay_start=1.0 if config.lr_decay_start is None else config.lr_decay_start,
         z_dim=config.z_dim or (2 if vector else 128),
         global_batch_size=config.global_batch_size or (256 if vector else 64),
     )

@@ -45,6 +45,7 @@ class TrainConfig:
   beta2: float | None = None
   gp_weight: float | None = None
   weight_clip: float | None = None
+  lr_decay_start: float | None = None
   # Networks.
   arch: str | None = None
   z_dim: int | None = None
@@ -79,6 +80,8 @@ class TrainConfig:
       raise ValueError(f"--label_embedding must be >= 0, got {self.label_embedding}")
     if not 0.0 <= self.ema_decay < 1.0:
       raise ValueError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
+    if self.lr_decay_start is not None and not 0.0 <= self.lr_decay_start <= 1.0:
+      raise ValueError(f"--lr_decay_start must be in [0, 1], got {self.lr_decay_start}")
     for name in ("lr_g", "lr_d", "gp_weight", "weight_clip"):
       value = getattr(self, name)
       if value is not None and value < 0:

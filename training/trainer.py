@@ -232,10 +232,18 @@ class _Trainer:
                         for m in p.metrics}
     self.phase_counts = {p.name: tf.Variable(0.0, trainable=False) for p in self.phases}
     strategy, phases = self.strategy, self.phases
+    optimizers = self.algorithm.optimizers
+    base_lr = {name: float(keras.ops.convert_to_numpy(opt.learning_rate))
+               for name, opt in optimizers.items()}
+    decay = self.config.lr_decay_start is not None and self.config.lr_decay_start < 1.0
 
     @tf.function
     def train_loop(num_steps):
       for _ in tf.range(num_steps):
+        if decay:
+          factor = lr_factor(self.step, self.config.train_steps, self.config.lr_decay_start)
+          for name, opt in optimizers.items():
+            opt.learning_rate = base_lr[name] * factor
         for i, phase in enumerate(phases):
           for r in tf.range(phase.repeats):
             batch = self._next_batch() if phase.needs_data else None
@@ -360,6 +368,16 @@ class _Trainer:
     writer.flush()
     return TrainResult(c, c.model_dir, step, self.algorithm, self.strategy, metrics,
                        last_checkpoint)
+
+
+def lr_factor(step, train_steps, decay_start):
+  """The learning-rate multiplier for generator step `step` (0-based): 1 until
+  `decay_start * train_steps`, then linear decay reaching 1/(decay steps) at the
+  last step (CycleGAN's schedule). `train_steps` may change on resume; the
+  schedule follows the new value."""
+  start = decay_start * train_steps
+  step = tf.cast(step, tf.float32)
+  return tf.minimum(1.0, (train_steps - step) / max(train_steps - start, 1.0))
 
 
 def trackable_items(items):
