@@ -1,0 +1,106 @@
+"""Layers shared by the image-to-image networks (pix2pix, CycleGAN, UNIT).
+
+- `normalization`: synchronized batch norm, instance norm, or none, by name;
+- `reflect_pad` / `zero_pad`: symmetric spatial padding (Keras has no
+  ReflectionPadding2D; `ops.pad(mode="reflect")` does it);
+- `ResidualBlock`: CycleGAN's residual block, also used by UNIT.
+
+Weights start from N(0, 0.02), as in the reference implementations of pix2pix
+and CycleGAN.
+"""
+
+import keras
+from keras import ops
+
+INIT = keras.initializers.RandomNormal(0.0, 0.02)
+NORMS = ("batch", "instance", "none")
+
+
+def normalization(kind, name):
+  """A normalization layer by name, or None for `none`.
+
+  Args:
+    kind: `batch`: batch norm synchronized across replicas (statistics over the
+      global batch, so that N replicas train like one; pix2pix's choice);
+      `instance`: per-example, per-channel normalization over H and W with a
+      learned scale and offset (`GroupNormalization(groups=-1)`; CycleGAN's
+      and UNIT's choice); `none`.
+    name: the layer's name.
+
+  Raises:
+    ValueError: an unknown kind; the message lists the valid ones.
+  """
+  if kind == "batch":
+    # momentum 0.9 and epsilon 1e-5 are PyTorch's BatchNorm2d defaults.
+    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=True,
+                                           name=name)
+  if kind == "instance":
+    return keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, name=name)
+  if kind == "none":
+    return None
+  raise ValueError(f"unknown normalization {kind!r}; valid: {', '.join(NORMS)}")
+
+
+def apply_norm(norm, x, training):
+  """`norm(x)`, or x when norm is None."""
+  return x if norm is None else norm(x, training=training)
+
+
+def reflect_pad(x, p):
+  """Pads H and W of a [B, H, W, C] tensor by p on each side, mirroring (p < H, W)."""
+  return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+
+
+def zero_pad(x, p):
+  """Pads H and W of a [B, H, W, C] tensor by p zeros on each side."""
+  return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+
+
+def conv(channels, kernel, strides=1, use_bias=True, name=None):
+  """A `valid` Conv2D with the N(0, 0.02) initializer; callers pad explicitly."""
+  return keras.layers.Conv2D(channels, kernel, strides=strides, padding="valid",
+                             use_bias=use_bias, kernel_initializer=INIT, name=name)
+
+
+class ResidualBlock(keras.layers.Layer):
+  """x + norm(conv3x3(relu(norm(conv3x3(x))))), reflection padding, no final ReLU.
+
+  He et al., "Deep Residual Learning for Image Recognition", 2016, in the
+  form of Johnson et al. 2016 and CycleGAN's ResnetBlock.
+
+  Args:
+    channels: of the input and the output.
+    norm: see `normalization`.
+  """
+
+  def __init__(self, channels, norm="instance", name=None, **kwargs):
+    super().__init__(name=name, **kwargs)
+    use_bias = norm == "none"
+    self.conv_0 = conv(channels, 3, use_bias=use_bias, name="conv_0")
+    self.norm_0 = normalization(norm, "norm_0")
+    self.conv_1 = conv(channels, 3, use_bias=use_bias, name="conv_1")
+    self.norm_1 = normalization(norm, "norm_1")
+
+  def call(self, x, training=False):
+    y = ops.relu(apply_norm(self.norm_0, self.conv_0(reflect_pad(x, 1)), training))
+    y = apply_norm(self.norm_1, self.conv_1(reflect_pad(y, 1)), training)
+    return x + y
+
+
+class ResidualStack(keras.layers.Layer):
+  """`num_blocks` ResidualBlocks in sequence, named block_0, block_1, ...
+
+  Args:
+    channels: of the input and the output.
+    num_blocks: >= 0; 0 is the identity.
+    norm: see `normalization`.
+  """
+
+  def __init__(self, channels, num_blocks, norm="instance", name=None, **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.blocks = [ResidualBlock(channels, norm, name=f"block_{i}") for i in range(num_blocks)]
+
+  def call(self, x, training=False):
+    for block in self.blocks:
+      x = block(x, training=training)
+    return x
