@@ -9,7 +9,12 @@ Conventions (after TF-GAN's `losses_impl.py`):
   `tf.nn.compute_average_loss`. A local mean here would be wrong under a
   strategy, where the replicas' gradients are summed.
 
-Golden values for each loss are in tests/test_losses.py.
+The image-to-image terms at the end (`l1`, `squared_error`,
+`kl_unit_gaussian`) follow the same per-example contract; the caller applies
+their weights (lambda).
+
+Golden values for each loss are in tests/test_losses.py (the image-to-image
+terms: tests/test_translation_models.py).
 """
 
 import tensorflow as tf
@@ -27,6 +32,10 @@ __all__ = [
     "hinge_discriminator_loss",
     "least_squares_generator_loss",
     "least_squares_discriminator_loss",
+    "l1",
+    "squared_error",
+    "l2",
+    "kl_unit_gaussian",
 ]
 
 
@@ -175,6 +184,57 @@ def least_squares_generator_loss(fake_logits, target=1.0):
     [B] float32.
   """
   return 0.5 * per_example(tf.square(tf.cast(fake_logits, tf.float32) - target))
+
+
+def l1(a, b):
+  """Mean absolute error |a - b| per example.
+
+  pix2pix's reconstruction term (Isola et al. 2017, eq. 3) and CycleGAN's
+  cycle-consistency and identity terms (Zhu et al. 2017, eq. 2).
+
+  Args:
+    a: [B, ...].
+    b: same shape as a.
+
+  Returns:
+    [B] float32: the mean over all non-batch axes.
+  """
+  return per_example(tf.abs(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
+
+
+def squared_error(a, b):
+  """Mean squared error (a - b)^2 per example.
+
+  Args:
+    a: [B, ...].
+    b: same shape as a.
+
+  Returns:
+    [B] float32: the mean over all non-batch axes.
+  """
+  return per_example(tf.square(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
+
+
+l2 = squared_error
+
+
+def kl_unit_gaussian(mu):
+  """UNIT's KL term: the mean of mu^2 over the latent elements, per example.
+
+  Liu et al., "Unsupervised Image-to-Image Translation Networks", 2017: the
+  encoder's posterior is N(mu, I), and KL(N(mu, I) || N(0, I)) = 0.5 *
+  sum(mu^2). Like the authors' code (`torch.mean(torch.pow(mu, 2))`), this
+  returns the *mean* of mu^2 over the N latent elements of each example, i.e.
+  KL * 2 / N, so that the paper's weights apply and the value does not grow
+  with the image size.
+
+  Args:
+    mu: [B, ...] latent means.
+
+  Returns:
+    [B] float32.
+  """
+  return per_example(tf.square(tf.cast(mu, tf.float32)))
 
 
 # name -> (generator loss, discriminator loss). "bce" uses the non-saturating
