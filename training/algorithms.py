@@ -23,8 +23,10 @@ MLPs (with spectral norm in D where the algorithm has it).
 """
 
 import dataclasses
+import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from models import dcgan
@@ -52,11 +54,14 @@ class Phase:
     repeats: updates per generator step (n_critic for `d`).
     needs_data: consumes a real batch per update.
     metrics: names of the per-example metrics its loss returns.
+    reuse_batch: gets the batch of the phase before it (which must read data
+      and run once per step), e.g. pix2pix's generator step.
   """
   name: str
   repeats: int
   needs_data: bool
   metrics: tuple
+  reuse_batch: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +150,7 @@ class Algorithm:
     self.generator = None
     self.ema_generator = None
     self.optimizers = {}
+    self.example_state = {}
 
   @classmethod
   def resolve(cls, config, data):
@@ -162,7 +168,13 @@ class Algorithm:
     raise NotImplementedError
 
   def loss(self, phase, batch, rand):
-    """Per-replica loss of `phase`: (per-example loss [B], {metric: [B]})."""
+    """Per-replica loss of `phase`: (per-example loss [B], {metric: [B]}).
+
+    An algorithm with per-example state (`example_state`: {name: variable
+    whose first axis is the global batch}) reads its rows with
+    `rand.rows(variable)` and returns a third item, {name: new rows}; the
+    trainer gathers every replica's rows into the variable after the update.
+    """
     raise NotImplementedError
 
   def before_update(self, phase):
@@ -174,10 +186,21 @@ class Algorithm:
   def checkpoint_items(self):
     raise NotImplementedError
 
-  def sample(self, z, labels=None):
-    """Generated samples for grids, from the EMA generator when there is one."""
-    g = self.ema_generator or self.generator
-    return g(z, labels, training=False)
+  # Translation algorithms: the split whose first examples the sample grids
+  # show (the trainer reads them); None: the grids need no data.
+  preview_split = None
+
+  def preview_inputs(self, n, seed, examples=None):
+    """The fixed inputs of every sample grid of a run (numpy or tensors)."""
+    raise NotImplementedError
+
+  def preview(self, inputs):
+    """What a sample grid shows for `inputs`: [N, ...] in the data's range."""
+    raise NotImplementedError
+
+  def preview_columns(self, n):
+    """Columns of the sample grid of n pictures (None: square)."""
+    return None
 
   def data_requirements(self):
     raise NotImplementedError
@@ -289,6 +312,29 @@ class ImageGAN(Algorithm):
   def variables(self, phase):
     model = self.discriminator if phase.name == "d" else self.generator
     return model.trainable_variables
+
+  def sample(self, z, labels=None):
+    """Generated samples, from the EMA generator when there is one."""
+    g = self.ema_generator or self.generator
+    return g(z, labels, training=False)
+
+  def preview_inputs(self, n, seed, examples=None):
+    """A fixed latent batch and, for conditional algorithms, the classes in turn."""
+    z = tf.random.stateless_normal([n, self.config.z_dim], seed=[seed, 12345], alg="philox")
+    labels = None
+    if self.num_classes:
+      labels = tf.constant(np.arange(n) % self.num_classes, tf.int32)
+    return z, labels
+
+  def preview(self, inputs):
+    return self.sample(*inputs)
+
+  def preview_columns(self, n):
+    """One class per column, repeated to keep the grid about square."""
+    k = self.num_classes
+    if not k:
+      return None
+    return k * max(1, int(math.sqrt(n / k))) if k < 4 else k
 
   def _real(self, batch):
     return batch["vector"] if self.data.kind == "vector" else batch["image"]

@@ -45,25 +45,26 @@ class StepRandomness:
     self.offset = offset
     self.local_batch = local_batch
 
-  def _rows(self, full):
+  def rows(self, full):
+    """This replica's rows of a tensor over the global batch."""
     return full[self.offset:self.offset + self.local_batch]
 
   def normal(self, name, shape=()):
     """N(0, 1) of shape [local_batch, *shape]."""
     full = tf.random.stateless_normal([self.global_batch, *shape],
                                       seed=fold(self.seed, stream_id(name)), alg="philox")
-    return self._rows(full)
+    return self.rows(full)
 
   def uniform(self, name, shape=(), minval=0.0, maxval=1.0):
     """U[minval, maxval) of shape [local_batch, *shape]."""
     full = tf.random.stateless_uniform([self.global_batch, *shape],
                                        seed=fold(self.seed, stream_id(name)),
                                        minval=minval, maxval=maxval, alg="philox")
-    return self._rows(full)
+    return self.rows(full)
 
   def labels(self, name, num_classes):
     """Uniform class labels, int32 [local_batch]."""
     full = tf.random.stateless_uniform([self.global_batch], seed=fold(self.seed, stream_id(name)),
                                        minval=0, maxval=num_classes, dtype=tf.int32,
                                        alg="philox")
-    return self._rows(full)
+    return self.rows(full)

@@ -5,21 +5,158 @@
 | `default`      | no distribution (`tf.distribute.get_strategy()`)                |
 | `one_device`   | the first GPU, or the CPU                                       |
 | `mirrored`     | every visible GPU (NCCL all-reduce), or the CPU devices         |
-| `multi_worker` | MultiWorkerMirroredStrategy; the cluster comes from TF_CONFIG   |
+| `multi_worker` | MultiWorkerMirroredStrategy over the cluster of `resolve_cluster` |
 
 `cpu_replicas=N` splits the CPU into N logical devices so that `mirrored`
 runs N replicas on a machine without GPUs (tests, trying a config). It must
 take effect before TensorFlow initializes its devices, so binaries call
 `get_strategy` before anything else touches TensorFlow.
+
+`multi_worker` finds its cluster in TF_CONFIG when that is set (launch.local,
+Kubeflow's TFJob, launch.k8s_tf_config), else in the environment of a Slurm
+step (`srun`, see launch/slurm/train.sbatch): `slurm_cluster_spec`.
 """
 
+import dataclasses
 import json
 import os
 
 from absl import logging
 import tensorflow as tf
+# The node-list expansion behind tf.distribute.cluster_resolver.SlurmClusterResolver.
+from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as slurm_lib
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
+
+# The port of the first task on each node of a Slurm step, as in TensorFlow's
+# SlurmClusterResolver; GAN_PIPELINE_TF_PORT overrides it (two jobs sharing a
+# node need different ports).
+SLURM_PORT_BASE = 8888
+SLURM_PORT_ENV = "GAN_PIPELINE_TF_PORT"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+  """The multi-worker cluster this process belongs to.
+
+  Attributes:
+    source: where it came from: "TF_CONFIG" or "slurm".
+    spec: {task type: ["host:port", ...]}, TF_CONFIG's "cluster".
+    task_type: this process's task type ("worker", or "chief" in TF_CONFIG).
+    task_index: this process's index within `task_type`.
+  """
+  source: str
+  spec: dict
+  task_type: str
+  task_index: int
+
+  @property
+  def num_tasks(self):
+    return sum(len(addresses) for addresses in self.spec.values())
+
+
+def _slurm_var(env, *names, integer=False):
+  """The first of SLURM_<names> that is set, else ValueError naming them."""
+  for name in names:
+    value = env.get(f"SLURM_{name}")
+    if value:
+      if not integer:
+        return value
+      try:
+        return int(value)
+      except ValueError:
+        raise ValueError(f"SLURM_{name}={value!r} is not an integer") from None
+  raise ValueError(f"SLURM_PROCID is set but not {' or '.join('SLURM_' + n for n in names)}; "
+                   "start the training with srun inside the allocation")
+
+
+def slurm_cluster_spec(env):
+  """The cluster of a Slurm job step, from its environment alone.
+
+  What `tf.distribute.cluster_resolver.SlurmClusterResolver` computes, with
+  three differences that matter for one task per node:
+
+  - Tasks are listed in Slurm's node order, the order in which Slurm numbers
+    them (SLURM_PROCID, block distribution). SlurmClusterResolver sorts the
+    host names as strings: on `node[9-10]` it makes rank 0, which runs on
+    node9, worker 0 at node10's address, so the two processes each take the
+    other's place.
+  - It never looks for GPUs: SlurmClusterResolver runs `nvidia-smi` (absent on
+    CPU nodes) unless told the count, fails with 0 GPUs per node, and rewrites
+    CUDA_VISIBLE_DEVICES after TensorFlow has already listed the devices. Here
+    every task keeps the GPUs Slurm gave it.
+  - The step's variables fall back to the job's (SLURM_STEP_NODELIST to
+    SLURM_JOB_NODELIST, SLURM_STEP_NUM_TASKS to SLURM_NTASKS,
+    SLURM_STEP_TASKS_PER_NODE to SLURM_TASKS_PER_NODE).
+
+  Node lists (`node[01-02,05]`) are expanded in Python by TensorFlow's own
+  `expand_hostlist`; `scontrol` is not needed. Task k on a node listens on
+  port GAN_PIPELINE_TF_PORT (default 8888) + k. All tasks form one `worker`
+  job, so worker 0 is the chief.
+
+  Args:
+    env: a mapping like `os.environ` with SLURM_PROCID set.
+
+  Returns:
+    A `Cluster` with source "slurm".
+
+  Raises:
+    ValueError: a variable missing or malformed, task counts that do not add
+      up, or a task that runs on another node than its index says
+      (SLURMD_NODENAME, when set), naming the values.
+  """
+  rank = _slurm_var(env, "PROCID", integer=True)
+  num_tasks = _slurm_var(env, "STEP_NUM_TASKS", "NTASKS", integer=True)
+  port_text = env.get(SLURM_PORT_ENV) or str(SLURM_PORT_BASE)
+  if not port_text.isdigit():
+    raise ValueError(f"{SLURM_PORT_ENV}={port_text!r} is not a port number")
+  port_base = int(port_text)
+  # Both raise ValueError naming the text.
+  hosts = slurm_lib.expand_hostlist(_slurm_var(env, "STEP_NODELIST", "JOB_NODELIST"))
+  per_node_text = _slurm_var(env, "STEP_TASKS_PER_NODE", "TASKS_PER_NODE")
+  per_node = slurm_lib.expand_tasks_per_node(per_node_text)
+  if len(per_node) != len(hosts) or sum(per_node) != num_tasks:
+    raise ValueError(f"Slurm environment: {len(hosts)} node(s) {hosts} with tasks per node "
+                     f"{per_node_text!r} do not make {num_tasks} task(s)")
+  if not 0 <= rank < num_tasks:
+    raise ValueError(f"SLURM_PROCID={rank} is outside 0..{num_tasks - 1}")
+  workers = [f"{host}:{port_base + k}" for host, n in zip(hosts, per_node) for k in range(n)]
+  node = env.get("SLURMD_NODENAME")
+  if node and workers[rank].rpartition(":")[0] != node:
+    raise ValueError(f"SLURM_PROCID={rank} runs on {node}, but Slurm's node order puts task "
+                     f"{rank} on {workers[rank]}; use the default block distribution "
+                     "(no --distribution) or set TF_CONFIG yourself")
+  return Cluster(source="slurm", spec={"worker": workers}, task_type="worker", task_index=rank)
+
+
+def resolve_cluster(env):
+  """The multi-worker cluster of this process: TF_CONFIG, else Slurm.
+
+  Args:
+    env: a mapping like `os.environ`.
+
+  Returns:
+    A `Cluster`.
+
+  Raises:
+    ValueError: neither TF_CONFIG nor SLURM_PROCID is set, TF_CONFIG is not
+      JSON with a "cluster" and a "task", or the Slurm environment is bad.
+  """
+  tf_config = env.get("TF_CONFIG")
+  if tf_config:
+    try:
+      parsed = json.loads(tf_config)
+      spec = parsed["cluster"]
+      task = parsed.get("task", {})
+      return Cluster(source="TF_CONFIG", spec=spec, task_type=task.get("type", "worker"),
+                     task_index=int(task.get("index", 0)))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+      raise ValueError(f"TF_CONFIG is not valid JSON with a 'cluster' key: {e}") from None
+  if env.get("SLURM_PROCID"):
+    return slurm_cluster_spec(env)
+  raise ValueError("--strategy=multi_worker needs the cluster in TF_CONFIG (set by the "
+                   "launchers in launch/, Kubeflow, or by hand) or a Slurm step "
+                   "(srun, SLURM_PROCID)")
 
 
 def configure_cpu_replicas(n):
@@ -59,7 +196,7 @@ def get_strategy(name, cpu_replicas=None):
 
   Raises:
     ValueError: unknown name (listing the valid ones), a bad `cpu_replicas`,
-      or `multi_worker` without a cluster (TF_CONFIG) to join.
+      or `multi_worker` without a cluster to join (`resolve_cluster`).
   """
   if name not in STRATEGIES:
     raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
@@ -84,19 +221,21 @@ def get_strategy(name, cpu_replicas=None):
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)],
                                           cross_device_ops=tf.distribute.ReductionToOneDevice())
   # multi_worker
-  tf_config = os.environ.get("TF_CONFIG")
-  if not tf_config:
-    raise ValueError("--strategy=multi_worker needs the cluster in TF_CONFIG (set by the "
-                     "launchers in launch/, Kubeflow, or by hand)")
-  try:
-    cluster = json.loads(tf_config)["cluster"]
-  except (ValueError, KeyError) as e:
-    raise ValueError(f"TF_CONFIG is not valid JSON with a 'cluster' key: {e}") from None
-  logging.info("multi_worker cluster: %s", cluster)
+  cluster = resolve_cluster(os.environ)
+  logging.info("multi_worker: cluster of %d task(s) from %s; this is %s %d: %s",
+               cluster.num_tasks, cluster.source, cluster.task_type, cluster.task_index,
+               cluster.spec)
+  resolver = None  # TF_CONFIG: MultiWorkerMirroredStrategy reads it itself.
+  if cluster.source == "slurm":
+    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster.spec), task_type=cluster.task_type,
+        task_id=cluster.task_index, num_accelerators={"GPU": len(gpus)} if gpus else None,
+        rpc_layer="grpc")
   communication = tf.distribute.experimental.CommunicationImplementation
   options = tf.distribute.experimental.CommunicationOptions(
       implementation=communication.NCCL if gpus else communication.RING)
-  return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+  return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
+                                                   communication_options=options)
 
 
 def worker_info(strategy):

@@ -152,6 +152,11 @@ class _Trainer:
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.phases = self.algorithm.phases()
+    for previous, phase in zip([None] + self.phases, self.phases):
+      if phase.reuse_batch and (previous is None or not previous.needs_data
+                                or previous.repeats != 1):
+        raise ValueError(f"phase {phase.name!r} reuses the batch of the phase before it, "
+                         "which must read data once per step")
     self._build_input()
     self._build_checkpoint()
     self._build_loop()
@@ -218,12 +223,19 @@ class _Trainer:
     self.algorithm.before_update(phase)
     variables = self.algorithm.variables(phase)
     with tf.GradientTape() as tape:
-      per_example, metrics = self.algorithm.loss(phase, batch, rand)
+      per_example, metrics, *state_rows = self.algorithm.loss(phase, batch, rand)
       # THE reduction: this replica's sum over the global batch size.
       loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
     grads = tape.gradient(loss, variables)
     # Keras 3 sums the gradients over replicas inside apply_gradients.
     self.algorithm.optimizers[phase.name].apply_gradients(zip(grads, variables))
+    if state_rows:
+      # Per-example state (e.g. CycleGAN's image pools): every replica computed
+      # the rows of its own examples; gather them in replica order (the order
+      # of the global batch) so that every copy holds the whole state.
+      ctx = tf.distribute.get_replica_context()
+      for name, rows in state_rows[0].items():
+        self.algorithm.example_state[name].assign(ctx.all_gather(rows, axis=0))
     return {k: tf.nn.compute_average_loss(v, global_batch_size=self.global_batch)
             for k, v in metrics.items()}
 
@@ -237,6 +249,14 @@ class _Trainer:
                for name, opt in optimizers.items()}
     decay = self.config.lr_decay_start is not None and self.config.lr_decay_start < 1.0
 
+    def run_phase(i, phase, batch, repeat):
+      out = strategy.run(self._replica_update, args=(i, batch, self.step, repeat))
+      for name, value in out.items():
+        self.metric_sums[name].assign_add(
+            strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None))
+      self.phase_counts[phase.name].assign_add(1.0)
+      self.algorithm.after_update(phase)
+
     @tf.function
     def train_loop(num_steps):
       for _ in tf.range(num_steps):
@@ -244,24 +264,23 @@ class _Trainer:
           factor = lr_factor(self.step, self.config.train_steps, self.config.lr_decay_start)
           for name, opt in optimizers.items():
             opt.learning_rate = base_lr[name] * factor
+        previous = None  # The batch of the phase before, for `Phase.reuse_batch`.
         for i, phase in enumerate(phases):
-          for r in tf.range(phase.repeats):
-            batch = self._next_batch() if phase.needs_data else None
-            out = strategy.run(self._replica_update, args=(i, batch, self.step, r))
-            for name, value in out.items():
-              self.metric_sums[name].assign_add(
-                  strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None))
-            self.phase_counts[phase.name].assign_add(1.0)
-            self.algorithm.after_update(phase)
+          if phase.repeats == 1:
+            batch = (self._next_batch() if phase.needs_data
+                     else previous if phase.reuse_batch else None)
+            run_phase(i, phase, batch, 0)
+            previous = batch
+          else:
+            for r in tf.range(phase.repeats):
+              run_phase(i, phase, self._next_batch() if phase.needs_data else None, r)
+            previous = None
         self.step.assign_add(1)
 
     self.train_loop = train_loop
 
-    @tf.function
-    def sample_fn(z, labels):
-      return self.algorithm.sample(z, labels)
-
-    self.sample_fn = sample_fn
+    self.preview_fn = tf.function(self.algorithm.preview)
+    self._preview_inputs = None
 
   def _read_metrics(self):
     out = {}
@@ -275,28 +294,28 @@ class _Trainer:
 
   # -- samples ---------------------------------------------------------------
 
-  def _fixed_inputs(self):
-    c, n = self.config, self.config.num_samples
-    if self.data.kind == "vector":
-      n = max(n, 1000)  # A scatter needs many points.
-    z = tf.random.stateless_normal([n, c.z_dim], seed=[c.seed, 12345], alg="philox")
-    labels = None
-    if getattr(self.algorithm, "num_classes", 0):
-      labels = tf.constant(np.arange(n) % self.algorithm.num_classes, tf.int32)
-    return z, labels
+  def _preview_examples(self, n):
+    """The first n examples of the algorithm's preview split, normalized."""
+    split = self.algorithm.preview_split
+    if split not in self.manifest["splits"] and split + "A" not in self.manifest["splits"]:
+      split = "train"
+    ds = reader.make_dataset(reader.ReaderConfig(self.data_dir, split=split, repeat=False,
+                                                 drop_remainder=False), n)
+    return {k: v.numpy() for k, v in next(iter(ds)).items() if k != "key"}
 
   def write_samples(self, writer):
-    z, labels = self._fixed_inputs()
-    out = self.sample_fn(z, labels).numpy()
+    c = self.config
+    if self._preview_inputs is None:  # Fixed for the whole run.
+      n = max(c.num_samples, 1000) if self.data.kind == "vector" else c.num_samples
+      examples = self._preview_examples(n) if self.algorithm.preview_split else None
+      self._preview_inputs = self.algorithm.preview_inputs(n, c.seed, examples)
+    out = self.preview_fn(self._preview_inputs).numpy()
     step = int(self.step.numpy())
     if self.data.kind == "vector":
       picture = samples_lib.scatter(out, reference=self._reference_points())
     else:
-      columns = self.algorithm.num_classes if labels is not None else None
-      if columns and columns < 4:
-        columns *= max(1, int(math.sqrt(len(out) / columns)))
-      picture = samples_lib.image_grid(out, columns=columns)
-    directory = os.path.join(self.config.model_dir, SAMPLES_SUBDIR)
+      picture = samples_lib.image_grid(out, columns=self.algorithm.preview_columns(len(out)))
+    directory = os.path.join(c.model_dir, SAMPLES_SUBDIR)
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, f"step_{step:07d}.png")
     samples_lib.save_png(path, picture)
