@@ -117,3 +117,26 @@ def define_train_flags():
                     "Bit-reproducible runs on the same hardware (slower input pipeline).")
   flags.DEFINE_bool("fresh", False, "Start over, deleting the run in --model_dir.")
   flags.DEFINE_integer("num_samples", 64, "Images in each sample grid.")
+
+
+def define_worker_command_flags():
+  """Flags of the launchers that start training processes (`launch.*`).
+
+  Defined once per process: tests import several launchers.
+  """
+  if "module" in flags.FLAGS:
+    return
+  flags.DEFINE_string("python", None,
+                      "Python interpreter of the training processes. Default: the one "
+                      "running this launcher.")
+  flags.DEFINE_string("module", "pipeline.train",
+                      "Module each training process runs with `python -m` (tests swap in a "
+                      "fake worker).")
+
+
+def define_launch_local_flags():
+  """Flags of `launch.local`."""
+  define_worker_command_flags()
+  flags.DEFINE_integer("workers", 2, "Worker processes to start on this machine.")
+  flags.DEFINE_float("grace_seconds", 10.0,
+                     "When stopping: seconds between SIGTERM and SIGKILL.")
