@@ -60,7 +60,7 @@ def define_convert_flags():
 def define_train_flags():
   """Flags of `pipeline.train` (fields of `training.config.TrainConfig`)."""
   flags.DEFINE_string("algo", "sngan", "Algorithm: gan, cgan, dcgan, cdcgan, wgan, wgan_gp, "
-                      "sngan, sn_wgan_gp, lsgan.")
+                      "sngan, sn_wgan_gp, lsgan; translation: pix2pix, cyclegan, unit.")
   flags.DEFINE_string("data", None,
                       "A directory made by pipeline.convert, or a source converted into the "
                       "cache on first use: builtin:NAME, folder:DIR, tfds:NAME, npz:FILE. "
@@ -95,6 +95,19 @@ def define_train_flags():
   flags.DEFINE_float("lr_decay_start", None,
                      "Fraction of --train_steps after which every learning rate decays "
                      "linearly to 0 at --train_steps (default: the algorithm's; 1 = constant).")
+  flags.DEFINE_enum("direction", "AtoB", ["AtoB", "BtoA"],
+                    "Translation algorithms: which domain is the input.")
+  flags.DEFINE_float("l1_weight", None, "pix2pix: L1 weight (100); unit: reconstruction "
+                     "weight (10).")
+  flags.DEFINE_float("cycle_weight", None, "cyclegan, unit: cycle-consistency weight (10).")
+  flags.DEFINE_float("identity_weight", None, "cyclegan: identity weight (5, i.e. 0.5 x the "
+                     "cycle weight).")
+  flags.DEFINE_float("kl_weight", None, "unit: KL weight of the latent codes (0.01).")
+  flags.DEFINE_integer("pool_size", None, "cyclegan: images in each discriminator's history "
+                       "(50; 0 disables it).")
+  flags.DEFINE_integer("res_blocks", None, "cyclegan: residual blocks per generator (6 below "
+                       "256 px, 9 from 256 px); unit: private blocks per encoder/decoder (3).")
+  flags.DEFINE_bool("jitter", True, "pix2pix: random jitter (1.12x resize, crop, mirror).")
   flags.DEFINE_enum("arch", None, ["mlp", "dcgan"], "Network family (default: the algorithm's; "
                     "mlp for 2-D data).")
   flags.DEFINE_integer("z_dim", None, "Latent size. Default: 128 (2 for 2-D data).")
@@ -140,3 +153,14 @@ def define_launch_local_flags():
   flags.DEFINE_integer("workers", 2, "Worker processes to start on this machine.")
   flags.DEFINE_float("grace_seconds", 10.0,
                      "When stopping: seconds between SIGTERM and SIGKILL.")
+
+
+def define_translate_flags():
+  """Flags of `pipeline.translate` (fields of `training.translate.TranslateConfig`)."""
+  flags.DEFINE_string("model_dir", None, "Run directory of a pix2pix, cyclegan or unit run.")
+  flags.DEFINE_string("input", None, "Folder of images to translate (searched recursively).")
+  flags.DEFINE_string("output", None, "Folder for the translated PNGs (same relative names).")
+  flags.DEFINE_enum("direction", None, ["AtoB", "BtoA"],
+                    "Default: the direction the model was trained in. cyclegan and unit "
+                    "translate both ways; pix2pix only the trained way.")
+  flags.DEFINE_string("checkpoint", None, "Checkpoint path or step (default: the latest).")

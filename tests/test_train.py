@@ -162,6 +162,15 @@ class LearningRateDecayTest(tf.test.TestCase):
     self.assertAllClose(result.metrics["lr_d"], 1e-3)
     self.assertEqual(result.config.lr_decay_start, 0.5)
 
+  def test_resumed_run_decays_from_the_base_rate(self):
+    # The checkpoint holds the decayed rate; the schedule must start from the
+    # configured one: 0.5 x 1e-3 at the last of 4 steps, resumed after 3.
+    tmp = self.create_tempdir().full_path
+    flags = dict(lr_decay_start=0.5, lr_g=1e-3, lr_d=1e-3, checkpoint_every=1)
+    trainer.run(tiny_config("gan", tmp, train_steps=3, **flags))
+    resumed = trainer.run(tiny_config("gan", tmp, train_steps=4, **flags))
+    self.assertAllClose(resumed.metrics["lr_g"], 0.5e-3)
+
 
 class RunDirectoryTest(tf.test.TestCase):
 

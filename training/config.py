@@ -46,6 +46,15 @@ class TrainConfig:
   gp_weight: float | None = None
   weight_clip: float | None = None
   lr_decay_start: float | None = None
+  # Translation (pix2pix, cyclegan, unit); None takes the paper's value.
+  direction: str = "AtoB"
+  l1_weight: float | None = None
+  cycle_weight: float | None = None
+  identity_weight: float | None = None
+  kl_weight: float | None = None
+  pool_size: int | None = None
+  jitter: bool = True
+  res_blocks: int | None = None
   # Networks.
   arch: str | None = None
   z_dim: int | None = None
@@ -72,7 +81,8 @@ class TrainConfig:
     for name in positive:
       if getattr(self, name) < 1:
         raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("global_batch_size", "n_critic", "z_dim", "image_size", "shuffle_buffer"):
+    for name in ("global_batch_size", "n_critic", "z_dim", "image_size", "shuffle_buffer",
+                 "res_blocks"):
       value = getattr(self, name)
       if value is not None and value < 1:
         raise ValueError(f"--{name} must be >= 1, got {value}")
@@ -82,7 +92,8 @@ class TrainConfig:
       raise ValueError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
     if self.lr_decay_start is not None and not 0.0 <= self.lr_decay_start <= 1.0:
       raise ValueError(f"--lr_decay_start must be in [0, 1], got {self.lr_decay_start}")
-    for name in ("lr_g", "lr_d", "gp_weight", "weight_clip"):
+    for name in ("lr_g", "lr_d", "gp_weight", "weight_clip", "l1_weight", "cycle_weight",
+                 "identity_weight", "kl_weight", "pool_size"):
       value = getattr(self, name)
       if value is not None and value < 0:
         raise ValueError(f"--{name} must be >= 0, got {value}")

@@ -12,7 +12,8 @@ from training import trainer
 
 
 def load_algorithm(model_dir, checkpoint=None):
-  """Rebuilds a run's algorithm and restores its generator(s).
+  """Rebuilds a run's algorithm and restores its generator(s) (also of
+  translation algorithms).
 
   Args:
     model_dir: a run directory written by `pipeline.train`.
@@ -44,8 +45,10 @@ def load_algorithm(model_dir, checkpoint=None):
     raise ValueError(f"no checkpoint {checkpoint or ''} in {ckpt_dir!r}")
   algorithm = algorithms.get(config.algo)(config, data)
   algorithm.build()
+  # The generators only (of every algorithm: generator, ema_generator,
+  # generator_ab/_ba, unit); discriminators, optimizers and pools stay behind.
   items = {k: v for k, v in algorithm.checkpoint_items().items()
-           if k in ("generator", "ema_generator")}
+           if not k.startswith(("discriminator", "pools")) and "optimizer" not in k}
   step = tf.Variable(0, dtype=tf.int64)
   tf.train.Checkpoint(step=step, **trainer.trackable_items(items)).restore(
       path).expect_partial()

@@ -46,6 +46,7 @@ from training import data as data_lib
 from training import randomness
 from training import samples as samples_lib
 from training import strategy as strategy_lib
+from training import translation  # pylint: disable=unused-import  (registers its algorithms)
 
 CHECKPOINT_SUBDIR = "checkpoints"
 SAMPLES_SUBDIR = "samples"
@@ -149,6 +150,9 @@ class _Trainer:
       keras.utils.set_random_seed(config.seed)  # Same initial weights for any replica count.
       self.algorithm = algo_cls(config, self.data)
       self.algorithm.build()
+      # Before any restore: a checkpoint holds the decayed learning rates.
+      self.base_lr = {name: float(keras.ops.convert_to_numpy(opt.learning_rate))
+                      for name, opt in self.algorithm.optimizers.items()}
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     self.phases = self.algorithm.phases()
@@ -245,8 +249,7 @@ class _Trainer:
     self.phase_counts = {p.name: tf.Variable(0.0, trainable=False) for p in self.phases}
     strategy, phases = self.strategy, self.phases
     optimizers = self.algorithm.optimizers
-    base_lr = {name: float(keras.ops.convert_to_numpy(opt.learning_rate))
-               for name, opt in optimizers.items()}
+    base_lr = self.base_lr
     decay = self.config.lr_decay_start is not None and self.config.lr_decay_start < 1.0
 
     def run_phase(i, phase, batch, repeat):

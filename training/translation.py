@@ -1,0 +1,476 @@
+"""Image-to-image translation on the one trainer: pix2pix, CycleGAN and UNIT.
+
+| name       | data     | networks                                   | losses (paper weights)          |
+|------------|----------|--------------------------------------------|---------------------------------|
+| `pix2pix`  | paired   | U-Net G (dropout), 70x70 PatchGAN on (x, y) | BCE + 100 L1; D objective / 2   |
+| `cyclegan` | unpaired | 2 ResNet G, 2 PatchGAN D                   | LSGAN + 10 cycle + 5 identity   |
+| `unit`     | unpaired | 2 VAE encoders/decoders, shared layers; 2 D | LSGAN 1, recon 10, KL 0.01, cycle 10, cycle KL 0.01 |
+
+Each step has two phases: the generators' update reads a batch, the
+discriminators' update reuses it (`Phase.reuse_batch`) and regenerates the
+fakes with the just-updated generators. Losses are per-example, like every
+other algorithm's, and the trainer reduces them against the global batch.
+
+Everything random comes from the step's `StepRandomness` (pix2pix's jitter and
+dropout masks, UNIT's latent noise, the pools' coins), so N replicas compute
+what one replica computes on the same global batch.
+
+CycleGAN's image history (Shrivastava et al. 2017; a pool of 50): each
+position of the global batch has its own pool of ceil(50 / global batch)
+images, and a replica reads and updates the pools of its own examples only.
+With the paper's batch of 1 this is exactly one pool of 50; with a larger batch
+the history still holds 50 images in all. Pools per batch position (rather
+than per replica) keep the result independent of the replica count; the trainer
+gathers every replica's rows after the update so that checkpoints hold every
+pool and resume exactly.
+"""
+
+import dataclasses
+import math
+
+import keras
+import tensorflow as tf
+
+from models import cyclegan as cyclegan_models
+from models import losses
+from models import pix2pix as pix2pix_models
+from models import unit as unit_models
+from training import algorithms
+from training.algorithms import Phase
+
+
+def jitter_boxes(rand, scale=1.12, flip=True):
+  """pix2pix's random jitter as crop boxes, one per example.
+
+  Resizing to `scale` x the size and cropping back to the size at a random
+  offset is the same as cropping a window of 1/scale of the image and resizing
+  it to the size; a box with x1 > x2 also mirrors it (tf.image.crop_and_resize).
+  Offsets are continuous rather than whole pixels of the enlarged image.
+
+  Returns:
+    [B, 4] float32 boxes (y1, x1, y2, x2) in normalized coordinates.
+  """
+  size = 1.0 / scale
+  y1 = rand.uniform("jitter_y", (), 0.0, 1.0 - size)
+  x1 = rand.uniform("jitter_x", (), 0.0, 1.0 - size)
+  y2, x2 = y1 + size, x1 + size
+  if flip:
+    mirror = rand.uniform("jitter_mirror") < 0.5
+    x1, x2 = tf.where(mirror, x2, x1), tf.where(mirror, x1, x2)
+  return tf.stack([y1, x1, y2, x2], axis=1)
+
+
+def apply_boxes(images, boxes):
+  """Crops every image to its box and resizes it back to the image size (bilinear)."""
+  shape = tf.shape(images)
+  return tf.image.crop_and_resize(images, boxes, tf.range(shape[0]), shape[1:3])
+
+
+def pool_query(pool, count, fake, use_old, pick):
+  """The image-history step for a batch, one pool per example (pure).
+
+  For each example: while its pool is not full, the fake is stored and
+  returned; once full, with probability 1/2 (`use_old` < 0.5) a random stored
+  image (`pick`) is returned and replaced by the fake, else the fake is
+  returned (Zhu et al. 2017, after Shrivastava et al. 2017).
+
+  Args:
+    pool: [B, K, H, W, C] stored images.
+    count: [B] int32 images stored so far (at most K).
+    fake: [B, H, W, C] new generated images.
+    use_old: [B] U[0, 1).
+    pick: [B] U[0, 1).
+
+  Returns:
+    (images for the discriminator [B, H, W, C], new pool, new count).
+  """
+  k = pool.shape[1]
+  filling = count < k
+  index = tf.where(filling, count, tf.minimum(tf.cast(pick * k, tf.int32), k - 1))
+  swap = tf.logical_and(tf.logical_not(filling), use_old < 0.5)
+  old = tf.gather(pool, index, batch_dims=1)
+  out = tf.where(swap[:, None, None, None], old, fake)
+  write = tf.cast(tf.logical_or(filling, swap), pool.dtype)
+  mask = tf.one_hot(index, k, dtype=pool.dtype) * write[:, None]  # [B, K]
+  mask = mask[:, :, None, None, None]
+  new_pool = pool * (1.0 - mask) + fake[:, None] * mask
+  return out, new_pool, count + tf.cast(filling, tf.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class TranslationSpec:
+  """The paper defaults of a translation algorithm."""
+  kind: str  # paired | unpaired
+  lr: float
+  beta1: float
+  beta2: float
+  global_batch_size: int
+  l1_weight: float = 0.0
+  cycle_weight: float = 0.0
+  identity_weight: float = 0.0
+  kl_weight: float = 0.0
+  pool_size: int = 0
+  lr_decay_start: float = 1.0
+  weight_decay: float = 0.0
+  reference: str = ""
+
+
+class Translation(algorithms.Algorithm):
+  """What the three translation algorithms share."""
+  spec = None
+  preview_split = "test"
+  preview_examples = 8
+
+  @classmethod
+  def resolve(cls, config, data):
+    spec = cls.spec
+    if data.kind != spec.kind:
+      raise ValueError(f"{config.algo} needs {spec.kind} data (pipeline.convert "
+                       f"--source={spec.kind}:...), got {data.kind} data")
+    if config.direction not in ("AtoB", "BtoA"):
+      raise ValueError(f"--direction must be AtoB or BtoA, got {config.direction!r}")
+    if config.n_critic not in (None, 1):
+      raise ValueError(f"{config.algo} updates its discriminators once per step; "
+                       f"--n_critic={config.n_critic} is not supported")
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    return dataclasses.replace(
+        config, n_critic=1,
+        lr_g=pick(config.lr_g, spec.lr), lr_d=pick(config.lr_d, spec.lr),
+        beta1=pick(config.beta1, spec.beta1), beta2=pick(config.beta2, spec.beta2),
+        l1_weight=pick(config.l1_weight, spec.l1_weight),
+        cycle_weight=pick(config.cycle_weight, spec.cycle_weight),
+        identity_weight=pick(config.identity_weight, spec.identity_weight),
+        kl_weight=pick(config.kl_weight, spec.kl_weight),
+        pool_size=pick(config.pool_size, spec.pool_size),
+        lr_decay_start=pick(config.lr_decay_start, spec.lr_decay_start),
+        res_blocks=config.res_blocks or cls.default_res_blocks(data),
+        global_batch_size=config.global_batch_size or spec.global_batch_size)
+
+  @classmethod
+  def default_res_blocks(cls, data):
+    """The paper's number of residual blocks for this data (None: no blocks)."""
+    del data
+    return None
+
+  def data_requirements(self):
+    return dict(kinds=(self.spec.kind,), labels=False)
+
+  @property
+  def image_shape(self):
+    return tuple(self.data.shape)
+
+  def _optimizers(self, g_vars, d_vars):
+    c, spec = self.config, self.spec
+    make = lambda lr, name: keras.optimizers.Adam(  # noqa: E731
+        learning_rate=lr, beta_1=c.beta1, beta_2=c.beta2, name=name,
+        weight_decay=spec.weight_decay or None)
+    self.optimizers = {"g": make(c.lr_g, "g_optimizer"), "d": make(c.lr_d, "d_optimizer")}
+    # Slots are built in the strategy scope, not lazily inside the tf.function.
+    self.optimizers["g"].build(g_vars)
+    self.optimizers["d"].build(d_vars)
+
+  def _domains(self, batch):
+    """(source, target) images of the configured direction."""
+    a, b = batch["image_a"], batch["image_b"]
+    return (a, b) if self.config.direction == "AtoB" else (b, a)
+
+  def preview_inputs(self, n, seed, examples=None):
+    del n, seed
+    k = self.preview_examples
+    return {key: tf.constant(examples[key][:k]) for key in ("image_a", "image_b")}
+
+  def translate(self, x, reverse=False):
+    """Translates images [B, H, W, C] in [-1, 1] in the configured direction
+    (the other way with reverse=True, where the algorithm can)."""
+    raise NotImplementedError
+
+  @property
+  def stride(self):
+    """Image sides must be multiples of this (fully convolutional networks)."""
+    return self.generator.stride
+
+
+@algorithms.register("pix2pix")
+class Pix2Pix(Translation):
+  """Isola et al. 2017, "Image-to-Image Translation with Conditional Adversarial
+  Networks": U-Net G with dropout as its noise, conditional 70x70 PatchGAN D,
+  L = cGAN (non-saturating BCE) + 100 L1, D's objective halved, Adam 2e-4
+  (0.5, 0.999), random jitter (1.12x resize, crop, mirror)."""
+  spec = TranslationSpec("paired", lr=2e-4, beta1=0.5, beta2=0.999, global_batch_size=4,
+                         l1_weight=100.0,
+                         reference="Isola et al. 2017: batch 1-10, lambda_L1 100")
+  default_data = "builtin:shapes_paired"
+
+  def build(self):
+    c = self.config
+    h, w, channels = self.image_shape
+    self.generator = pix2pix_models.UNetGenerator(
+        channels, image_size=(h, w), base_channels=c.base_channels, name="generator")
+    self.discriminator = pix2pix_models.PatchDiscriminator(
+        c.base_channels, conditional=True, name="discriminator")
+    x = tf.zeros((2, h, w, channels))
+    self.discriminator(self.generator(x), condition=x)
+    self._optimizers(self.generator.trainable_variables,
+                     self.discriminator.trainable_variables)
+
+  def phases(self):
+    return [Phase("d", 1, True, ("d_loss", "d_real", "d_fake")),
+            Phase("g", 1, False, ("g_loss", "g_gan", "l1"), reuse_batch=True)]
+
+  def variables(self, phase):
+    model = self.discriminator if phase.name == "d" else self.generator
+    return model.trainable_variables
+
+  def loss(self, phase, batch, rand):
+    x, y = self._domains(batch)
+    if self.config.jitter:
+      boxes = jitter_boxes(rand)  # The same crop and mirror for input and target.
+      x, y = apply_boxes(x, boxes), apply_boxes(y, boxes)
+    fake = self.generator(x, training=True, dropout_rng=rand)
+    fake_logits = self.discriminator(fake, condition=x, training=True)
+    if phase.name == "d":
+      real_logits = self.discriminator(y, condition=x, training=True)
+      per_example = 0.5 * losses.minimax_discriminator_loss(real_logits, fake_logits)
+      return per_example, {"d_loss": per_example, "d_real": losses.per_example(real_logits),
+                           "d_fake": losses.per_example(fake_logits)}
+    gan = losses.modified_generator_loss(fake_logits)
+    l1 = losses.l1(fake, y)
+    per_example = gan + self.config.l1_weight * l1
+    return per_example, {"g_loss": per_example, "g_gan": gan, "l1": l1}
+
+  def translate(self, x, reverse=False):
+    if reverse:
+      raise ValueError("pix2pix translates one way only: the direction it was trained in")
+    return self.generator(x, training=False)
+
+  def preview(self, inputs):
+    """Rows of input | output | target."""
+    x, y = self._domains(inputs)
+    return tf.reshape(tf.stack([x, self.translate(x), y], axis=1), (-1,) + self.image_shape)
+
+  def preview_columns(self, n):
+    return 3
+
+  def checkpoint_items(self):
+    return dict(generator=self.generator, discriminator=self.discriminator,
+                g_optimizer=self.optimizers["g"], d_optimizer=self.optimizers["d"])
+
+
+class _Unpaired(Translation):
+  """CycleGAN and UNIT: two domains, a generator and a discriminator for each."""
+
+  def _build_discriminators(self):
+    c = self.config
+    self.disc_a = pix2pix_models.PatchDiscriminator(c.base_channels, norm="instance",
+                                                    name="discriminator_a")
+    self.disc_b = pix2pix_models.PatchDiscriminator(c.base_channels, norm="instance",
+                                                    name="discriminator_b")
+    x = tf.zeros((2,) + self.image_shape)
+    self.disc_a(x)
+    self.disc_b(x)
+    return self.disc_a.trainable_variables + self.disc_b.trainable_variables
+
+  def phases(self):
+    return [Phase("g", 1, True, self.g_metrics),
+            Phase("d", 1, False, ("d_loss", "d_real", "d_fake"), reuse_batch=True)]
+
+  def _discriminator_loss(self, real_a, real_b, fake_a, fake_b):
+    real_la, real_lb = self.disc_a(real_a, training=True), self.disc_b(real_b, training=True)
+    fake_la, fake_lb = self.disc_a(fake_a, training=True), self.disc_b(fake_b, training=True)
+    per_example = (losses.least_squares_discriminator_loss(real_la, fake_la)
+                   + losses.least_squares_discriminator_loss(real_lb, fake_lb))
+    return per_example, {
+        "d_loss": per_example,
+        "d_real": 0.5 * (losses.per_example(real_la) + losses.per_example(real_lb)),
+        "d_fake": 0.5 * (losses.per_example(fake_la) + losses.per_example(fake_lb))}
+
+  @staticmethod
+  def _adversarial(logits):
+    """The generator's LSGAN term (D(G(x)) - 1)^2 (the reference code's MSE,
+    i.e. twice Mao et al.'s 0.5 (D - c)^2)."""
+    return 2.0 * losses.least_squares_generator_loss(logits)
+
+  def preview(self, inputs):
+    """Rows of a | a->b | a->b->a | b | b->a | b->a->b."""
+    a, b = inputs["image_a"], inputs["image_b"]
+    ab, ba = self.translate_ab(a), self.translate_ba(b)
+    rows = [a, ab, self.translate_ba(ab), b, ba, self.translate_ab(ba)]
+    return tf.reshape(tf.stack(rows, axis=1), (-1,) + self.image_shape)
+
+  def preview_columns(self, n):
+    return 6
+
+  def translate(self, x, reverse=False):
+    forward = self.config.direction == "AtoB"
+    return self.translate_ab(x) if forward != reverse else self.translate_ba(x)
+
+
+@algorithms.register("cyclegan")
+class CycleGAN(_Unpaired):
+  """Zhu et al. 2017, "Unpaired Image-to-Image Translation using
+  Cycle-Consistent Adversarial Networks": ResNet generators (6 blocks below 256
+  px, 9 at 256 and above), PatchGAN discriminators, LSGAN loss, cycle lambda 10,
+  identity 0.5 lambda, a history of 50 fakes per discriminator, Adam 2e-4
+  (0.5, 0.999), constant lr for the first half, then linear decay to 0."""
+  spec = TranslationSpec("unpaired", lr=2e-4, beta1=0.5, beta2=0.999, global_batch_size=1,
+                         cycle_weight=10.0, identity_weight=5.0, pool_size=50,
+                         lr_decay_start=0.5, reference="Zhu et al. 2017: batch 1")
+  default_data = "builtin:shapes_unpaired"
+  g_metrics = ("g_loss", "g_gan", "cycle", "identity")
+
+  @classmethod
+  def default_res_blocks(cls, data):
+    return cyclegan_models.default_resnet_blocks(tuple(data.shape[:2]))
+
+  def build(self):
+    c = self.config
+    h, w, channels = self.image_shape
+    blocks = c.res_blocks
+    self.gen_ab = cyclegan_models.ResnetGenerator(channels, c.base_channels, blocks,
+                                                  name="generator_ab")
+    self.gen_ba = cyclegan_models.ResnetGenerator(channels, c.base_channels, blocks,
+                                                  name="generator_ba")
+    x = tf.zeros((2, h, w, channels))
+    self.gen_ab(x)
+    self.gen_ba(x)
+    self.generator = self.gen_ab  # What `pipeline.sample`-style tools look for.
+    d_vars = self._build_discriminators()
+    self._optimizers(self.gen_ab.trainable_variables + self.gen_ba.trainable_variables, d_vars)
+    if c.pool_size:
+      k = math.ceil(c.pool_size / c.global_batch_size)
+      zeros = lambda shape, dtype: tf.Variable(  # noqa: E731
+          tf.zeros(shape, dtype), trainable=False,
+          aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+      self.example_state = {
+          f"pool_{d}": zeros((c.global_batch_size, k, h, w, channels), tf.float32)
+          for d in "ab"}
+      self.example_state.update({f"pool_count_{d}": zeros((c.global_batch_size,), tf.int32)
+                                 for d in "ab"})
+
+  def variables(self, phase):
+    if phase.name == "g":
+      return self.gen_ab.trainable_variables + self.gen_ba.trainable_variables
+    return self.disc_a.trainable_variables + self.disc_b.trainable_variables
+
+  def translate_ab(self, x):
+    return self.gen_ab(x, training=False)
+
+  def translate_ba(self, x):
+    return self.gen_ba(x, training=False)
+
+  def loss(self, phase, batch, rand):
+    c = self.config
+    a, b = batch["image_a"], batch["image_b"]
+    fake_b, fake_a = self.gen_ab(a, training=True), self.gen_ba(b, training=True)
+    if phase.name == "d":
+      fake_a, fake_b = tf.stop_gradient(fake_a), tf.stop_gradient(fake_b)
+      rows = {}
+      if c.pool_size:
+        pooled = {}
+        for d, fake in (("a", fake_a), ("b", fake_b)):
+          pool, count = (rand.rows(self.example_state[f"pool_{d}"]),
+                         rand.rows(self.example_state[f"pool_count_{d}"]))
+          pooled[d], rows[f"pool_{d}"], rows[f"pool_count_{d}"] = pool_query(
+              pool, count, fake, rand.uniform(f"pool_{d}_use"), rand.uniform(f"pool_{d}_pick"))
+        fake_a, fake_b = pooled["a"], pooled["b"]
+      per_example, metrics = self._discriminator_loss(a, b, fake_a, fake_b)
+      return per_example, metrics, rows
+    gan = (self._adversarial(self.disc_b(fake_b, training=True))
+           + self._adversarial(self.disc_a(fake_a, training=True)))
+    cycle = (losses.l1(self.gen_ba(fake_b, training=True), a)
+             + losses.l1(self.gen_ab(fake_a, training=True), b))
+    per_example = gan + c.cycle_weight * cycle
+    metrics = {"g_gan": gan, "cycle": cycle}
+    if c.identity_weight:
+      identity = (losses.l1(self.gen_ab(b, training=True), b)
+                  + losses.l1(self.gen_ba(a, training=True), a))
+      per_example = per_example + c.identity_weight * identity
+      metrics["identity"] = identity
+    else:
+      metrics["identity"] = tf.zeros_like(gan)
+    metrics["g_loss"] = per_example
+    return per_example, metrics
+
+  def checkpoint_items(self):
+    items = dict(generator_ab=self.gen_ab, generator_ba=self.gen_ba,
+                 discriminator_a=self.disc_a, discriminator_b=self.disc_b,
+                 g_optimizer=self.optimizers["g"], d_optimizer=self.optimizers["d"])
+    if self.example_state:
+      items["pools"] = dict(self.example_state)
+    return items
+
+
+@algorithms.register("unit")
+class UNIT(_Unpaired):
+  """Liu et al. 2017, "Unsupervised Image-to-Image Translation Networks": two
+  VAE-GANs with a shared latent space (shared last encoder and first decoder
+  layers), z = mu + N(0, I). Weights of the authors' code (the paper's
+  lambda_0..4 = 10, 0.1, 100, 0.1, 100 divided by 10): GAN 1, reconstruction 10,
+  KL 0.01, cycle 10, cycle KL 0.01 (`--l1_weight`, `--cycle_weight`,
+  `--kl_weight`); LSGAN loss; Adam 1e-4 (0.5, 0.999), weight decay 1e-4."""
+  spec = TranslationSpec("unpaired", lr=1e-4, beta1=0.5, beta2=0.999, global_batch_size=1,
+                         l1_weight=10.0, cycle_weight=10.0, kl_weight=0.01,
+                         weight_decay=1e-4, reference="Liu et al. 2017; authors' code")
+  default_data = "builtin:shapes_unpaired"
+  g_metrics = ("g_loss", "g_gan", "reconstruction", "kl", "cycle", "cycle_kl")
+
+  @classmethod
+  def default_res_blocks(cls, data):
+    return 3
+
+  def build(self):
+    c = self.config
+    h, w, channels = self.image_shape
+    self.unit = unit_models.UNIT(channels, channels, c.base_channels,
+                                 num_private_blocks=c.res_blocks, name="unit")
+    x = tf.zeros((2, h, w, channels))
+    for d in "ab":
+      self.unit.decode(self.unit.encode(x, d), d)
+    self.generator = self.unit
+    self.latent_shape = (h // self.unit.stride, w // self.unit.stride,
+                         self.unit.latent_channels)
+    d_vars = self._build_discriminators()
+    self._optimizers(self.unit.trainable_variables, d_vars)
+
+  def variables(self, phase):
+    if phase.name == "g":
+      return self.unit.trainable_variables
+    return self.disc_a.trainable_variables + self.disc_b.trainable_variables
+
+  def translate_ab(self, x):
+    return self.unit(x, source="a", target="b", training=False)
+
+  def translate_ba(self, x):
+    return self.unit(x, source="b", target="a", training=False)
+
+  def _noisy(self, mu, rand, name):
+    """z = mu + N(0, I), from the replica-independent stream `name`."""
+    return mu + rand.normal(name, self.latent_shape)
+
+  def loss(self, phase, batch, rand):
+    c, u = self.config, self.unit
+    a, b = batch["image_a"], batch["image_b"]
+    mu_a, mu_b = u.encode(a, "a", training=True), u.encode(b, "b", training=True)
+    z_a, z_b = self._noisy(mu_a, rand, "z_a"), self._noisy(mu_b, rand, "z_b")
+    fake_b, fake_a = u.decode(z_a, "b", training=True), u.decode(z_b, "a", training=True)
+    if phase.name == "d":
+      return self._discriminator_loss(a, b, tf.stop_gradient(fake_a), tf.stop_gradient(fake_b))
+    gan = (self._adversarial(self.disc_a(fake_a, training=True))
+           + self._adversarial(self.disc_b(fake_b, training=True)))
+    reconstruction = (losses.l1(u.decode(z_a, "a", training=True), a)
+                      + losses.l1(u.decode(z_b, "b", training=True), b))
+    kl = losses.kl_unit_gaussian(mu_a) + losses.kl_unit_gaussian(mu_b)
+    mu_ab, mu_ba = u.encode(fake_b, "b", training=True), u.encode(fake_a, "a", training=True)
+    cycle = (losses.l1(u.decode(self._noisy(mu_ab, rand, "z_ab"), "a", training=True), a)
+             + losses.l1(u.decode(self._noisy(mu_ba, rand, "z_ba"), "b", training=True), b))
+    cycle_kl = losses.kl_unit_gaussian(mu_ab) + losses.kl_unit_gaussian(mu_ba)
+    per_example = (gan + c.l1_weight * reconstruction + c.kl_weight * kl
+                   + c.cycle_weight * cycle + c.kl_weight * cycle_kl)
+    return per_example, {"g_loss": per_example, "g_gan": gan,
+                         "reconstruction": reconstruction, "kl": kl, "cycle": cycle,
+                         "cycle_kl": cycle_kl}
+
+  def checkpoint_items(self):
+    return dict(unit=self.unit, discriminator_a=self.disc_a, discriminator_b=self.disc_b,
+                g_optimizer=self.optimizers["g"], d_optimizer=self.optimizers["d"])
+
