@@ -11,6 +11,16 @@
   of cdcgan samples as the class they were conditioned on; unconditional sngan
   samples are not collapsed (every class >= 15%).
 
+- translation (the image-to-image issue), on held-out test images:
+  pix2pix on shapes_paired (outline -> filled): mean L1 of G(A) to B must be
+  below a third of the identity mapping's L1(A, B) (a model that only copied
+  its input); cyclegan and unit on shapes_unpaired: the cycle L1 must be below
+  a quarter of the mean L1 between two random images of the domain (what a
+  model ignoring its input would score), a domain classifier trained here on
+  real images must call >= 90% of translations the target domain, and a shape
+  classifier trained here on real images of both domains must find the
+  source's shape in >= 90% of them.
+
 Prints every figure with PASS/FAIL against its target. This is a benchmark,
 not a CI test: it trains for many minutes and the figures are reported in
 bench/results/.
@@ -80,6 +90,89 @@ def train_shape_classifier(data_dir, epochs=3):
   return model, accuracy
 
 
+def _small_cnn(input_shape, classes):
+  return keras.Sequential([
+      keras.layers.Input(input_shape),
+      keras.layers.Conv2D(16, 3, activation="relu", padding="same"),
+      keras.layers.MaxPooling2D(),
+      keras.layers.Conv2D(32, 3, activation="relu", padding="same"),
+      keras.layers.MaxPooling2D(),
+      keras.layers.Conv2D(64, 3, activation="relu", padding="same"),
+      keras.layers.GlobalMaxPooling2D(),
+      keras.layers.Dense(classes),
+  ])
+
+
+def _split_arrays(data_dir, split):
+  """Every example of a split as numpy arrays (images in [-1, 1])."""
+  ds = reader.make_dataset(reader.ReaderConfig(data_dir, split=split, repeat=False,
+                                               drop_remainder=False), 256)
+  parts = [{k: v.numpy() for k, v in b.items() if k != "key"} for b in ds]
+  return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def train_classifier(x, y, classes, epochs=3):
+  """A small CNN fitted on (x, y); returns the model."""
+  keras.utils.set_random_seed(0)
+  model = _small_cnn(x.shape[1:], classes)
+  model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+  model.fit(x, y, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
+  return model
+
+
+def _predict(model, x):
+  return np.argmax(model.predict(x, verbose=0, batch_size=256), axis=1)
+
+
+def _translate_all(algorithm, x, reverse=False, batch=64):
+  return np.concatenate([algorithm.translate(x[i:i + batch], reverse=reverse).numpy()
+                         for i in range(0, len(x), batch)])
+
+
+def run_pix2pix(work_dir, steps):
+  data = _data("shapes_paired")
+  result = trainer.run(config_lib.TrainConfig(
+      algo="pix2pix", data=data, model_dir=os.path.join(work_dir, "pix2pix"),
+      train_steps=steps, log_every=250, sample_every=500, checkpoint_every=100000,
+      base_channels=32, fresh=True))
+  test = _split_arrays(data, "test")
+  fake = _translate_all(result.algorithm, test["image_a"])
+  l1 = float(np.mean(np.abs(fake - test["image_b"])))
+  identity = float(np.mean(np.abs(test["image_a"] - test["image_b"])))
+  print(f"pix2pix ({steps} steps): held-out L1 {l1:.4f} vs identity {identity:.4f} "
+        f"(ratio {l1 / identity:.2f}) [{_verdict(l1 < identity / 3)}: target < 1/3 of "
+        "identity]", flush=True)
+
+
+def run_unpaired(work_dir, algo, steps):
+  data = _data("shapes_unpaired")
+  result = trainer.run(config_lib.TrainConfig(
+      algo=algo, data=data, model_dir=os.path.join(work_dir, algo), train_steps=steps,
+      log_every=250, sample_every=500, checkpoint_every=100000, base_channels=32,
+      global_batch_size=4, fresh=True))
+  train, test = _split_arrays(data, "train"), _split_arrays(data, "test")
+  domains = train_classifier(np.concatenate([train["image_a"], train["image_b"]]),
+                             np.repeat([0, 1], [len(train["image_a"]), len(train["image_b"])]),
+                             2)
+  shapes = train_classifier(np.concatenate([train["image_a"], train["image_b"]]),
+                            np.concatenate([train["label_a"], train["label_b"]]), 3)
+  alg = result.algorithm
+  for src, dst, reverse in (("a", "b", False), ("b", "a", True)):
+    x, labels = test[f"image_{src}"], test[f"label_{src}"]
+    out = _translate_all(alg, x, reverse=reverse)
+    back = _translate_all(alg, out, reverse=not reverse)
+    cycle = float(np.mean(np.abs(back - x)))
+    shuffled = np.random.default_rng(0).permutation(len(x))
+    chance = float(np.mean(np.abs(x - x[shuffled])))
+    target_share = float(np.mean(_predict(domains, out) == (1 if dst == "b" else 0)))
+    kept = float(np.mean(_predict(shapes, out) == labels))
+    print(f"{algo} {src}->{dst} ({steps} steps): cycle L1 {cycle:.4f} vs random pairs "
+          f"{chance:.4f} [{_verdict(cycle < chance / 4)}: target < 1/4]; "
+          f"{target_share:.1%} classified as domain {dst} [{_verdict(target_share >= 0.9)}]; "
+          f"shape kept in {kept:.1%} [{_verdict(kept >= 0.9)}: targets >= 90%]", flush=True)
+
+
 def _verdict(ok):
   return "PASS" if ok else "FAIL"
 
@@ -115,15 +208,23 @@ def run_shapes(work_dir, steps):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--only", choices=["grid2d", "shapes"], default=None)
+  parser.add_argument("--only", choices=["grid2d", "shapes", "translation"], default=None)
   parser.add_argument("--work_dir", default="runs/quality")
   parser.add_argument("--grid_algos", default="wgan_gp,sngan")
   parser.add_argument("--shapes_steps", type=int, default=1500)
+  parser.add_argument("--translation_steps", type=int, default=1500)
+  parser.add_argument("--translation_algos", default="pix2pix,cyclegan,unit")
   args = parser.parse_args()
   if args.only in (None, "grid2d"):
     run_grid2d(args.work_dir, args.grid_algos.split(","))
   if args.only in (None, "shapes"):
     run_shapes(args.work_dir, args.shapes_steps)
+  if args.only in (None, "translation"):
+    for algo in args.translation_algos.split(","):
+      if algo == "pix2pix":
+        run_pix2pix(args.work_dir, args.translation_steps)
+      else:
+        run_unpaired(args.work_dir, algo, args.translation_steps)
 
 
 if __name__ == "__main__":
