@@ -164,3 +164,77 @@ def define_translate_flags():
                     "Default: the direction the model was trained in. cyclegan and unit "
                     "translate both ways; pix2pix only the trained way.")
   flags.DEFINE_string("checkpoint", None, "Checkpoint path or step (default: the latest).")
+
+
+def define_sample_flags():
+  """Flags of `pipeline.sample`."""
+  flags.DEFINE_string("model_dir", None, "Run directory of pipeline.train.")
+  flags.DEFINE_string("checkpoint", None, "Checkpoint path or step (default: the latest).")
+  flags.DEFINE_integer("num", 64, "Number of samples (without --interpolate).")
+  flags.DEFINE_list("labels", None, "Conditional algorithms: class indices to cycle over "
+                    "(default: all classes; with --interpolate, one class per row).")
+  flags.DEFINE_string("output", None, "*.npz, *.png (grid) or a directory of PNGs.")
+  flags.DEFINE_integer("seed", 0, "Seed of the latent draws: the same seed, checkpoint and "
+                       "flags give the same samples.")
+  flags.DEFINE_integer("interpolate", 0,
+                       "N > 1: latent interpolation grid instead of independent samples: "
+                       "--rows rows of N images, each row a spherical interpolation (slerp) "
+                       "between two latents drawn from --seed.")
+  flags.DEFINE_integer("rows", 8, "Rows of the --interpolate grid.")
+
+
+def define_evaluate_flags():
+  """Flags of `pipeline.evaluate` (fields of `training.evaluate.EvaluateConfig`)."""
+  flags.DEFINE_string("model_dir", None,
+                      "Generated samples from this run directory of pipeline.train (a "
+                      "sampling algorithm). Give --model_dir or --samples.")
+  flags.DEFINE_string("checkpoint", None, "With --model_dir: checkpoint path or step "
+                      "(default: the latest).")
+  flags.DEFINE_string("samples", None,
+                      "Generated samples from a .npz (array x in [-1, 1], as written by "
+                      "pipeline.sample) or a folder of images (searched recursively; e.g. the "
+                      "output of pipeline.translate).")
+  flags.DEFINE_string("real", None,
+                      "Real data: a directory made by pipeline.convert, a folder of images, or "
+                      "a source KIND:ARG (builtin:NAME, folder:DIR, tfds:NAME, npz:FILE) "
+                      "converted into the data cache on first use.")
+  flags.DEFINE_string("real_split", "train",
+                      "Split of the real data (unpaired data: name a domain, e.g. testB).")
+  flags.DEFINE_string("features", "inception",
+                      "Feature network: inception (InceptionV3 pool3 at 299x299, ImageNet "
+                      "weights), or the path of a Keras model file or SavedModel.")
+  flags.DEFINE_string("inception_weights", None,
+                      "Local InceptionV3 weights file (inception_v3_weights_tf_dim_ordering_"
+                      "tf_kernels.h5). Default: Keras's cached download.")
+  flags.DEFINE_string("feature_layer", None,
+                      "--features=PATH: the layer (Keras) or output (SavedModel) to use. "
+                      "Default: the penultimate layer (Keras), the only output (SavedModel).")
+  flags.DEFINE_integer("num_samples", 10_000, "Generated samples to evaluate.")
+  flags.DEFINE_integer("num_real", 10_000, "Real examples to compare with (0: the whole split).")
+  flags.DEFINE_integer("seed", 0, "Seed of the latent draws and of KID's subsets.")
+  flags.DEFINE_integer("batch_size", 100, "Images per feature-network call.")
+  flags.DEFINE_integer("kid_subsets", 100, "KID: number of subsets.")
+  flags.DEFINE_integer("kid_subset_size", 1000, "KID: samples per subset (capped at the "
+                       "number of kept features).")
+  flags.DEFINE_integer("max_features", 10_000,
+                       "KID and precision/recall use a uniform random subset of at most this "
+                       "many feature vectors per side (FID uses every sample).")
+  flags.DEFINE_string("stats_cache", None,
+                      "Cache of real-data statistics (default: <data cache>/eval_stats); "
+                      "'none' disables it.")
+  flags.DEFINE_string("data_cache", None,
+                      "Cache of converted sources (default: $GAN_PIPELINE_DATA or "
+                      "~/.cache/gan_pipeline).")
+  flags.DEFINE_integer("image_size", None, "Size to convert folder:/builtin: real data to.")
+  flags.DEFINE_string("output", None, "Write the results and the protocol to this JSON file.")
+
+
+def define_export_flags():
+  """Flags of `pipeline.export` (fields of `training.export.ExportConfig`)."""
+  flags.DEFINE_string("model_dir", None, "Run directory of pipeline.train.")
+  flags.DEFINE_string("output", None, "Directory to write the SavedModel to.")
+  flags.DEFINE_string("checkpoint", None, "Checkpoint path or step (default: the latest).")
+  flags.DEFINE_enum("direction", None, ["AtoB", "BtoA"],
+                    "Translation models: the direction to export (default: the trained one; "
+                    "cyclegan and unit can export either).")
+  flags.DEFINE_bool("overwrite", False, "Replace an existing --output directory.")

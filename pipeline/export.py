@@ -1,0 +1,44 @@
+r"""Exports a trained generator as a SavedModel that needs only TensorFlow.
+
+    python -m pipeline.export --model_dir=runs/sngan-shapes --output=exported/sngan
+
+Sampling algorithms get `serving_default(z[, labels]) -> images` (the EMA
+generator when the run has one); translation algorithms get
+`serving_default(images) -> images` at any size. See `training/export.py`.
+Exit codes: 0 written, 2 bad flags or model directory.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+from pipeline import flags as pipeline_flags
+
+pipeline_flags.define_export_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  missing = [n for n in ("model_dir", "output") if not FLAGS[n].value]
+  if missing:
+    print(f"export: error: --{', --'.join(missing)} required", file=sys.stderr)
+    sys.exit(2)
+  from training import export  # pylint: disable=import-outside-toplevel
+  config = export.ExportConfig(model_dir=FLAGS.model_dir, output=FLAGS.output,
+                               checkpoint=FLAGS.checkpoint, direction=FLAGS.direction,
+                               overwrite=FLAGS.overwrite)
+  try:
+    info = export.run(config)
+  except ValueError as e:
+    print(f"export: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  inputs = ", ".join(f"{k} {v}" for k, v in info["inputs"].items())
+  print(f"Exported {info['algo']} (step {info['step']}) to {config.output}: "
+        f"serving_default({inputs}) -> images {info['output_shape']}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,180 @@
+"""Exporting a trained generator as a self-contained SavedModel (`pipeline.export`).
+
+The SavedModel holds the generator's graph and weights only; loading it needs
+TensorFlow and nothing of this project:
+
+    m = tf.saved_model.load("exported/")
+    serve = m.signatures["serving_default"]
+    images = serve(z=tf.random.normal([16, Z_DIM]))["images"]           # sampling GANs
+    images = serve(z=z, labels=tf.constant([0, 1, ...], tf.int32))["images"]  # conditional
+    out = serve(images=x)["images"]                                     # translation
+
+Sampling algorithms: `serving_default(z [None, z_dim] float32[, labels [None]
+int32])` -> `images` [None, H, W, C] (or [None, D] vectors) in [-1, 1], from
+the EMA generator when the run has one. `labels` is an input only for
+conditional algorithms.
+
+Translation algorithms: `serving_default(images [None, None, None, C] float32
+in [-1, 1])` -> `images`, of the same size. Any size is accepted: inside the
+signature the input is reflection-padded on the bottom and right to a
+multiple of the network's stride (edge-padded where the image is too small to
+reflect) and the output is cropped back, as `pipeline.translate` does.
+
+`export_info.json` beside `saved_model.pb` records the algorithm, step,
+signature and shapes.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+
+import tensorflow as tf
+
+from training import sampling
+from training import translation
+
+INFO_NAME = "export_info.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+  """What `pipeline.export` does (field names match its flags)."""
+  model_dir: str
+  output: str
+  checkpoint: str | None = None
+  direction: str | None = None  # Translation: None exports the trained direction.
+  overwrite: bool = False
+
+
+def _pad_indices(size, stride):
+  """Gather indices that pad an axis of `size` to a multiple of `stride`:
+  reflection (numpy's 'reflect') when the padding is shorter than the axis,
+  else repetition of the last pixel ('edge')."""
+  i = tf.range(size + tf.math.floormod(-size, stride))
+  return i, 2 * (size - 1) - i
+
+
+def pad_to_stride(x, stride):
+  """Pads [B, H, W, C] on the bottom and right to multiples of `stride`
+  (the numpy padding of `training.translate._pad_to`, in graph ops)."""
+  h, w = tf.shape(x)[1], tf.shape(x)[2]
+  ih, rh = _pad_indices(h, stride)
+  iw, rw = _pad_indices(w, stride)
+  reflect = tf.logical_and(tf.math.floormod(-h, stride) < h, tf.math.floormod(-w, stride) < w)
+  ih = tf.where(ih < h, ih, tf.where(reflect, rh, h - 1))
+  iw = tf.where(iw < w, iw, tf.where(reflect, rw, w - 1))
+  return tf.gather(tf.gather(x, ih, axis=1), iw, axis=2)
+
+
+class SamplingModule(tf.Module):
+  """(z[, labels]) -> images, for a generator with the `(z, labels, training)` interface."""
+
+  def __init__(self, generator, z_dim, conditional):
+    super().__init__(name="generator_export")
+    # The variables are tracked, not the Keras model: TensorFlow would also
+    # trace the model's own default signature, which knows nothing of labels.
+    self.weights = list(generator.weights)
+    z_spec = tf.TensorSpec([None, z_dim], tf.float32, name="z")
+    if conditional:
+      def serve(z, labels):
+        return {"images": generator(z, labels, training=False)}
+      specs = [z_spec, tf.TensorSpec([None], tf.int32, name="labels")]
+    else:
+      def serve(z):
+        return {"images": generator(z, None, training=False)}
+      specs = [z_spec]
+    self.serve = tf.function(serve, input_signature=specs)
+
+
+class TranslationModule(tf.Module):
+  """images -> images of the same size, padding to the stride inside the graph."""
+
+  def __init__(self, translate, stride, channels, networks):
+    super().__init__(name="translation_export")
+    self.weights = [w for n in networks for w in n.weights]  # As in SamplingModule.
+    self.stride = stride
+
+    def serve(images):
+      h, w = tf.shape(images)[1], tf.shape(images)[2]
+      out = translate(pad_to_stride(images, stride))
+      return {"images": out[:, :h, :w, :]}
+
+    self.serve = tf.function(
+        serve, input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32,
+                                              name="images")])
+
+
+def export(algorithm, output, direction=None, step=None):
+  """Writes `algorithm`'s generator to `output` as a SavedModel.
+
+  Args:
+    algorithm: a built algorithm (e.g. from `sampling.load_algorithm`).
+    output: a directory (created; must not hold a SavedModel already).
+    direction: translation algorithms: AtoB or BtoA (None: the trained one).
+    step: recorded in export_info.json.
+
+  Returns:
+    The info dict written to export_info.json.
+
+  Raises:
+    ValueError: a direction this algorithm cannot translate.
+  """
+  algo = algorithm.config.algo
+  info = {"algo": algo, "step": step, "range": [-1.0, 1.0], "signature": "serving_default"}
+  if isinstance(algorithm, translation.Translation):
+    trained = algorithm.config.direction
+    direction = direction or trained
+    if direction not in ("AtoB", "BtoA"):
+      raise ValueError(f"--direction must be AtoB or BtoA, got {direction!r}")
+    reverse = direction != trained
+    if reverse and algo == "pix2pix":
+      raise ValueError(f"this pix2pix model translates {trained} only; --direction="
+                       f"{direction} needs a model trained with that direction")
+    networks = [v for k, v in algorithm.checkpoint_items().items()
+                if k.startswith(("generator", "unit"))]
+    channels = algorithm.image_shape[-1]
+    module = TranslationModule(lambda x: algorithm.translate(x, reverse=reverse),
+                               algorithm.stride, channels, networks)
+    info.update(kind="translation", direction=direction, channels=channels,
+                stride=algorithm.stride,
+                inputs={"images": f"[None, None, None, {channels}] float32 in [-1, 1]"},
+                note="any size: padded to a multiple of the stride inside, cropped back")
+  else:
+    if direction:
+      raise ValueError(f"--direction applies to translation models, not {algo}")
+    generator = algorithm.ema_generator or algorithm.generator
+    num_classes = getattr(algorithm, "num_classes", 0)
+    z_dim = algorithm.config.z_dim
+    module = SamplingModule(generator, z_dim, bool(num_classes))
+    inputs = {"z": f"[None, {z_dim}] float32 (standard normal)"}
+    if num_classes:
+      inputs["labels"] = f"[None] int32 in [0, {num_classes})"
+    info.update(kind="sampling", z_dim=z_dim, num_classes=num_classes,
+                generator="ema_generator" if algorithm.ema_generator is not None
+                else "generator", inputs=inputs)
+  info["output_shape"] = [None] + list(algorithm.data.shape)
+  tf.saved_model.save(module, output, signatures={"serving_default": module.serve})
+  with open(os.path.join(output, INFO_NAME), "w", encoding="utf-8") as f:
+    json.dump(info, f, indent=2, sort_keys=True)
+    f.write("\n")
+  return info
+
+
+def run(config):
+  """Loads the run in `config.model_dir` and exports its generator.
+
+  Returns:
+    The info dict of `export`.
+
+  Raises:
+    ValueError: not a run directory, no checkpoint, an existing output
+      (without `overwrite`), or a bad direction.
+  """
+  if os.path.exists(os.path.join(config.output, "saved_model.pb")):
+    if not config.overwrite:
+      raise ValueError(f"--output {config.output!r} already holds a SavedModel; pass "
+                       "--overwrite to replace it")
+    shutil.rmtree(config.output)
+  algorithm, step = sampling.load_algorithm(config.model_dir, config.checkpoint)
+  return export(algorithm, config.output, config.direction, step)
