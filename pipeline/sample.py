@@ -1,9 +1,14 @@
 r"""Draws samples from a trained generator.
 
     python -m pipeline.sample --model_dir=runs/sngan-shapes --num=64 --output=grid.png
+    python -m pipeline.sample --model_dir=runs/sngan-shapes --interpolate=10 --rows=8 \
+        --output=interpolation.png
 
 --output: `*.npz` (arrays `x` in [-1, 1] and `y` labels), `*.png` (one grid),
-or a directory (one PNG per sample).
+or a directory (one PNG per sample). The latents are a pure function of
+--seed, so the same seed, checkpoint and flags give the same samples.
+--interpolate=N draws --rows rows of N images, each a spherical interpolation
+(slerp) between two latents; conditional models keep one class per row.
 """
 
 import os
@@ -12,28 +17,30 @@ import sys
 from absl import app
 from absl import flags
 
-flags.DEFINE_string("model_dir", None, "Run directory of pipeline.train.")
-flags.DEFINE_string("checkpoint", None, "Checkpoint path or step (default: the latest).")
-flags.DEFINE_integer("num", 64, "Number of samples.")
-flags.DEFINE_list("labels", None, "Conditional algorithms: class indices to cycle over "
-                  "(default: all classes).")
-flags.DEFINE_string("output", None, "*.npz, *.png (grid) or a directory of PNGs.")
-flags.DEFINE_integer("seed", 0, "Seed of the latent draws.")
+from pipeline import flags as pipeline_flags
+
+pipeline_flags.define_sample_flags()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from training import sampling  # pylint: disable=import-outside-toplevel
   from training import samples as samples_lib  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   if not FLAGS.model_dir or not FLAGS.output:
     print("sample: error: --model_dir and --output are required", file=sys.stderr)
     sys.exit(2)
+  columns = None
   try:
     algorithm, step = sampling.load_algorithm(FLAGS.model_dir, FLAGS.checkpoint)
     labels = [int(v) for v in FLAGS.labels] if FLAGS.labels else None
-    x, y = sampling.sample(algorithm, FLAGS.num, labels, FLAGS.seed)
+    if FLAGS.interpolate:
+      x, y = sampling.interpolate(algorithm, FLAGS.rows, FLAGS.interpolate, labels, FLAGS.seed)
+      columns = FLAGS.interpolate
+    else:
+      x, y = sampling.sample(algorithm, FLAGS.num, labels, FLAGS.seed)
   except ValueError as e:
     print(f"sample: error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -44,7 +51,7 @@ def main(argv):
     if x.ndim == 2:
       samples_lib.save_png(out, samples_lib.scatter(x))
     else:
-      samples_lib.save_png(out, samples_lib.image_grid(x))
+      samples_lib.save_png(out, samples_lib.image_grid(x, columns=columns))
   else:
     if x.ndim == 2:
       print("sample: error: 2-D samples go to .npz or .png", file=sys.stderr)

@@ -55,13 +55,7 @@ def load_algorithm(model_dir, checkpoint=None):
   return algorithm, int(step.numpy())
 
 
-def sample(algorithm, num, labels=None, seed=0, batch_size=256):
-  """Draws `num` samples; returns (samples [num, ...] in [-1, 1], labels or None).
-
-  Args:
-    labels: for conditional algorithms, a list of class indices cycled over
-      the samples (None: all classes in turn).
-  """
+def _latents_and_labels(algorithm, num, labels, seed):
   num_classes = getattr(algorithm, "num_classes", 0)
   z = tf.random.stateless_normal([num, algorithm.config.z_dim], seed=[seed, 777], alg="philox")
   y = None
@@ -73,9 +67,86 @@ def sample(algorithm, num, labels=None, seed=0, batch_size=256):
     y = np.resize(np.asarray(classes, np.int32), num)
   elif labels:
     raise ValueError(f"--labels given but {algorithm.config.algo} is not conditional")
-  out = []
+  return z, y
+
+
+def iter_samples(algorithm, num, labels=None, seed=0, batch_size=256):
+  """Yields (samples [b, ...] in [-1, 1], labels [b] or None) in batches.
+
+  The same `num` samples as `sample` (batch i holds samples
+  [i * batch_size, (i + 1) * batch_size)), without holding them all.
+  """
+  z, y = _latents_and_labels(algorithm, num, labels, seed)
   for start in range(0, num, batch_size):
     zb = z[start:start + batch_size]
+    yb = None if y is None else y[start:start + batch_size]
+    yield algorithm.sample(zb, None if yb is None else tf.constant(yb)).numpy(), yb
+
+
+def sample(algorithm, num, labels=None, seed=0, batch_size=256):
+  """Draws `num` samples; returns (samples [num, ...] in [-1, 1], labels or None).
+
+  The latents are a pure function of (`seed`, `num`): the same seed gives the
+  same samples.
+
+  Args:
+    labels: for conditional algorithms, a list of class indices cycled over
+      the samples (None: all classes in turn).
+  """
+  batches = list(iter_samples(algorithm, num, labels, seed, batch_size))
+  x = np.concatenate([b for b, _ in batches])
+  y = None if batches[0][1] is None else np.concatenate([lab for _, lab in batches])
+  return x, y
+
+
+def slerp(z0, z1, t):
+  """Spherical interpolation (White 2016, "Sampling Generative Networks").
+
+  For Gaussian latents in high dimensions, linear interpolation passes
+  through points of unusually small norm, which the generator never saw in
+  training; slerp keeps the norm typical. Falls back to linear interpolation
+  where z0 and z1 are (anti)parallel.
+
+  Args:
+    z0, z1: [R, D] endpoints.
+    t: [N] fractions in [0, 1].
+
+  Returns:
+    [R, N, D].
+  """
+  z0, z1 = np.asarray(z0, np.float64), np.asarray(z1, np.float64)
+  t = np.asarray(t, np.float64)[None, :, None]
+  cos = np.sum(z0 * z1, axis=1) / (np.linalg.norm(z0, axis=1) * np.linalg.norm(z1, axis=1))
+  omega = np.arccos(np.clip(cos, -1.0, 1.0))[:, None, None]
+  sin = np.sin(omega)
+  linear = np.abs(sin) < 1e-6
+  safe = np.where(linear, 1.0, sin)
+  w0 = np.where(linear, 1.0 - t, np.sin((1.0 - t) * omega) / safe)
+  w1 = np.where(linear, t, np.sin(t * omega) / safe)
+  return w0 * z0[:, None, :] + w1 * z1[:, None, :]
+
+
+def interpolate(algorithm, rows, steps, labels=None, seed=0, batch_size=256):
+  """Latent interpolation grids: `rows` rows of `steps` samples each.
+
+  Row r goes from latent z_r to latent z'_r (both drawn from the seed) by
+  `slerp` at t = 0, 1/(steps-1), ..., 1; conditional algorithms keep one
+  class per row (cycling over `labels`, default all classes).
+
+  Returns:
+    (samples [rows * steps, ...] row-major, labels [rows * steps] or None).
+  """
+  if steps < 2:
+    raise ValueError(f"--interpolate needs at least 2 steps per row, got {steps}")
+  if rows < 1:
+    raise ValueError(f"interpolation needs at least 1 row, got {rows}")
+  z, y = _latents_and_labels(algorithm, 2 * rows, labels, seed)
+  z = z.numpy()
+  path = slerp(z[:rows], z[rows:], np.linspace(0.0, 1.0, steps))
+  path = tf.constant(path.reshape(rows * steps, -1), tf.float32)
+  y = None if y is None else np.repeat(y[:rows], steps)
+  out = []
+  for start in range(0, rows * steps, batch_size):
     yb = None if y is None else tf.constant(y[start:start + batch_size])
-    out.append(algorithm.sample(zb, yb).numpy())
+    out.append(algorithm.sample(path[start:start + batch_size], yb).numpy())
   return np.concatenate(out), y
