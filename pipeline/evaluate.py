@@ -1,0 +1,59 @@
+r"""Evaluates generated samples against real data: FID, KID, IS, precision/recall.
+
+    python -m pipeline.evaluate --model_dir=runs/sngan-shapes --real=builtin:shapes \
+        --inception_weights=inception_v3_weights_tf_dim_ordering_tf_kernels.h5 \
+        --output=runs/sngan-shapes/eval.json
+    python -m pipeline.evaluate --samples=samples.npz --real=/data/faces-tfr \
+        --features=classifier.keras --feature_layer=embedding
+
+Prints the figures and writes them, with the pinned protocol (feature network
+and its weights' sha256, resize, sample counts, seed), to --output. See
+`training/evaluate.py`. Exit codes: 0 done, 2 bad flags, data, model or
+feature network (e.g. no InceptionV3 weights offline: the message says how
+to get them).
+"""
+
+import json
+import sys
+
+from absl import app
+from absl import flags
+
+from pipeline import flags as pipeline_flags
+
+pipeline_flags.define_evaluate_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from input import convert  # pylint: disable=import-outside-toplevel
+  from training import evaluate  # pylint: disable=import-outside-toplevel
+  config = evaluate.EvaluateConfig(
+      real=FLAGS.real, model_dir=FLAGS.model_dir, samples=FLAGS.samples,
+      checkpoint=FLAGS.checkpoint, real_split=FLAGS.real_split, features=FLAGS.features,
+      inception_weights=FLAGS.inception_weights, feature_layer=FLAGS.feature_layer,
+      num_samples=FLAGS.num_samples, num_real=FLAGS.num_real, seed=FLAGS.seed,
+      batch_size=FLAGS.batch_size, kid_subsets=FLAGS.kid_subsets,
+      kid_subset_size=FLAGS.kid_subset_size, max_features=FLAGS.max_features,
+      stats_cache=FLAGS.stats_cache, data_cache=FLAGS.data_cache,
+      image_size=FLAGS.image_size, output=FLAGS.output)
+  try:
+    result = evaluate.run(config)
+  except (ValueError, convert.ConvertError) as e:  # Also FeatureNetworkError, ManifestError.
+    print(f"evaluate: error: {e}", file=sys.stderr)
+    sys.exit(2)
+  protocol = result["protocol"]
+  print(f"{protocol['num_fake']} generated vs {protocol['num_real']} real samples, features: "
+        f"{protocol['feature_network']['features']} {protocol['feature_network']['layer']}")
+  for name, value in result["metrics"].items():
+    print(f"{name}: {value:.6g}" if isinstance(value, float) else f"{name}: {value}")
+  if config.output:
+    print(f"Wrote {config.output}")
+  else:
+    print(json.dumps(protocol, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,381 @@
+"""Comparing generated samples with real data: the library behind `pipeline.evaluate`.
+
+    from training import evaluate
+    result = evaluate.run(evaluate.EvaluateConfig(real="builtin:shapes",
+                                                  model_dir="runs/sngan-shapes"))
+    result["metrics"]  # fid, kid, kid_stderr, precision, recall[, inception_score]
+
+The protocol, pinned and returned with the figures (and written to
+`--output` as JSON):
+- the feature network, its weights file and that file's sha256, the layer,
+  the resize method and input size (`training.features.Protocol`);
+- the number of real and generated samples, the seed, the real data's
+  manifest sha256 and split;
+- generated images are quantized to the real data's bit depth (8 bits:
+  `round((x + 1) * 127.5)`) before the features, so that evaluating a model
+  directly equals evaluating its samples saved as PNG; real images already
+  are;
+- FID uses every sample (streamed: `metrics.FeatureStats`); KID (100 subsets
+  of 1,000 by default) and precision/recall (k = 3) use a uniform random
+  subset of at most `max_features` feature vectors per side.
+
+Real statistics are cached in `stats_cache` per (manifest sha256, split,
+feature protocol, count, feature cap): a second evaluation against the same
+data reads them instead of recomputing.
+
+2-D vector data (`builtin:ring2d`, `builtin:grid2d`): the features are the
+points themselves, and the figures add modes covered and the fraction of
+high-quality samples (`training.mode_coverage`, the VEEGAN/PacGAN protocol)
+on the first 2,500 generated samples.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+from absl import logging
+import numpy as np
+
+from input import convert
+from input import images as images_lib
+from input import manifest as manifest_lib
+from input import reader
+from input import sources
+from training import features as features_lib
+from training import metrics
+from training import mode_coverage
+
+STATS_FORMAT = 1
+PR_K = 3  # Kynkaanniemi et al. 2019.
+MODE_COVERAGE_SAMPLES = 2500  # The VEEGAN / PacGAN protocol.
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+  """What `pipeline.evaluate` does (field names match its flags, documented in
+  `pipeline/flags.py`). Exactly one of `model_dir` and `samples` is set."""
+  real: str
+  model_dir: str | None = None
+  samples: str | None = None
+  checkpoint: str | None = None
+  real_split: str = "train"
+  features: str = "inception"
+  inception_weights: str | None = None
+  feature_layer: str | None = None
+  num_samples: int = 10_000
+  num_real: int = 10_000  # 0: the whole split.
+  seed: int = 0
+  batch_size: int = 100
+  kid_subsets: int = 100
+  kid_subset_size: int = 1000
+  max_features: int = 10_000
+  stats_cache: str | None = None  # None: <data cache>/eval_stats; "none": no cache.
+  data_cache: str | None = None
+  image_size: int | None = None
+  output: str | None = None
+
+  def validate(self):
+    """Raises ValueError naming the first bad value."""
+    if bool(self.model_dir) == bool(self.samples):
+      raise ValueError("give exactly one of --model_dir and --samples, got "
+                       f"--model_dir={self.model_dir!r} --samples={self.samples!r}")
+    if not self.real:
+      raise ValueError("--real is required")
+    for name in ("num_samples", "batch_size", "kid_subsets", "kid_subset_size",
+                 "max_features"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+    if self.num_real < 0:
+      raise ValueError(f"--num_real must be >= 0, got {self.num_real}")
+
+
+# --- Real data -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Real:
+  data_dir: str
+  manifest: dict
+  split: str
+  feature: str  # image | image_b | vector
+  count: int  # examples that will be read
+
+  @property
+  def is_vector(self):
+    return self.feature == "vector"
+
+  @property
+  def shape(self):
+    return tuple(self.manifest["features"][self.feature]["shape"])
+
+  @property
+  def max_value(self):
+    if self.is_vector:
+      return None
+    return 255.0 if self.manifest["features"][self.feature]["dtype"] == "uint8" else 65535.0
+
+  @property
+  def manifest_sha256(self):
+    with open(os.path.join(self.data_dir, manifest_lib.MANIFEST_NAME), "rb") as f:
+      return hashlib.sha256(f.read()).hexdigest()
+
+
+def resolve_real(config):
+  """The real data's directory, split and feature; converts sources on first use.
+
+  Raises:
+    ValueError: unknown data, a split it lacks, or an unpaired split that
+      names no domain.
+  """
+  spec = config.real
+  kind, sep, _ = spec.partition(":")
+  if sep and kind in sources.SOURCE_KINDS:
+    data_dir = convert.ensure_converted(spec, cache_dir=config.data_cache,
+                                        image_size=config.image_size)
+  elif os.path.isfile(os.path.join(spec, manifest_lib.MANIFEST_NAME)):
+    data_dir = spec
+  elif os.path.isdir(spec):  # A plain folder of images.
+    data_dir = convert.ensure_converted(f"folder:{spec}", cache_dir=config.data_cache,
+                                        image_size=config.image_size)
+  else:
+    raise ValueError(f"--real {spec!r} is neither a directory nor a source KIND:ARG with KIND "
+                     f"one of {', '.join(sources.SOURCE_KINDS)}")
+  manifest = manifest_lib.load(data_dir)
+  split = config.real_split
+  if manifest["kind"] == "unpaired" and split not in manifest["splits"]:
+    raise ValueError(f"{spec!r} is unpaired data: name one domain with --real_split (one of "
+                     f"{', '.join(sorted(manifest['splits']))})")
+  if split not in manifest["splits"]:
+    raise ValueError(f"{spec!r} has no split {split!r}; it has "
+                     f"{', '.join(sorted(manifest['splits']))}")
+  feature = {"image": "image", "unpaired": "image", "paired": "image_b",
+             "vector": "vector"}[manifest["kind"]]
+  available = manifest["splits"][split]["num_examples"]
+  count = available if not config.num_real else min(config.num_real, available)
+  if config.num_real and available < config.num_real:
+    logging.warning("--num_real=%d but split %s of %s has %d examples; using them all",
+                    config.num_real, split, data_dir, available)
+  return _Real(data_dir, manifest, split, feature, count)
+
+
+def _real_batches(real, batch_size):
+  ds = reader.make_dataset(reader.ReaderConfig(
+      real.data_dir, split=real.split, shuffle_buffer=0, repeat=False, drop_remainder=False,
+      deterministic=True), batch_size)
+  left = real.count
+  for batch in ds.as_numpy_iterator():
+    x = batch[real.feature][:left]
+    left -= len(x)
+    yield x
+    if left <= 0:
+      return
+
+
+# --- Generated samples -----------------------------------------------------------
+
+
+def _quantize(x, max_value):
+  """[-1, 1] floats -> the nearest of the real data's levels, still in [-1, 1]."""
+  x = np.clip(np.asarray(x, np.float32), -1.0, 1.0)
+  return (np.round((x + 1.0) * (max_value / 2.0)) * (2.0 / max_value) - 1.0).astype(np.float32)
+
+
+def _image_files(root):
+  out = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    out.extend(os.path.join(dirpath, f) for f in sorted(filenames)
+               if f.lower().endswith(images_lib.IMAGE_EXTENSIONS) and not f.startswith("."))
+  return out
+
+
+def _fake_source(config, real):
+  """(description dict, iterator over [b, ...] batches in [-1, 1], count)."""
+  num, batch_size = config.num_samples, config.batch_size
+  if config.model_dir:
+    from training import sampling  # pylint: disable=import-outside-toplevel
+    from training import translation  # pylint: disable=import-outside-toplevel
+    algorithm, step = sampling.load_algorithm(config.model_dir, config.checkpoint)
+    if isinstance(algorithm, translation.Translation):
+      raise ValueError(
+          f"{config.model_dir!r} holds a {algorithm.config.algo} run: translate held-out "
+          "images first (python -m pipeline.translate --input=... --output=OUT) and evaluate "
+          "the folder with --samples=OUT against the target domain (--real_split=testB)")
+    shape = tuple(algorithm.data.shape)
+    if shape != real.shape:
+      raise ValueError(f"the model makes {shape} samples but --real has {real.shape}")
+    batches = (x for x, _ in sampling.iter_samples(algorithm, num, seed=config.seed,
+                                                   batch_size=batch_size))
+    return {"model_dir": os.path.abspath(config.model_dir), "step": step,
+            "algo": algorithm.config.algo, "latents": f"stateless normal, seed [{config.seed}, "
+                                                      "777] (as pipeline.sample)"}, batches, num
+  path = config.samples
+  if path.endswith(".npz"):
+    with np.load(path) as f:
+      if "x" not in f.files:
+        raise ValueError(f"--samples {path!r} has no array 'x' (it has {', '.join(f.files)})")
+      x = f["x"]
+    if tuple(x.shape[1:]) != real.shape:
+      raise ValueError(f"--samples {path!r} holds {tuple(x.shape[1:])} samples but --real has "
+                       f"{real.shape}")
+    if len(x) < num:
+      logging.warning("--samples %s holds %d samples, fewer than --num_samples=%d; using all",
+                      path, len(x), num)
+    x = x[:num]
+    batches = (x[i:i + batch_size] for i in range(0, len(x), batch_size))
+    return {"npz": os.path.abspath(path)}, batches, len(x)
+  if os.path.isdir(path):
+    if real.is_vector:
+      raise ValueError("2-D vector data is compared with a .npz or a model, not a folder")
+    files = _image_files(path)[:num]
+    if not files:
+      raise ValueError(f"--samples {path!r} holds no images ({', '.join(images_lib.IMAGE_EXTENSIONS)})")
+    h, w, c = real.shape
+    spec = images_lib.ImageSpec(h, w, c, 8 if real.max_value == 255.0 else 16)
+
+    def batches():
+      for i in range(0, len(files), batch_size):
+        out = []
+        for f in files[i:i + batch_size]:
+          arr = images_lib.to_spec(images_lib.read_file(f), spec).astype(np.float32)
+          out.append(arr * (2.0 / real.max_value) - 1.0)
+        yield np.stack(out)
+
+    return ({"folder": os.path.abspath(path),
+             "fitting": f"input.images.to_spec to {h}x{w}x{c} (center crop, Lanczos) where "
+                        "an image differs"}, batches(), len(files))
+  raise ValueError(f"--samples {path!r} is neither a .npz file nor a folder of images")
+
+
+# --- Features and statistics ------------------------------------------------------
+
+
+def _accumulate(net, batches, max_kept, want_logits, quantize=None):
+  stats = metrics.FeatureStats(max_kept=max_kept)
+  logits = []
+  for x in batches:
+    if quantize is not None:
+      x = _quantize(x, quantize)
+    feats, lg = net(x)
+    stats.update(feats)
+    if want_logits and lg is not None:
+      logits.append(lg)
+  return stats, (np.concatenate(logits) if logits else None)
+
+
+def _cache_dir(config):
+  if config.stats_cache == "none":
+    return None
+  return config.stats_cache or os.path.join(
+      config.data_cache or convert.default_cache_dir(), "eval_stats")
+
+
+def real_statistics(config, real, net):
+  """Feature statistics of the real data, from the cache when it has them.
+
+  Returns:
+    (FeatureStats, cache info dict).
+  """
+  key = {"format": STATS_FORMAT, "manifest_sha256": real.manifest_sha256, "split": real.split,
+         "feature": real.feature, "count": real.count,
+         # The weights' sha256 identifies them; their path may change.
+         "features": {k: v for k, v in net.protocol.to_dict().items() if k != "weights"},
+         "max_features": config.max_features}
+  digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+  cache_dir = _cache_dir(config)
+  path = os.path.join(cache_dir, f"real-{digest}.npz") if cache_dir else None
+  if path and os.path.isfile(path):
+    stats, stored = metrics.FeatureStats.load(path)
+    if stored.get("key") == key:
+      logging.info("Real statistics from the cache: %s", path)
+      return stats, {"path": path, "hit": True}
+  logging.info("Computing features of %d real examples of %s (%s)", real.count, real.data_dir,
+               real.split)
+  stats, _ = _accumulate(net, _real_batches(real, config.batch_size), config.max_features, False)
+  if path:
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}.npz"
+    stats.save(tmp, metadata={"key": key, "data_dir": os.path.abspath(real.data_dir)})
+    os.replace(tmp, path)
+  return stats, {"path": path, "hit": False}
+
+
+def run(config):
+  """Evaluates generated samples against real data.
+
+  Returns:
+    {"metrics": {...}, "protocol": {...}, "cache": {...}, "seconds": float};
+    also written to `config.output` when set.
+
+  Raises:
+    ValueError: bad config, data, samples or model directory.
+    features.FeatureNetworkError: a feature network that cannot be built
+      (e.g. no InceptionV3 weights offline; the message says how to get them).
+  """
+  config.validate()
+  start = time.time()
+  real = resolve_real(config)
+  net = (features_lib.identity() if real.is_vector
+         else features_lib.get(config.features, config.inception_weights, config.feature_layer))
+  fake_info, fake_batches, _ = _fake_source(config, real)
+  real_stats, cache = real_statistics(config, real, net)
+  logging.info("Computing features of the generated samples")
+  fake_stats, logits = _accumulate(net, fake_batches, config.max_features, True,
+                                   quantize=real.max_value)
+  if fake_stats.count < 2 or real_stats.count < 2:
+    raise ValueError(f"need at least 2 samples per side, got {fake_stats.count} generated and "
+                     f"{real_stats.count} real")
+  fake_feats, real_feats = fake_stats.features, real_stats.features
+  kid, kid_stderr = metrics.kid(real_feats, fake_feats, config.kid_subsets,
+                                config.kid_subset_size, seed=config.seed)
+  results = {"fid": metrics.fid(real_stats, fake_stats), "kid": kid, "kid_stderr": kid_stderr}
+  if min(len(real_feats), len(fake_feats)) > PR_K:
+    results["precision"], results["recall"] = metrics.precision_recall(real_feats, fake_feats,
+                                                                       k=PR_K)
+  if logits is not None:
+    splits = min(10, len(logits))
+    results["inception_score"], results["inception_score_std"] = metrics.inception_score(
+        logits, splits)
+  protocol = {
+      "feature_network": net.protocol.to_dict(),
+      "num_real": real_stats.count, "num_fake": fake_stats.count, "seed": config.seed,
+      "real": {"spec": config.real, "data_dir": os.path.abspath(real.data_dir),
+               "manifest_sha256": real.manifest_sha256, "split": real.split,
+               "feature": real.feature, "order": "the first num_real records in shard order"},
+      "fake": fake_info,
+      "fake_quantization": None if real.is_vector else f"{int(real.max_value).bit_length()}-bit",
+      "kid": {"kernel": "(x.y / d + 1)^3", "subsets": config.kid_subsets,
+              "subset_size": min(config.kid_subset_size, len(real_feats), len(fake_feats)),
+              "estimator": "unbiased MMD^2 (Binkowski et al. 2018)",
+              "stderr": "std of the subset estimates / sqrt(subsets)"},
+      "precision_recall": {"k": PR_K, "reference": "Kynkaanniemi et al. 2019"},
+      "features_kept": {"real": len(real_feats), "fake": len(fake_feats),
+                        "cap": config.max_features,
+                        "note": "KID and precision/recall use these uniform random subsets; "
+                                "FID uses every sample"},
+      "inception_score": {"splits": min(10, len(logits))} if logits is not None else None,
+  }
+  if real.is_vector and "builtin" in real.manifest:
+    info = real.manifest["builtin"]
+    if "centers" in info:
+      points = _first_points(config, real, MODE_COVERAGE_SAMPLES)
+      stats = mode_coverage.mode_stats(points, info["centers"], info["std"])
+      results.update(modes=stats["modes"], num_modes=len(info["centers"]),
+                     high_quality=stats["high_quality"])
+      protocol["mode_coverage"] = {
+          "samples": len(points), "high_quality": "within 3 std of the nearest mode",
+          "covered": "a mode with >= 20 high-quality samples", "per_mode": stats["per_mode"]}
+  out = {"metrics": results, "protocol": protocol, "cache": cache,
+         "seconds": round(time.time() - start, 1)}
+  if config.output:
+    os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)
+    manifest_lib.write_json_atomic(config.output, out)
+  return out
+
+
+def _first_points(config, real, n):
+  """The first n generated 2-D points (the same draws as the features)."""
+  _, batches, _ = _fake_source(dataclasses.replace(config, num_samples=n), real)
+  return np.concatenate(list(batches))[:n]
