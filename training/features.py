@@ -143,13 +143,14 @@ def preprocess(images, size=None, channels=None):
 class FeatureNetwork:
   """images [B, H, W, C] in [-1, 1] -> (features [B, d] float32, logits [B, K] or None)."""
 
-  def __init__(self, fn, protocol):
-    """`fn` maps preprocessed images to (features, logits or None) tensors."""
+  def __init__(self, fn, protocol, images=True):
+    """`fn` maps preprocessed images (or, with images=False, the inputs as
+    they are) to (features, logits or None) tensors."""
     self.protocol = protocol
     size, channels = protocol.input_size, protocol.channels
 
-    def call(images):
-      return fn(preprocess(images, size, channels))
+    def call(x):
+      return fn(preprocess(x, size, channels) if images else x)
 
     self._call = tf.function(call, reduce_retracing=True)
 
@@ -165,10 +166,7 @@ class FeatureNetwork:
 def identity():
   """Vectors are their own features (2-D data)."""
   protocol = Protocol("identity", "", "", "", None, None, input_range="data", resize="none")
-  net = FeatureNetwork.__new__(FeatureNetwork)
-  net.protocol = protocol
-  net._call = lambda x: (tf.cast(x, tf.float32), None)  # pylint: disable=protected-access
-  return net
+  return FeatureNetwork(lambda x: (x, None), protocol, images=False)
 
 
 def _inception_weights_help(path=None):
