@@ -2,6 +2,7 @@
 a folder and a run directory, the statistics cache, 2-D mode coverage, the
 CLI; and (slow) FID of a trained sngan against its initial weights."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -107,7 +108,6 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(written["protocol"]["seed"], 0)
     self.assertEqual(written["protocol"]["fake_quantization"], "8-bit")
     with open(os.path.join(self.data, manifest_lib.MANIFEST_NAME), "rb") as f:
-      import hashlib  # pylint: disable=import-outside-toplevel
       self.assertEqual(written["protocol"]["real"]["manifest_sha256"],
                        hashlib.sha256(f.read()).hexdigest())
 

@@ -231,7 +231,8 @@ def _fake_source(config, real):
       raise ValueError("2-D vector data is compared with a .npz or a model, not a folder")
     files = _image_files(path)[:num]
     if not files:
-      raise ValueError(f"--samples {path!r} holds no images ({', '.join(images_lib.IMAGE_EXTENSIONS)})")
+      raise ValueError(f"--samples {path!r} holds no images "
+                       f"({', '.join(images_lib.IMAGE_EXTENSIONS)})")
     h, w, c = real.shape
     spec = images_lib.ImageSpec(h, w, c, 8 if real.max_value == 255.0 else 16)
 

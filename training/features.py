@@ -41,7 +41,6 @@ import json
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 __all__ = [
