@@ -175,11 +175,16 @@ class _Trainer:
         shuffle_buffer=c.shuffle_buffer or _auto_shuffle_buffer(self.manifest),
         random_flip=c.random_flip, seed=c.seed, deterministic=c.deterministic,
         skip_corrupt=c.skip_corrupt, normalize=False)  # Normalized on the device.
-    dataset_fn = reader.make_dataset_fn(reader_config, self.global_batch, requirements)
+    # One input pipeline per worker, reading its own shard files.
+    self.dataset_fn = reader.make_dataset_fn(reader_config, self.global_batch, requirements)
     ctx = tf.distribute.InputContext(num_input_pipelines=self.num_workers,
                                      input_pipeline_id=self.worker_index,
                                      num_replicas_in_sync=self.strategy.num_replicas_in_sync)
-    self.dataset = dataset_fn(ctx)
+    if self.num_workers > 1:
+      logging.info("Worker %d of %d: input pipeline %d of %d, %d local replica(s)",
+                   self.worker_index, self.num_workers, ctx.input_pipeline_id,
+                   ctx.num_input_pipelines, self.num_local)
+    self.dataset = self.dataset_fn(ctx)
     self.iterator = iter(self.dataset)
 
   def _next_batch(self):
@@ -192,25 +197,82 @@ class _Trainer:
   # -- checkpoints -----------------------------------------------------------
 
   def _build_checkpoint(self):
-    self.checkpoint = tf.train.Checkpoint(
-        step=self.step, iterator=self.iterator,
-        **trackable_items(self.algorithm.checkpoint_items()))
-    directory = os.path.join(self.config.model_dir, CHECKPOINT_SUBDIR)
+    """The chief's checkpoint, and with several workers each worker's input position.
+
+    With one input pipeline its position (the iterator) is part of the one
+    checkpoint. With several, every worker reads other files, and the chief's
+    checkpoint can hold only its own position; so each worker saves its
+    iterator in `checkpoints/input-worker<i>-of-<n>/`, and the chief's
+    checkpoint holds none.
+    """
+    c = self.config
+    items = dict(step=self.step, **trackable_items(self.algorithm.checkpoint_items()))
+    own_input = {"iterator": self.iterator} if self.num_workers == 1 else {}
+    self.checkpoint = tf.train.Checkpoint(**items, **own_input)
+    self.checkpoint_dir = os.path.join(c.model_dir, CHECKPOINT_SUBDIR)
+    directory = self.checkpoint_dir
     if not self.is_chief:  # TF's multi-worker pattern: others write to a temporary dir.
-      directory = os.path.join(self.config.model_dir, f".worker{self.worker_index}_tmp")
+      directory = os.path.join(c.model_dir, f".worker{self.worker_index}_tmp")
+      shutil.rmtree(directory, ignore_errors=True)  # Left by a worker killed while saving.
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory,
-                                              max_to_keep=self.config.keep_checkpoints)
-    latest = tf.train.latest_checkpoint(os.path.join(self.config.model_dir, CHECKPOINT_SUBDIR))
+                                              max_to_keep=c.keep_checkpoints)
+    self.input_manager = None
+    if self.num_workers > 1:
+      self.input_checkpoint = tf.train.Checkpoint(iterator=self.iterator)
+      self.input_manager = tf.train.CheckpointManager(
+          self.input_checkpoint,
+          os.path.join(self.checkpoint_dir,
+                       f"input-worker{self.worker_index}-of-{self.num_workers}"),
+          max_to_keep=c.keep_checkpoints)
+    latest = tf.train.latest_checkpoint(self.checkpoint_dir)
+    self._saved_step = None  # The step of the newest checkpoint, once one exists.
     if latest:
+      self._restore(latest, items)
+      self._saved_step = int(self.step.numpy())
+      logging.info("Resumed from %s at step %d", latest, self._saved_step)
+
+  def _restore(self, latest, items):
+    """Restores the chief's checkpoint `latest`, then this worker's input position."""
+    one_input = any(name.startswith("iterator/") for name, _ in tf.train.list_variables(latest))
+    if self.num_workers == 1 and one_input:
       self.checkpoint.restore(latest).assert_consumed()
-      logging.info("Resumed from %s at step %d", latest, int(self.step.numpy()))
+      return
+    status = tf.train.Checkpoint(**items).restore(latest)
+    if one_input:  # The position of one pipeline, not of this worker's.
+      status.expect_partial().assert_existing_objects_matched()
+    else:
+      status.assert_consumed()
+    step = int(self.step.numpy())
+    own = (os.path.join(self.input_manager.directory, f"ckpt-{step}")
+           if self.input_manager is not None else None)
+    if own and tf.io.gfile.exists(own + ".index"):
+      self.input_checkpoint.restore(own).assert_consumed()
+    else:
+      logging.warning(
+          "%s holds no input position for worker %d of %d (it was saved by a run with "
+          "another number of workers): this worker's input pipeline starts from the "
+          "beginning. Training goes on, but not through the batches the earlier run "
+          "would have seen.", latest, self.worker_index, self.num_workers)
 
   def _save(self):
-    path = self.manager.save(checkpoint_number=int(self.step.numpy()))
-    if not self.is_chief:
-      shutil.rmtree(self.manager.directory, ignore_errors=True)
-      return None
-    return path
+    """Saves this step unless it is saved already; returns the chief's path.
+
+    Every worker saves (TensorFlow's multi-worker pattern), the non-chief
+    ones into their temporary directory, removed at once; with several
+    workers each also saves its input position, kept.
+    """
+    step = int(self.step.numpy())
+    if self._saved_step != step:
+      if self.input_manager is not None:
+        self.input_manager.save(checkpoint_number=step)
+        # Every worker's input position is on disk before the chief's
+        # checkpoint, which is what a restart resumes from, exists.
+        self.sync_workers()
+      self.manager.save(checkpoint_number=step)
+      if not self.is_chief:
+        shutil.rmtree(self.manager.directory, ignore_errors=True)
+      self._saved_step = step
+    return os.path.join(self.checkpoint_dir, f"ckpt-{step}")
 
   # -- the compiled loop -----------------------------------------------------
 
@@ -282,6 +344,15 @@ class _Trainer:
 
     self.train_loop = train_loop
 
+    @tf.function
+    def sync_workers():
+      """A collective every worker must reach: after it, every worker is past
+      whatever it did before (the chief's checkpoint write, say)."""
+      return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+          tf.distribute.ReduceOp.SUM, tf.constant(1.0)))
+
+    self.sync_workers = sync_workers
+
     self.preview_fn = tf.function(self.algorithm.preview)
     self._preview_inputs = None
 
@@ -340,9 +411,9 @@ class _Trainer:
     if step >= c.train_steps:
       logging.info("Already trained %d of %d steps; nothing to do", step, c.train_steps)
       return TrainResult(c, c.model_dir, step, self.algorithm, self.strategy, {},
-                         self.manager.latest_checkpoint)
+                         tf.train.latest_checkpoint(self.checkpoint_dir))
     real_per_step = self.global_batch * sum(p.repeats for p in self.phases if p.needs_data)
-    last_checkpoint = self.manager.latest_checkpoint
+    last_checkpoint = tf.train.latest_checkpoint(self.checkpoint_dir)
     metrics = {}
     interval_start, interval_steps = time.time(), 0
     run_start, run_start_step = time.time(), step
@@ -385,7 +456,7 @@ class _Trainer:
         path = self.write_samples(writer)
         logging.info("Wrote samples %s", path)
       if step % c.checkpoint_every == 0 or done:
-        last_checkpoint = self._save() or last_checkpoint
+        last_checkpoint = self._save()
         logging.info("Saved checkpoint %s", last_checkpoint)
     writer.flush()
     return TrainResult(c, c.model_dir, step, self.algorithm, self.strategy, metrics,
