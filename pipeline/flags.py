@@ -72,6 +72,9 @@ def define_train_flags():
   flags.DEFINE_integer("cpu_replicas", None,
                        "Without GPUs: split the CPU into this many logical devices and mirror "
                        "over them (tests, trying a multi-replica config).")
+  flags.DEFINE_float("cluster_timeout", None,
+                     "multi_worker: seconds every task waits at start-up for the others "
+                     "before failing with the names of the missing ones (default 600).")
   flags.DEFINE_integer("global_batch_size", None,
                        "Examples per step over all replicas. Default: 64 (256 for 2-D data).")
   flags.DEFINE_integer("train_steps", 2000, "Generator steps to train for.")

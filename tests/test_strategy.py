@@ -29,6 +29,7 @@ class StrategyFactoryTest(tf.test.TestCase):
         (("one_device",), {"cpu_replicas": 2}, "--cpu_replicas=2 needs --strategy=mirrored"),
         (("mirrored",), {"cpu_replicas": 64},
          "--cpu_replicas=64 but TensorFlow already initialized 2 CPU device"),
+        (("multi_worker",), {"cluster_timeout": 0}, "--cluster_timeout must be > 0 seconds, got 0"),
     ]
     for args, kwargs, message in cases:
       with self.subTest(message=message):

@@ -15,7 +15,7 @@ CONFIG_NAME = "config.json"
 RESUMABLE_CHANGES = frozenset({
     "train_steps", "steps_per_loop", "log_every", "sample_every", "checkpoint_every",
     "keep_checkpoints", "strategy", "cpu_replicas", "fresh", "num_samples", "data_cache",
-    "model_dir", "skip_corrupt",
+    "model_dir", "skip_corrupt", "cluster_timeout",
 })
 
 
@@ -28,6 +28,7 @@ class TrainConfig:
   model_dir: str | None = None
   strategy: str = "mirrored"
   cpu_replicas: int | None = None
+  cluster_timeout: float | None = None
   global_batch_size: int | None = None
   train_steps: int = 2000
   steps_per_loop: int = 10

@@ -15,11 +15,28 @@ take effect before TensorFlow initializes its devices, so binaries call
 `multi_worker` finds its cluster in TF_CONFIG when that is set (launch.local,
 Kubeflow's TFJob, launch.k8s_tf_config), else in the environment of a Slurm
 step (`srun`, see launch/slurm/train.sbatch): `slurm_cluster_spec`.
+
+Failures of the cluster (measured with TF 2.21 on CPU workers on loopback):
+- At start-up every worker registers with the coordination service on the
+  chief. With TensorFlow's defaults a task whose peer never comes waits an
+  hour (the chief in a barrier; both were still waiting after 15 minutes
+  here); here the wait is bounded by `cluster_timeout` and ends in a
+  `ClusterError` that names the peers that did not answer.
+- When a worker dies, the survivors' current or next step raises
+  `tf.errors.UnavailableError`: at once when a collective was using the dead
+  worker's connection ("connection reset by peer"), else once its heartbeats
+  have stopped for HEARTBEAT_TIMEOUT_S ("tasks are unhealthy (stopped sending
+  heartbeats)"); 1 to 10 s after a SIGKILL here. The trainer turns these
+  (`PEER_LOST_ERRORS`) into an error that says how to resume.
+- No timeout is set on the collectives themselves: a worker legitimately
+  waits in a collective while the chief writes a checkpoint or samples.
 """
 
 import dataclasses
 import json
 import os
+import re
+import socket
 
 from absl import logging
 import tensorflow as tf
@@ -33,6 +50,21 @@ STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
 # node need different ports).
 SLURM_PORT_BASE = 8888
 SLURM_PORT_ENV = "GAN_PIPELINE_TF_PORT"
+
+# How long workers wait for each other at start-up, unless told otherwise
+# (--cluster_timeout): long enough for nodes or pods that start minutes apart.
+DEFAULT_CLUSTER_TIMEOUT_S = 600.0
+# A worker whose heartbeats stop for this long is declared dead (TF's default,
+# set explicitly because the failure tests rely on it).
+HEARTBEAT_TIMEOUT_S = 10
+
+# What a collective or the coordination service raises when a peer is gone.
+PEER_LOST_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                    tf.errors.AbortedError, tf.errors.CancelledError)
+
+
+class ClusterError(RuntimeError):
+  """The multi-worker cluster could not be formed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +85,18 @@ class Cluster:
   @property
   def num_tasks(self):
     return sum(len(addresses) for addresses in self.spec.values())
+
+  @property
+  def leader(self):
+    """The task that hosts the coordination service: the chief, else worker 0
+    (as MultiWorkerMirroredStrategy chooses it)."""
+    return ("chief", 0) if self.spec.get("chief") else ("worker", 0)
+
+  def peers(self):
+    """[(task_type, task_index, "host:port")] of every other task."""
+    return [(job, i, address) for job, addresses in sorted(self.spec.items())
+            for i, address in enumerate(addresses)
+            if (job, i) != (self.task_type, self.task_index)]
 
 
 def _slurm_var(env, *names, integer=False):
@@ -159,6 +203,82 @@ def resolve_cluster(env):
                    "(srun, SLURM_PROCID)")
 
 
+def _tcp_error(address, timeout_s=2.0):
+  """Why "host:port" refuses a TCP connection now, or None if it accepts one."""
+  host, _, port = address.rpartition(":")
+  try:
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+      return None
+  except (OSError, ValueError) as e:
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
+
+
+def tasks_named(message):
+  """{(task_type, task_index)} of the tasks a TensorFlow error message names."""
+  return {(job, int(i)) for job, i in
+          re.findall(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)", message or "")}
+
+
+def lost_peers(error, cluster_spec, task_type, task_id):
+  """The peers a collective or coordination error blames, as
+  ["worker 1 at host:port", ...], from the task names in its message.
+
+  Args:
+    error: a `tf.errors.OpError` (PEER_LOST_ERRORS).
+    cluster_spec: {task type: ["host:port", ...]}.
+    task_type, task_id: this task, left out.
+  """
+  out = []
+  for job, i in sorted(tasks_named(error.message)):
+    addresses = cluster_spec.get(job, [])
+    if (job, i) != (task_type, task_id) and i < len(addresses):
+      out.append(f"{job} {i} at {addresses[i]}")
+  return out
+
+
+def _cluster_error(cluster, timeout_s, error):
+  """A `ClusterError` naming the peers that did not join, from what TensorFlow
+  said (the chief's barrier names the tasks that never registered) and from a
+  TCP probe of every peer (a non-chief only learns that the chief timed out)."""
+  named = tasks_named(error.message)
+  missing = []
+  for job, i, address in cluster.peers():
+    reason = _tcp_error(address)
+    if reason is not None:
+      missing.append(f"{job} {i} at {address} ({reason})")
+    elif (job, i) in named:
+      missing.append(f"{job} {i} at {address} (listening, but did not register)")
+  first_line = error.message.strip().splitlines()[0] if error.message.strip() else ""
+  return ClusterError(
+      f"the cluster of {cluster.num_tasks} tasks ({cluster.source}) did not form within "
+      f"--cluster_timeout={timeout_s:g}s; no answer from "
+      f"{'; '.join(missing) if missing else 'a peer'}. Start every task of the cluster "
+      f"(or raise --cluster_timeout). TensorFlow: {type(error).__name__}: {first_line}")
+
+
+def _configure_coordination_service(cluster, timeout_s):
+  """What MultiWorkerMirroredStrategy would configure, with bounded waits.
+
+  `cluster_register_with_barrier` makes the chief's own registration wait
+  for all tasks with the same timeout; without it the chief's start-up waits
+  in TensorFlow's device-propagation barrier, whose timeout is an hour.
+  """
+  # pylint: disable=import-outside-toplevel
+  from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+  from tensorflow.python.eager import context
+  # pylint: enable=import-outside-toplevel
+  jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster.spec[job]))
+          for job in ("chief", "worker") if cluster.spec.get(job)]
+  leader_job, leader_index = cluster.leader
+  context.context().configure_coordination_service(
+      service_type="standalone",
+      service_leader=f"/job:{leader_job}/replica:0/task:{leader_index}",
+      cluster_register_timeout_in_ms=int(timeout_s * 1000),
+      heartbeat_timeout_in_ms=HEARTBEAT_TIMEOUT_S * 1000,
+      coordinated_jobs=jobs)
+  context.context().coordination_service.cluster_register_with_barrier = True
+
+
 def configure_cpu_replicas(n):
   """Makes at least `n` logical CPU devices available.
 
@@ -183,23 +303,29 @@ def configure_cpu_replicas(n):
           "the strategy must be built before anything else uses TensorFlow") from None
 
 
-def get_strategy(name, cpu_replicas=None):
+def get_strategy(name, cpu_replicas=None, cluster_timeout=None):
   """Builds the strategy `name`.
 
   Args:
     name: one of STRATEGIES.
     cpu_replicas: with no GPU, the number of logical CPU devices to mirror
       over (`mirrored`); None means one. Ignored where GPUs exist.
+    cluster_timeout: `multi_worker`: seconds to wait at start-up for every
+      task of the cluster; None means DEFAULT_CLUSTER_TIMEOUT_S.
 
   Returns:
     A `tf.distribute.Strategy`.
 
   Raises:
-    ValueError: unknown name (listing the valid ones), a bad `cpu_replicas`,
-      or `multi_worker` without a cluster to join (`resolve_cluster`).
+    ValueError: unknown name (listing the valid ones), a bad `cpu_replicas`
+      or `cluster_timeout`, or `multi_worker` without a cluster to join
+      (`resolve_cluster`).
+    ClusterError: `multi_worker` whose peers did not all join in time.
   """
   if name not in STRATEGIES:
     raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+  if cluster_timeout is not None and not cluster_timeout > 0:
+    raise ValueError(f"--cluster_timeout must be > 0 seconds, got {cluster_timeout}")
   if cpu_replicas is not None:
     if cpu_replicas < 1:
       raise ValueError(f"--cpu_replicas must be >= 1, got {cpu_replicas}")
@@ -234,8 +360,13 @@ def get_strategy(name, cpu_replicas=None):
   communication = tf.distribute.experimental.CommunicationImplementation
   options = tf.distribute.experimental.CommunicationOptions(
       implementation=communication.NCCL if gpus else communication.RING)
-  return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
-                                                   communication_options=options)
+  timeout_s = DEFAULT_CLUSTER_TIMEOUT_S if cluster_timeout is None else cluster_timeout
+  _configure_coordination_service(cluster, timeout_s)
+  try:
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
+                                                     communication_options=options)
+  except tf.errors.OpError as e:
+    raise _cluster_error(cluster, timeout_s, e) from None
 
 
 def worker_info(strategy):

@@ -55,7 +55,8 @@ DATA_INFO_NAME = "data_info.json"  # What sampling needs to rebuild the models.
 
 
 class TrainingError(RuntimeError):
-  """Training stopped: non-finite losses, or a run that cannot be resumed."""
+  """Training stopped: non-finite losses, a run that cannot be resumed, or a
+  cluster that did not form."""
 
 
 @dataclasses.dataclass
@@ -112,7 +113,11 @@ class _Trainer:
 
   def __init__(self, config):
     config.validate()
-    self.strategy = strategy_lib.get_strategy(config.strategy, config.cpu_replicas)
+    try:
+      self.strategy = strategy_lib.get_strategy(config.strategy, config.cpu_replicas,
+                                                config.cluster_timeout)
+    except strategy_lib.ClusterError as e:
+      raise TrainingError(str(e)) from None
     self.num_workers, self.worker_index, self.is_chief = strategy_lib.worker_info(
         self.strategy)
     algo_cls = algorithms.get(config.algo)
