@@ -5,6 +5,18 @@ r"""Trains a GAN under tf.distribute.
 Runs offline with its defaults (built-in data). Re-running the same command
 resumes from the latest checkpoint in --model_dir. Try a multi-replica config
 on a CPU-only machine with --cpu_replicas=2.
+
+Exit codes:
+  0   trained to --train_steps (or had already).
+  1   training failed: non-finite losses, a --model_dir holding another run,
+      a multi_worker cluster that did not form within --cluster_timeout, or a
+      lost peer worker (the message says which checkpoint a re-run resumes
+      from).
+  2   bad flags or data.
+  75  preempted (EX_TEMPFAIL): SIGTERM arrived during training, a checkpoint
+      was saved at the next step boundary (with multi_worker: at a boundary
+      all workers agreed on, every worker exiting 75), and re-running the same
+      command resumes from it. Schedulers can treat 75 as "retry".
 """
 
 import dataclasses
@@ -19,6 +31,8 @@ from training import config as config_lib
 
 pipeline_flags.define_train_flags()
 FLAGS = flags.FLAGS
+
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL in <sysexits.h>: temporary failure, retry.
 
 
 def config_from_flags():
@@ -39,6 +53,10 @@ def main(argv):
   from training import trainer  # pylint: disable=import-outside-toplevel
   try:
     result = trainer.run(config)
+  except trainer.Preempted as e:
+    logging.warning("%s", e)
+    print(f"train: {e}", file=sys.stderr)
+    sys.exit(EXIT_PREEMPTED)
   except (ValueError, trainer.TrainingError) as e:
     logging.error("%s", e)
     print(f"train: error: {e}", file=sys.stderr)

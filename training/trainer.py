@@ -24,13 +24,26 @@ examples a single replica would see in its batch of B.
 Randomness: every draw is a function of (seed, step, phase, repeat, global
 example index) (`training/randomness.py`), so N replicas draw what one
 replica would, and a resumed run draws what the uninterrupted run would.
+
+Failures, all at host-loop boundaries (every `steps_per_loop` steps at most):
+- SIGTERM (preemption) during training saves a checkpoint at a boundary and
+  raises `Preempted`. With `multi_worker`, TensorFlow's
+  PreemptionCheckpointHandler makes every worker agree on the boundary (the
+  next one after the signal reaches the cluster) and save there; with the
+  other strategies the next boundary. The save goes through the same
+  CheckpointManager as the periodic ones, so resuming is unchanged.
+- A lost peer (`multi_worker`): the collectives fail
+  (`strategy.PEER_LOST_ERRORS`) and `TrainingError` says how to resume.
 """
 
 import dataclasses
 import json
 import math
 import os
+import re
 import shutil
+import signal
+import threading
 import time
 
 from absl import logging
@@ -55,8 +68,23 @@ DATA_INFO_NAME = "data_info.json"  # What sampling needs to rebuild the models.
 
 
 class TrainingError(RuntimeError):
-  """Training stopped: non-finite losses, a run that cannot be resumed, or a
-  cluster that did not form."""
+  """Training stopped: non-finite losses, a run that cannot be resumed, a
+  cluster that did not form, or a lost peer worker."""
+
+
+class Preempted(TrainingError):
+  """SIGTERM: a checkpoint was saved at a step boundary; re-running resumes.
+
+  Attributes:
+    step: the step of that checkpoint.
+    checkpoint: its path (the chief's checkpoint, also on other workers).
+  """
+
+  def __init__(self, step, checkpoint):
+    super().__init__(f"preempted (SIGTERM): saved checkpoint {checkpoint} at step {step}; "
+                     "re-run the same command to resume")
+    self.step = step
+    self.checkpoint = checkpoint
 
 
 @dataclasses.dataclass
@@ -410,15 +438,48 @@ class _Trainer:
 
   def train(self):
     c = self.config
-    writer = (tf.summary.create_file_writer(os.path.join(c.model_dir, TENSORBOARD_SUBDIR))
-              if self.is_chief else tf.summary.create_noop_writer())
     step = int(self.step.numpy())
     if step >= c.train_steps:
       logging.info("Already trained %d of %d steps; nothing to do", step, c.train_steps)
       return TrainResult(c, c.model_dir, step, self.algorithm, self.strategy, {},
                          tf.train.latest_checkpoint(self.checkpoint_dir))
+    writer = (tf.summary.create_file_writer(os.path.join(c.model_dir, TENSORBOARD_SUBDIR))
+              if self.is_chief else tf.summary.create_noop_writer())
+    try:
+      with _SigtermFlag() as sigterm:
+        metrics = self._host_loop(writer, sigterm)
+    except strategy_lib.PEER_LOST_ERRORS as e:
+      if self.num_workers == 1:
+        raise
+      raise TrainingError(self._peer_lost_message(e)) from None
+    finally:
+      writer.flush()
+    return TrainResult(c, c.model_dir, int(self.step.numpy()), self.algorithm, self.strategy,
+                       metrics, os.path.join(self.checkpoint_dir, f"ckpt-{self._saved_step}"))
+
+  def _peer_lost_message(self, error):
+    resolver = self.strategy.cluster_resolver
+    peers = strategy_lib.lost_peers(error, resolver.cluster_spec().as_dict(),
+                                    resolver.task_type, resolver.task_id)
+    lines = [line.strip() for line in (error.message or "").splitlines()]
+    # The line that says what happened, e.g. "... tasks are unhealthy (stopped
+    # sending heartbeats):" or "... Connection reset by peer".
+    cause = next((line for line in lines if re.search(
+        r"unhealthy|aborted by|reset by peer|unavailable|heartbeat", line, re.I)),
+                 next((line for line in lines if line), type(error).__name__))
+    last = tf.train.latest_checkpoint(self.checkpoint_dir)
+    return (f"lost a peer worker ({', '.join(peers) or 'not named'}) near step "
+            f"{int(self.step.numpy())}: {type(error).__name__}: {cause} The job cannot go "
+            "on without it: stop every worker, then re-run the same command on all of them "
+            f"to resume from the last checkpoint ({last or 'none yet: from step 0'}), losing "
+            f"at most --checkpoint_every={self.config.checkpoint_every} steps")
+
+  def _host_loop(self, writer, sigterm):
+    """Calls the compiled loop until train_steps; returns the last metrics."""
+    c = self.config
+    step = int(self.step.numpy())
+    preemption = self._preemption_handler(sigterm)
     real_per_step = self.global_batch * sum(p.repeats for p in self.phases if p.needs_data)
-    last_checkpoint = tf.train.latest_checkpoint(self.checkpoint_dir)
     metrics = {}
     interval_start, interval_steps = time.time(), 0
     run_start, run_start_step = time.time(), step
@@ -437,8 +498,9 @@ class _Trainer:
       if bad:
         raise TrainingError(
             f"non-finite {', '.join(bad)} between steps {step - n} and {step}; stopped "
-            f"without saving. The last good checkpoint is {last_checkpoint or 'none'}. Lower "
-            "the learning rates (--lr_g, --lr_d) or check the data")
+            "without saving. The last good checkpoint is "
+            f"{tf.train.latest_checkpoint(self.checkpoint_dir) or 'none'}. Lower the "
+            "learning rates (--lr_g, --lr_d) or check the data")
       if step % c.log_every == 0 or done:
         metrics = self._read_metrics()
         elapsed = time.time() - interval_start
@@ -461,11 +523,92 @@ class _Trainer:
         path = self.write_samples(writer)
         logging.info("Wrote samples %s", path)
       if step % c.checkpoint_every == 0 or done:
-        last_checkpoint = self._save()
-        logging.info("Saved checkpoint %s", last_checkpoint)
-    writer.flush()
-    return TrainResult(c, c.model_dir, step, self.algorithm, self.strategy, metrics,
-                       last_checkpoint)
+        logging.info("Saved checkpoint %s", self._save())
+      if not done:  # A SIGTERM during the last call: the run is complete anyway.
+        self._maybe_preempt(sigterm, preemption)
+    return metrics
+
+  # -- preemption ------------------------------------------------------------
+
+  def _preemption_handler(self, sigterm):
+    """TensorFlow's PreemptionCheckpointHandler under MultiWorkerMirroredStrategy.
+
+    The signal is `sigterm` (polled by the handler every second); the
+    checkpoint is saved by `_save`, i.e. by our CheckpointManager, so it is
+    the same checkpoint as the periodic ones. The handler counts its calls
+    (one per host-loop boundary on every worker) to agree on the boundary to
+    save at; it would add that count to the checkpoint it is given, so it is
+    given a CheckpointManager of its own that never writes (`save_fn` does):
+    every process counts from 0, and all workers restart together.
+
+    Returns:
+      The handler, or None for the other strategies.
+    """
+    if not isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy):
+      return None
+    self._agreed_preemption = False
+
+    def on_saved():  # `exit_fn`: the host loop raises Preempted after the handler returns.
+      self._agreed_preemption = True
+
+    counter_only = tf.train.CheckpointManager(
+        tf.train.Checkpoint(), os.path.join(self.config.model_dir, ".preemption_counter"),
+        max_to_keep=1)
+    config = tf.distribute.experimental.TerminationConfig(
+        termination_watcher_fn=sigterm.event.is_set, exit_fn=on_saved, grace_period=0,
+        save_fn=self._save)
+    return tf.distribute.experimental.PreemptionCheckpointHandler(
+        self.strategy.cluster_resolver, counter_only, termination_config=config)
+
+  def _maybe_preempt(self, sigterm, preemption):
+    """At a host-loop boundary: on SIGTERM, save and raise `Preempted`."""
+    if preemption is None:
+      if not sigterm.event.is_set():
+        return
+      checkpoint = self._save()
+    else:
+      preemption.save_checkpoint_if_preempted()  # Saves through `_save` when agreed.
+      if not self._agreed_preemption:
+        return
+      # Every worker has saved; none exits before the chief's checkpoint is
+      # written (a launcher may kill the rest when the first one exits).
+      self.sync_workers()
+      checkpoint = os.path.join(self.checkpoint_dir, f"ckpt-{self._saved_step}")
+    logging.warning("Preempted: saved checkpoint %s", checkpoint)
+    raise Preempted(self._saved_step, checkpoint)
+
+
+class _SigtermFlag:
+  """While active (a context manager), SIGTERM only sets `event`.
+
+  The host loop acts on it at the next step boundary. Python runs signal
+  handlers in the main thread only, so elsewhere (a training thread) nothing
+  is installed. The handler in place before is put back on exit, or the
+  default one when it was not set from Python (TensorFlow's multi-worker
+  runtime sets its own in C++).
+  """
+
+  def __init__(self):
+    self.event = threading.Event()
+    self._previous = None
+    self._installed = False
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+      self._installed = True
+    return self
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    if not self.event.is_set():
+      logging.warning("SIGTERM: saving a checkpoint at the next step boundary, then exiting")
+    self.event.set()
+
+  def __exit__(self, *exc_info):
+    if self._installed:
+      signal.signal(signal.SIGTERM,
+                    signal.SIG_DFL if self._previous is None else self._previous)
 
 
 def lr_factor(step, train_steps, decay_start):
@@ -514,6 +657,8 @@ def run(config):
   Raises:
     ValueError: bad flags (unknown algorithm or strategy, batch not divisible
       by the replicas, data that does not fit the model).
-    TrainingError: non-finite losses, or a model_dir holding another run.
+    TrainingError: non-finite losses, a model_dir holding another run, a
+      multi-worker cluster that did not form or lost a worker.
+    Preempted: a TrainingError: SIGTERM, and a checkpoint saved.
   """
   return _Trainer(config).train()
