@@ -15,7 +15,12 @@ line prefixed with `[worker i] `.
   --grace_seconds), and the launcher exits with that worker's code (128+N for
   a worker killed by signal N).
 - Ctrl-C or SIGTERM to the launcher stops every worker the same way; the
-  launcher then exits 130 or 143. A second Ctrl-C skips the grace period.
+  launcher then exits 130 or 143. On SIGTERM the training workers save a
+  checkpoint at a step boundary they agree on and exit 75, so re-running the
+  same command resumes there; the grace (30 s by default) must cover a few
+  steps and a save. A second Ctrl-C skips the grace period.
+- A worker that dies makes the others fail by themselves within seconds
+  ("lost a peer worker ..."), which the grace leaves them time to say.
 - The workers run in their own process groups, so a Ctrl-C in the terminal
   reaches only the launcher, and on Linux they get SIGTERM if the launcher
   dies without stopping them.
@@ -133,7 +138,7 @@ def _stop(procs, grace_seconds, signals, output):
 
 
 def run(num_workers, train_args, python=None, module=TRAIN_MODULE, env=None, out=None,
-        grace_seconds=10.0):
+        grace_seconds=30.0):
   """Runs `num_workers` training processes on loopback until they end.
 
   Called from the main thread, it handles SIGINT and SIGTERM itself while it

@@ -154,8 +154,9 @@ def define_launch_local_flags():
   """Flags of `launch.local`."""
   define_worker_command_flags()
   flags.DEFINE_integer("workers", 2, "Worker processes to start on this machine.")
-  flags.DEFINE_float("grace_seconds", 10.0,
-                     "When stopping: seconds between SIGTERM and SIGKILL.")
+  flags.DEFINE_float("grace_seconds", 30.0,
+                     "When stopping: seconds between SIGTERM and SIGKILL (the workers save a "
+                     "checkpoint on SIGTERM).")
 
 
 def define_translate_flags():
