@@ -244,7 +244,8 @@ class ErrorsTest(tf.test.TestCase):
 
   def test_unknown_algo_lists_valid(self):
     with self.assertRaisesRegex(ValueError, "unknown --algo 'stylegan'; valid: cdcgan, cgan, "
-                                "dcgan, gan, lsgan, sn_wgan_gp, sngan, wgan, wgan_gp"):
+                                "cyclegan, dcgan, gan, lsgan, pix2pix, sn_wgan_gp, sngan, "
+                                "unit, wgan, wgan_gp"):
       trainer.run(tiny_config("stylegan", self.create_tempdir().full_path))
 
   def test_batch_must_divide_by_replicas(self):
