@@ -110,5 +110,91 @@ class DistributeFactsTest(tf.test.TestCase):
     self.assertAllEqual(a, b)
 
 
+  def test_keras_loss_scale_optimizer_misses_inf_on_another_replica(self):
+    # training/loss_scale.py exists because of this: Keras checks replica 0's
+    # gradients before the all-reduce, so replica 1's inf is applied.
+    strategy = _two_cpus()
+    with strategy.scope():
+      v = keras.Variable(1.0)
+      opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(learning_rate=0.5),
+                                                initial_scale=8.0)
+      opt.build([v])
+
+    @tf.function
+    def step():
+      def replica_fn():
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        g = tf.where(tf.equal(replica, 1), tf.constant(np.inf), opt.scale_loss(1.0))
+        opt.apply_gradients([(g, v)])
+      strategy.run(replica_fn)
+
+    step()
+    values = [float(x.numpy()) for x in strategy.experimental_local_results(v.value)]
+    self.assertFalse(all(np.isfinite(values)), values)  # the inf reached the weights
+    self.assertEqual(float(opt.dynamic_scale.numpy()), 8.0)  # and the scale did not drop
+
+
+class XlaFactsTest(tf.test.TestCase):
+  """Why the trainer compiles the per-replica gradients only (`--xla`)."""
+
+  def test_xla_cannot_compile_collectives_on_cpu(self):
+    # The notes saw "Collectives are not yet implemented for CPU devices when
+    # compiling with XLA"; TF 2.21 fails earlier, while placing the all-reduce
+    # (the same with MultiWorkerMirroredStrategy, checked by hand).
+    strategy = _two_cpus()
+
+    @tf.function
+    def step():
+      @tf.function(jit_compile=True)
+      def reduce(x):
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, x)
+      return strategy.run(reduce, args=(tf.constant(1.0),))
+
+    with self.assertRaises(Exception) as caught:
+      step()
+    self.assertRegex(str(caught.exception), "destinations can not be empty|Collectives are not yet "
+                     "implemented")
+
+  def test_xla_around_strategy_run_fails(self):
+    strategy = _two_cpus()
+    with strategy.scope():
+      v = tf.Variable(1.0)
+
+    @tf.function(jit_compile=True)
+    def step():
+      return strategy.run(lambda: v * 2.0)
+
+    with self.assertRaises(Exception) as caught:
+      step()
+    self.assertRegex(str(caught.exception), "(?s)located in device|device|XLA|compil")
+
+  def test_xla_per_replica_gradients_then_apply_outside(self):
+    # The split the trainer uses: compiled per-replica gradients, Keras's
+    # apply_gradients (all-reduce and update) outside the compiled function.
+    strategy = _two_cpus()
+    with strategy.scope():
+      w = keras.Variable([1.0, 2.0])
+      opt = keras.optimizers.SGD(learning_rate=0.1)
+      opt.build([w])
+
+    @tf.function(jit_compile=True)
+    def grads(x):
+      with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.square(w * x))
+      return tape.gradient(loss, [w.value])
+
+    @tf.function
+    def step():
+      def replica_fn():
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        g = grads(tf.cast(replica + 1, tf.float32))
+        opt.apply_gradients(zip(g, [w]))
+      strategy.run(replica_fn)
+
+    step()
+    # d/dw sum((w x)^2) = 2 w x^2: x=1 and x=2 summed -> 2 w (1 + 4) = 10 w.
+    self.assertAllClose(w.numpy(), [1.0 - 0.1 * 10.0, 2.0 - 0.1 * 20.0])
+
+
 if __name__ == "__main__":
   tf.test.main()
