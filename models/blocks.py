@@ -11,9 +11,28 @@ and CycleGAN.
 
 import keras
 from keras import ops
+import tensorflow as tf
 
 INIT = keras.initializers.RandomNormal(0.0, 0.02)
 NORMS = ("batch", "instance", "none")
+
+
+class GlobalBatchNormalization(keras.layers.BatchNormalization):
+  """Batch norm whose training statistics are those of the global batch.
+
+  With several replicas in sync it is Keras's synchronized batch norm: every
+  training-mode call all-reduces the moments, so N replicas train like one.
+  With one replica the local batch is the global batch, and it skips that
+  all-reduce: a collective that XLA cannot compile on CPU
+  (tests/test_tf_facts.py), which would keep a one-device step from being
+  compiled. Like Keras's own layer, it reads the replica count from the
+  replica context it is called in; nothing else about the strategy.
+  """
+
+  def call(self, inputs, training=None, mask=None):
+    ctx = tf.distribute.get_replica_context()
+    self.synchronized = ctx is not None and ctx.num_replicas_in_sync > 1
+    return super().call(inputs, training=training, mask=mask)
 
 
 def normalization(kind, name):
@@ -32,8 +51,7 @@ def normalization(kind, name):
   """
   if kind == "batch":
     # momentum 0.9 and epsilon 1e-5 are PyTorch's BatchNorm2d defaults.
-    return keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=True,
-                                           name=name)
+    return GlobalBatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
   if kind == "instance":
     return keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, name=name)
   if kind == "none":

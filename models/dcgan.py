@@ -21,6 +21,7 @@ feature maps to the image in D.
 import keras
 from keras import ops
 
+from models import blocks
 from models import conditioning
 from models import spectral_norm
 
@@ -45,7 +46,7 @@ def upsampling_plan(height, width):
 
 def _norm(kind, name):
   if kind == "batch":
-    return keras.layers.BatchNormalization(momentum=0.9, synchronized=True, name=name)
+    return blocks.GlobalBatchNormalization(momentum=0.9, name=name)
   if kind == "layer":
     return keras.layers.LayerNormalization(name=name)
   if kind == "none":

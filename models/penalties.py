@@ -20,12 +20,13 @@ def interpolate(real, fake, alpha):
       WGAN-GP example long used a normal draw here, a reported bug).
   """
   alpha = tf.cast(alpha, real.dtype)
+  fake = tf.cast(fake, real.dtype)  # A float16 generator's output meets float32 data.
   alpha = tf.reshape(alpha, [-1] + [1] * (real.shape.rank - 1))
   return alpha * real + (1.0 - alpha) * fake
 
 
 def wasserstein_gradient_penalty(discriminator_fn, real, fake, alpha, target=1.0,
-                                 one_sided=False, epsilon=1e-10):
+                                 one_sided=False, epsilon=1e-10, loss_scale=None):
   """(||grad_x D(x_hat)||_2 - target)^2 per example, at random interpolates.
 
   Gulrajani et al., "Improved Training of Wasserstein GANs", 2017. The norm is
@@ -42,6 +43,10 @@ def wasserstein_gradient_penalty(discriminator_fn, real, fake, alpha, target=1.0
     target: the norm the penalty pulls towards (1 in the paper).
     one_sided: penalize only norms above `target` (max(0, ||g|| - target)^2).
     epsilon: added inside the square root.
+    loss_scale: with float16 networks, the dynamic loss scale: the inner
+      gradient is taken of the *scaled* output (so that it does not underflow
+      in float16) and divided by the scale in float32 before the norm
+      (TensorFlow issue 48662: without it the penalty collapses the scale).
 
   Returns:
     (penalty [B] float32, gradient norm [B] float32).
@@ -51,7 +56,11 @@ def wasserstein_gradient_penalty(discriminator_fn, real, fake, alpha, target=1.0
     tape.watch(x_hat)
     out = tf.cast(discriminator_fn(x_hat), tf.float32)
     out = tf.reduce_sum(tf.reshape(out, [tf.shape(out)[0], -1]), axis=1)
+    if loss_scale is not None:
+      out = out * tf.cast(loss_scale, tf.float32)
   grads = tf.cast(tape.gradient(out, x_hat), tf.float32)
+  if loss_scale is not None:
+    grads = grads / tf.cast(loss_scale, tf.float32)
   norm = tf.sqrt(tf.reduce_sum(tf.reshape(tf.square(grads), [tf.shape(grads)[0], -1]),
                                axis=1) + epsilon)
   gap = norm - target

@@ -80,6 +80,14 @@ def define_train_flags():
   flags.DEFINE_integer("train_steps", 2000, "Generator steps to train for.")
   flags.DEFINE_integer("steps_per_loop", 10,
                        "Generator steps per tf.function call (removes Python overhead).")
+  flags.DEFINE_enum("xla", "auto", ["auto", "on", "off"],
+                    "XLA-compile each replica's forward and backward pass (the all-reduce and "
+                    "the update stay outside). auto: what bench/train_step.py measured faster "
+                    "on the device type (see training/trainer.py XLA_AUTO).")
+  flags.DEFINE_enum("precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
+                    "Keras dtype policy of the networks. mixed_float16 adds dynamic loss "
+                    "scaling, agreed over all replicas; outputs, losses and the gradient "
+                    "penalty stay float32.")
   flags.DEFINE_integer("log_every", 100, "Console and TensorBoard scalars every N steps.")
   flags.DEFINE_integer("sample_every", 500, "Sample grid PNG every N steps.")
   flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint every N steps (and at the end).")

@@ -196,5 +196,16 @@ class XlaFactsTest(tf.test.TestCase):
     self.assertAllClose(w.numpy(), [1.0 - 0.1 * 10.0, 2.0 - 0.1 * 20.0])
 
 
+  def test_float_stateless_draws_differ_under_xla_integer_ones_do_not(self):
+    # training/randomness.py makes its floats from integer draws because of this.
+    seed = tf.constant([3, 5], tf.int64)
+    normal = lambda s: tf.random.stateless_normal([64], seed=s, alg="philox")  # noqa: E731
+    ints = lambda s: tf.random.stateless_uniform(  # noqa: E731
+        [64], seed=s, minval=0, maxval=1 << 24, dtype=tf.int32, alg="philox")
+    self.assertNotAllClose(tf.function(normal)(seed),
+                           tf.function(normal, jit_compile=True)(seed))
+    self.assertAllEqual(tf.function(ints)(seed), tf.function(ints, jit_compile=True)(seed))
+
+
 if __name__ == "__main__":
   tf.test.main()

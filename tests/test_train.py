@@ -248,6 +248,15 @@ class ErrorsTest(tf.test.TestCase):
                                 "unit, wgan, wgan_gp"):
       trainer.run(tiny_config("stylegan", self.create_tempdir().full_path))
 
+  def test_default_strategy_trains_like_one_device(self):
+    tmp = self.create_tempdir().full_path
+    default = trainer.run(tiny_config("sngan", os.path.join(tmp, "d"), strategy="default"))
+    one = trainer.run(tiny_config("sngan", os.path.join(tmp, "o"), strategy="one_device"))
+    self.assertEqual(default.step, 2)
+    w1, w2 = weights(default), weights(one)
+    for name in w1:
+      self.assertAllClose(w1[name], w2[name], rtol=1e-5, atol=1e-6, msg=name)
+
   def test_batch_must_divide_by_replicas(self):
     with self.assertRaisesRegex(ValueError, r"--global_batch_size=9 does not divide by the 2 "
                                 "replicas"):

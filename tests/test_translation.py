@@ -91,8 +91,9 @@ class ReplicaEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
         moved = np.linalg.norm(w1[name] - w0[name])
         self.assertLessEqual(np.linalg.norm(w1[name] - w2[name]), 0.05 * moved + 1e-6,
                              msg=f"{name}: moved {moved}")
-      else:
-        self.assertAllClose(w1[name], w2[name], rtol=1e-4, atol=1e-5, msg=name)
+      else:  # The pools: generator outputs in [-1, 1], from the weights just checked.
+        # Measured: rounding moves a few of their 150k values by about 1e-5.
+        self.assertAllClose(w1[name], w2[name], rtol=1e-4, atol=1e-4, msg=name)
     self.assertGreater(sum(not np.allclose(w1[n], w0[n]) for n in w0), len(w0) // 3)
     for key in ("d_loss", "g_loss"):
       self.assertAllClose(one.metrics[key], two.metrics[key], rtol=1e-3)

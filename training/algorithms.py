@@ -183,6 +183,11 @@ class Algorithm:
   def after_update(self, phase):
     pass
 
+  def xla_unsupported(self):
+    """Why XLA cannot compile this algorithm's losses (an op it has no kernel
+    for), or None when it can."""
+    return None
+
   def checkpoint_items(self):
     raise NotImplementedError
 
@@ -355,7 +360,8 @@ class ImageGAN(Algorithm):
       if self.config.gp_weight:
         alpha = rand.uniform("gp_alpha")
         gp, norm = penalties.wasserstein_gradient_penalty(
-            lambda x: self.discriminator(x, labels, training=True), real, fake, alpha)
+            lambda x: self.discriminator(x, labels, training=True), real, fake, alpha,
+            loss_scale=rand.loss_scale)
         per_example = per_example + self.config.gp_weight * gp
         metrics.update(gradient_penalty=gp, gradient_norm=norm)
       return per_example, metrics

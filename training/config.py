@@ -15,8 +15,11 @@ CONFIG_NAME = "config.json"
 RESUMABLE_CHANGES = frozenset({
     "train_steps", "steps_per_loop", "log_every", "sample_every", "checkpoint_every",
     "keep_checkpoints", "strategy", "cpu_replicas", "fresh", "num_samples", "data_cache",
-    "model_dir", "skip_corrupt", "cluster_timeout",
+    "model_dir", "skip_corrupt", "cluster_timeout", "xla",
 })
+
+XLA_SETTINGS = ("auto", "on", "off")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,9 @@ class TrainConfig:
   sample_every: int = 500
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
+  # Speed: XLA-compiled per-replica gradients, and the Keras dtype policy.
+  xla: str = "auto"
+  precision: str = "float32"
   # Algorithm hyperparameters: None takes the algorithm's (paper) default.
   loss: str | None = None
   g_loss: str | None = None
@@ -87,6 +93,11 @@ class TrainConfig:
       value = getattr(self, name)
       if value is not None and value < 1:
         raise ValueError(f"--{name} must be >= 1, got {value}")
+    if self.xla not in XLA_SETTINGS:
+      raise ValueError(f"--xla must be one of {', '.join(XLA_SETTINGS)}, got {self.xla!r}")
+    if self.precision not in PRECISIONS:
+      raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got "
+                       f"{self.precision!r}")
     if self.label_embedding < 0:
       raise ValueError(f"--label_embedding must be >= 0, got {self.label_embedding}")
     if not 0.0 <= self.ema_decay < 1.0:

@@ -369,6 +369,16 @@ def get_strategy(name, cpu_replicas=None, cluster_timeout=None):
     raise _cluster_error(cluster, timeout_s, e) from None
 
 
+def local_devices(strategy):
+  """This worker's replica devices. The default strategy has none of its own
+  (`worker_devices` raises): it runs on TensorFlow's default device, the first
+  GPU or else the CPU."""
+  if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
+    gpus = tf.config.list_logical_devices("GPU")
+    return (gpus[0].name if gpus else "/device:CPU:0",)
+  return tuple(strategy.extended.worker_devices)
+
+
 def worker_info(strategy):
   """(num_workers, worker_index, is_chief) of this process."""
   resolver = getattr(strategy, "cluster_resolver", None)

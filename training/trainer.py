@@ -56,6 +56,7 @@ from input import reader
 from training import algorithms
 from training import config as config_lib
 from training import data as data_lib
+from training import loss_scale
 from training import randomness
 from training import samples as samples_lib
 from training import strategy as strategy_lib
@@ -97,6 +98,7 @@ class TrainResult:
   strategy: tf.distribute.Strategy
   metrics: dict
   checkpoint: str | None
+  xla: bool = False  # Whether the per-replica gradients were XLA-compiled.
 
 
 def _auto_shuffle_buffer(manifest):
@@ -165,7 +167,7 @@ class _Trainer:
                        f"the {replicas} replicas; use a multiple of {replicas}")
     self.global_batch = config.global_batch_size
     self.per_replica = self.global_batch // replicas
-    self.num_local = len(self.strategy.extended.worker_devices)
+    self.num_local = len(strategy_lib.local_devices(self.strategy))
     _prepare_model_dir(config, self.is_chief)
     if self.is_chief:
       manifest_lib.write_json_atomic(os.path.join(config.model_dir, DATA_INFO_NAME),
@@ -182,7 +184,23 @@ class _Trainer:
     with self.strategy.scope():
       keras.utils.set_random_seed(config.seed)  # Same initial weights for any replica count.
       self.algorithm = algo_cls(config, self.data)
-      self.algorithm.build()
+      previous_policy = keras.config.dtype_policy()
+      keras.config.set_dtype_policy(config.precision)  # Layers keep the policy they got.
+      try:
+        self.algorithm.build()
+      finally:
+        keras.config.set_dtype_policy(previous_policy)
+      if config.precision == "mixed_float16":
+        # Built on the built inner optimizers (Adam and RMSprop build once).
+        self.algorithm.optimizers = {
+            name: loss_scale.LossScaleOptimizer(opt, name=f"{name}_loss_scale")
+            for name, opt in self.algorithm.optimizers.items()}
+        for phase in self.algorithm.phases():
+          self.algorithm.optimizers[phase.name].build(self.algorithm.variables(phase))
+    self.xla, xla_reason = use_xla(config, self.strategy, self.algorithm)
+    logging.info("XLA %s (--xla=%s: %s); precision %s", "on" if self.xla else "off",
+                 config.xla, xla_reason, config.precision)
+    with self.strategy.scope():
       # Before any restore: a checkpoint holds the decayed learning rates.
       self.base_lr = {name: float(keras.ops.convert_to_numpy(opt.learning_rate))
                       for name, opt in self.algorithm.optimizers.items()}
@@ -315,30 +333,60 @@ class _Trainer:
     replica_id = tf.distribute.get_replica_context().replica_id_in_sync_group
     seed = randomness.fold(tf.constant([self.config.seed, 0], tf.int64), step, phase_index,
                            repeat)
-    rand = randomness.StepRandomness(seed, self.global_batch,
-                                     replica_id * self.per_replica, self.per_replica)
-    if batch is not None:
-      batch = reader.normalize_batch(batch)  # uint8 -> [-1, 1] on this replica's device.
-    self.algorithm.before_update(phase)
-    variables = self.algorithm.variables(phase)
-    with tf.GradientTape() as tape:
-      per_example, metrics, *state_rows = self.algorithm.loss(phase, batch, rand)
-      # THE reduction: this replica's sum over the global batch size.
-      loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
-    grads = tape.gradient(loss, variables)
-    # Keras 3 sums the gradients over replicas inside apply_gradients.
-    self.algorithm.optimizers[phase.name].apply_gradients(zip(grads, variables))
+    self.algorithm.before_update(phase)  # Assigns (power iterations): not compiled.
+    grads, metrics, state_rows = self._gradient_fns[phase_index](
+        batch, seed, replica_id * self.per_replica)
+    # Keras 3 sums the gradients over replicas inside apply_gradients (and,
+    # under mixed_float16, unscales them and skips the step on every replica
+    # if any replica's are non-finite: training/loss_scale.py).
+    self.algorithm.optimizers[phase.name].apply_gradients(
+        zip(grads, self.algorithm.variables(phase)))
     if state_rows:
       # Per-example state (e.g. CycleGAN's image pools): every replica computed
       # the rows of its own examples; gather them in replica order (the order
       # of the global batch) so that every copy holds the whole state.
       ctx = tf.distribute.get_replica_context()
-      for name, rows in state_rows[0].items():
+      for name, rows in state_rows.items():
         self.algorithm.example_state[name].assign(ctx.all_gather(rows, axis=0))
-    return {k: tf.nn.compute_average_loss(v, global_batch_size=self.global_batch)
-            for k, v in metrics.items()}
+    return metrics
+
+  def _make_gradient_fn(self, phase_index):
+    """The per-replica forward and backward pass of one phase.
+
+    Returns (gradients, reduced metrics, per-example state rows). Under
+    `--xla` this is what XLA compiles: everything but the collectives (the
+    all-reduce inside apply_gradients, the state gather), which XLA cannot
+    compile on CPU and which stay outside on every device (see
+    ../shared/notes/tf-distribute-facts.md; pinned in tests/test_tf_facts.py).
+    """
+    phase = self.phases[phase_index]
+    optimizer = self.algorithm.optimizers[phase.name]
+    scaled = isinstance(optimizer, loss_scale.LossScaleOptimizer)
+
+    def gradients(batch, seed, offset):
+      rand = randomness.StepRandomness(
+          seed, self.global_batch, offset, self.per_replica,
+          loss_scale=tf.convert_to_tensor(optimizer.dynamic_scale) if scaled else None)
+      if batch is not None:
+        batch = reader.normalize_batch(batch)  # uint8 -> [-1, 1] on this replica's device.
+      variables = self.algorithm.variables(phase)
+      with tf.GradientTape() as tape:
+        per_example, metrics, *state_rows = self.algorithm.loss(phase, batch, rand)
+        # THE reduction: this replica's sum over the global batch size.
+        loss = tf.nn.compute_average_loss(tf.cast(per_example, tf.float32),
+                                          global_batch_size=self.global_batch)
+        if scaled:
+          loss = optimizer.scale_loss(loss)
+      grads = tape.gradient(loss, variables)
+      metrics = {k: tf.nn.compute_average_loss(tf.cast(v, tf.float32),
+                                               global_batch_size=self.global_batch)
+                 for k, v in metrics.items()}
+      return grads, metrics, (state_rows[0] if state_rows else {})
+
+    return tf.function(gradients, jit_compile=True) if self.xla else gradients
 
   def _build_loop(self):
+    self._gradient_fns = [self._make_gradient_fn(i) for i in range(len(self.phases))]
     self.metric_sums = {m: tf.Variable(0.0, trainable=False) for p in self.phases
                         for m in p.metrics}
     self.phase_counts = {p.name: tf.Variable(0.0, trainable=False) for p in self.phases}
@@ -386,7 +434,8 @@ class _Trainer:
 
     self.sync_workers = sync_workers
 
-    self.preview_fn = tf.function(self.algorithm.preview)
+    self.preview_fn = tf.function(
+        lambda inputs: tf.cast(self.algorithm.preview(inputs), tf.float32))
     self._preview_inputs = None
 
   def _read_metrics(self):
@@ -442,7 +491,7 @@ class _Trainer:
     if step >= c.train_steps:
       logging.info("Already trained %d of %d steps; nothing to do", step, c.train_steps)
       return TrainResult(c, c.model_dir, step, self.algorithm, self.strategy, {},
-                         tf.train.latest_checkpoint(self.checkpoint_dir))
+                         tf.train.latest_checkpoint(self.checkpoint_dir), self.xla)
     writer = (tf.summary.create_file_writer(os.path.join(c.model_dir, TENSORBOARD_SUBDIR))
               if self.is_chief else tf.summary.create_noop_writer())
     try:
@@ -455,7 +504,8 @@ class _Trainer:
     finally:
       writer.flush()
     return TrainResult(c, c.model_dir, int(self.step.numpy()), self.algorithm, self.strategy,
-                       metrics, os.path.join(self.checkpoint_dir, f"ckpt-{self._saved_step}"))
+                       metrics, os.path.join(self.checkpoint_dir, f"ckpt-{self._saved_step}"),
+                       self.xla)
 
   def _peer_lost_message(self, error):
     resolver = self.strategy.cluster_resolver
@@ -509,6 +559,9 @@ class _Trainer:
         metrics["images_per_sec"] = steps_per_sec * real_per_step
         for name, opt in self.algorithm.optimizers.items():
           metrics[f"lr_{name}"] = float(keras.ops.convert_to_numpy(opt.learning_rate))
+          if isinstance(opt, loss_scale.LossScaleOptimizer):
+            metrics[f"loss_scale_{name}"] = float(opt.dynamic_scale.numpy())
+            metrics[f"skipped_steps_{name}"] = float(opt.skipped_steps.numpy())
         with writer.as_default():
           for k, v in metrics.items():
             tf.summary.scalar(k, v, step=step)
@@ -609,6 +662,56 @@ class _SigtermFlag:
     if self._installed:
       signal.signal(signal.SIGTERM,
                     signal.SIG_DFL if self._previous is None else self._previous)
+
+
+# What `--xla=auto` picks per device type, and where each choice comes from.
+XLA_AUTO = {
+    "CPU": (False, "bench/train_step.py on a 2-core AVX-512 CPU: the plain tf.function step "
+                   "was faster than the XLA one (bench/results/train_step-2026-12-02.md)"),
+    "GPU": (True, "TensorFlow's GPU performance guide (XLA fuses the elementwise work of "
+                  "conv nets); not measured on a GPU here (BUILD.md)"),
+}
+
+
+def use_xla(config, strategy, algorithm):
+  """Whether to XLA-compile the per-replica gradients: (bool, reason).
+
+  Never where the algorithm uses an op XLA cannot compile
+  (`Algorithm.xla_unsupported`), nor with several replicas and batch norm: synchronized batch norm
+  all-reduces inside the forward pass, which XLA cannot compile on CPU and
+  which is not proven on GPUs (../shared/notes/tf-distribute-facts.md); then
+  `--xla=on` is refused and `auto` is off. Otherwise `--xla=auto` takes
+  `XLA_AUTO` for the strategy's device type, except under `--deterministic`
+  (XLA makes no bit-reproducibility promise; Keras turns its own automatic
+  XLA off there too).
+
+  Raises:
+    ValueError: `--xla=on` where it cannot work.
+  """
+  unsupported = algorithm.xla_unsupported()
+  if unsupported:
+    if config.xla == "on":
+      raise ValueError(f"--xla=on cannot work here: {unsupported}")
+    return False, unsupported
+  norms = [layer.path for model in algorithm.checkpoint_items().values()
+           if isinstance(model, keras.Model)
+           for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+           if isinstance(layer, keras.layers.BatchNormalization)]
+  if norms and strategy.num_replicas_in_sync > 1:
+    reason = (f"{strategy.num_replicas_in_sync} replicas and synchronized batch norm "
+              f"({norms[0]}...), whose all-reduce XLA cannot compile")
+    if config.xla == "on":
+      raise ValueError(f"--xla=on cannot work here: {reason}; use --xla=auto or off, or one "
+                       "replica")
+    return False, reason
+  if config.xla != "auto":
+    return config.xla == "on", "set by the flag"
+  if config.deterministic:
+    return False, "auto, off under --deterministic"
+  device = tf.DeviceSpec.from_string(strategy_lib.local_devices(strategy)[0]).device_type
+  device = device or "CPU"
+  on, reason = XLA_AUTO.get(device, (False, f"no measurement for {device} devices"))
+  return on, f"auto on {device}: {reason}"
 
 
 def lr_factor(step, train_steps, decay_start):

@@ -221,6 +221,12 @@ class Pix2Pix(Translation):
     model = self.discriminator if phase.name == "d" else self.generator
     return model.trainable_variables
 
+  def xla_unsupported(self):
+    if self.config.jitter:
+      return ("pix2pix's random jitter uses CropAndResize, which XLA has no kernel for; "
+              "--nojitter makes it compilable")
+    return None
+
   def loss(self, phase, batch, rand):
     x, y = self._domains(batch)
     if self.config.jitter:

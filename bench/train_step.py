@@ -1,0 +1,604 @@
+"""python bench/train_step.py --results_dir=bench/results
+python bench/train_step.py --algos=sngan --datasets=shapes32 --variants=eager,tf_function,trainer
+
+Training-step speed of one GAN written three ways, side by side in one run.
+
+The networks are always the project's `models.dcgan.DCGANGenerator` and
+`DCGANDiscriminator`, built by the algorithm's own `ImageGAN.build` (so with
+its normalization, spectral norm, LeakyReLU slope and base width 64), with the
+algorithm's Adam settings from `training/algorithms.py` SPECS, at the same
+global batch (`--batch_size`, 64). For each dataset of `--datasets`:
+
+- `shapes32`: `builtin:shapes` as the trainer converts it, 32x32x3;
+- `shapes28`: `builtin:shapes` drawn at 28 px and converted to grayscale
+  (`ConvertConfig(image_size=28, channels=1)`, ITU-R 601 luma), 28x28x1,
+  cached beside the trainer's conversions;
+
+and each algorithm of `--algos` (`wgan_gp`, `sngan`, `dcgan`), it times every
+variant of `--variants`, each in its own subprocess (so that the peak RSS,
+`getrusage(RUSAGE_SELF).ru_maxrss`, is that variant's alone):
+
+1. `eager`: the loop of most TF GAN code (keras-io style): an eager
+   GradientTape loop, n_critic in Python, one `optimizer.apply_gradients` per
+   discriminator step and per generator step, the loss from `models/losses.py`,
+   the gradient penalty from `models/penalties.py` (wgan_gp), one
+   `spectral_norm.power_iteration(discriminator)` per discriminator step
+   (sngan). Data: `input.reader.make_dataset(normalize=True)` on the same
+   TFRecords, with the trainer's shuffle buffer.
+2. `tf_function`: the same, with one `@tf.function` per discriminator step and
+   one per generator step, as in the TensorFlow DCGAN tutorial (the n_critic
+   loop and the input iterator stay in Python).
+3. `trainer`: `training.trainer.run` with its defaults (`steps_per_loop=10`,
+   `xla=auto`, float32) on one device (`--trainer_strategy`, `one_device` by
+   default, like the baselines' single device).
+4. trainer variants: `trainer_xla_on`, `trainer_xla_off` (`xla=on|off`),
+   `trainer_bf16`, `trainer_fp16` (`precision=mixed_bfloat16|mixed_float16`),
+   `trainer_spl1`, `trainer_spl50` (`steps_per_loop=1|50`).
+5. `torch`: `bench/torch_train_step.py`, the same architectures and
+   hyperparameters in PyTorch, fed with random tensors of the data's shape
+   (no input pipeline); "torch not installed" where `import torch` fails.
+
+Timing. Variants 1, 2 and torch run `--warmup` untimed generator steps, then
+time `--steps` generator steps (ended by reading a weight, so that queued
+device work is included). The trainer cannot be timed from outside without
+its start-up, tracing and compilation, so it runs `train_steps=2*steps` with
+`log_every=steps` and reports `TrainResult.metrics["steps_per_sec"]`: the
+second log interval alone (the first, which traces and compiles, is the
+warm-up). The trainer resets its interval clock after logging and before
+writing samples and checkpoints, and `sample_every = checkpoint_every =
+train_steps`, so those happen once, at the end, after the timed interval was
+read. Every variant times the same number of generator steps. A trainer call
+never runs past a log boundary, so with `--steps` below 50 `trainer_spl50`
+runs calls of `--steps` (its row says so).
+
+Printed per (dataset, algorithm, variant): real images/s (real images
+consumed per second: n_critic * batch per generator step for wgan_gp, batch
+for the others), generator steps/s, peak RSS (MiB), and the ratio of images/s
+to `eager` and to `tf_function` measured in the same run; one markdown table
+per dataset, then a summary line per algorithm with the targets
+trainer >= 4x eager and trainer >= 1.3x tf_function (PASS/FAIL). A variant that
+fails (e.g. a TrainConfig field that does not exist yet) is a row
+"error: <one line>"; the run goes on.
+
+Every row starts a Python process (TensorFlow's import and the models' build
+are not timed). The full default run, 3 algorithms x 2 datasets x 10 variants,
+takes about an hour on a 2-core CPU (estimated from `--steps=2` runs;
+`trainer_fp16` is the slowest row there: CPUs have no fast float16 kernels).
+
+Absolute numbers depend on the machine and its load: compare the ratios taken
+in the same run. On a GPU machine run the same command; peak RSS is host
+memory only, so the GPU rows also show the device's peak memory.
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import logging  # pylint: disable=wrong-import-position
+import keras  # pylint: disable=wrong-import-position
+import tensorflow as tf  # pylint: disable=wrong-import-position
+
+from input import convert  # pylint: disable=wrong-import-position
+from input import manifest as manifest_lib  # pylint: disable=wrong-import-position
+from input import reader  # pylint: disable=wrong-import-position
+from models import losses  # pylint: disable=wrong-import-position
+from models import penalties  # pylint: disable=wrong-import-position
+from models import spectral_norm  # pylint: disable=wrong-import-position
+from training import algorithms  # pylint: disable=wrong-import-position
+from training import config as config_lib  # pylint: disable=wrong-import-position
+from training import data as data_lib  # pylint: disable=wrong-import-position
+from training import trainer  # pylint: disable=wrong-import-position
+
+ALGOS = ("wgan_gp", "sngan", "dcgan")
+# name -> (source, image_size, channels, description).
+DATASETS = {
+    "shapes32": ("builtin:shapes", None, None, "builtin:shapes, 32x32x3 RGB (the trainer's "
+                                                "own conversion)"),
+    "shapes28": ("builtin:shapes", 28, 1, "builtin:shapes drawn at 28 px, converted to "
+                                          "grayscale: 28x28x1"),
+}
+# Trainer variants: TrainConfig fields on top of the trainer's defaults.
+TRAINER_VARIANTS = {
+    "trainer": {},
+    "trainer_xla_on": {"xla": "on"},
+    "trainer_xla_off": {"xla": "off"},
+    "trainer_bf16": {"precision": "mixed_bfloat16"},
+    "trainer_fp16": {"precision": "mixed_float16"},
+    "trainer_spl1": {"steps_per_loop": 1},
+    "trainer_spl50": {"steps_per_loop": 50},
+}
+VARIANTS = ("eager", "tf_function", *TRAINER_VARIANTS, "torch")
+# (baseline, minimum ratio of `trainer` images/s to the baseline's).
+TARGETS = (("eager", 4.0), ("tf_function", 1.3))
+TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_train_step.py")
+
+
+def _csv(choices, what):
+  """An argparse type: a comma-separated subset of `choices`."""
+
+  def parse(text):
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in choices]
+    if bad or not names:
+      raise argparse.ArgumentTypeError(
+          f"unknown {what} {', '.join(bad) or repr(text)}; valid: {', '.join(choices)}")
+    return names
+
+  return parse
+
+
+def _parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--algos", type=_csv(ALGOS, "algorithm"), default=list(ALGOS))
+  p.add_argument("--datasets", type=_csv(tuple(DATASETS), "dataset"), default=list(DATASETS))
+  p.add_argument("--variants", type=_csv(VARIANTS, "variant"), default=list(VARIANTS))
+  p.add_argument("--steps", type=int, default=50,
+                 help="Timed generator steps, the same for every variant (the trainer's "
+                      "timed log interval; below 50, trainer_spl50 runs calls of --steps).")
+  p.add_argument("--warmup", type=int, default=5,
+                 help="Untimed generator steps before timing (eager, tf_function, torch; the "
+                      "trainer's warm-up is its first log interval of --steps steps).")
+  p.add_argument("--batch_size", type=int, default=64, help="Global batch of every variant.")
+  p.add_argument("--num_examples", type=int, default=None,
+                 help="Convert only this many examples per split (default: all 20,000).")
+  p.add_argument("--data_cache", default=None,
+                 help="Where converted data is cached (default: the trainer's cache).")
+  p.add_argument("--trainer_strategy", choices=("one_device", "default", "mirrored"),
+                 default="one_device",
+                 help="The trainer variants' --strategy. one_device: one device, no "
+                      "distribution; `default` (tf.distribute.get_strategy()) is what "
+                      "was meant, but the trainer cannot run under it yet (it asks the "
+                      "strategy for worker_devices, which the default strategy refuses).")
+  p.add_argument("--child_timeout", type=float, default=1800.0,
+                 help="Seconds after which a variant's subprocess is killed (an error row).")
+  p.add_argument("--results_dir", default=None,
+                 help="If set, also write the report as markdown to "
+                      "RESULTS_DIR/train_step-YYYY-MM-DD.md.")
+  # One variant in this process (what the parent runs in each subprocess).
+  p.add_argument("--variant", choices=VARIANTS, default=None, help=argparse.SUPPRESS)
+  p.add_argument("--algo", choices=ALGOS, default=None, help=argparse.SUPPRESS)
+  p.add_argument("--data", default=None, help=argparse.SUPPRESS)
+  args = p.parse_args(argv)
+  if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
+    p.error("--steps and --batch_size must be >= 1, --warmup >= 0")
+  if args.variant and not (args.algo and args.data):
+    p.error("--variant needs --algo and --data (a converted dataset directory)")
+  return args
+
+
+# ---------------------------------------------------------------------------
+# Data (in the parent, once; cached).
+
+
+def _prepare_data(name, args):
+  """The converted directory of dataset `name`, converting it on first use."""
+  source, image_size, channels, _ = DATASETS[name]
+  if channels is None:
+    return convert.ensure_converted(source, cache_dir=args.data_cache, image_size=image_size,
+                                    max_examples=args.num_examples)
+  # `ensure_converted` has no channels argument: the same caching, by hand.
+  cache = args.data_cache or convert.default_cache_dir()
+  tag = f"shapes-seed0-{image_size}px-{channels}ch"
+  if args.num_examples:
+    tag += f"-n{args.num_examples}"
+  final = os.path.join(cache, "bench", tag)
+  if os.path.isfile(os.path.join(final, manifest_lib.MANIFEST_NAME)):
+    return final
+  os.makedirs(os.path.dirname(final), exist_ok=True)
+  tmp = f"{final}.tmp-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    convert.run(convert.ConvertConfig(source=source, output=tmp, image_size=image_size,
+                                      channels=channels, max_examples=args.num_examples,
+                                      command_line="bench/train_step.py"))
+    os.rename(tmp, final)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return final
+
+
+def _image_shape(data_dir):
+  return tuple(manifest_lib.load(data_dir)["features"]["image"]["shape"])
+
+
+def _resolved_config(algo, data_dir, batch_size):
+  """The algorithm's resolved TrainConfig and DataInfo for this data, as the trainer
+  resolves them (paper defaults: loss, n_critic, learning rates, betas, z_dim)."""
+  manifest = manifest_lib.load(data_dir)
+  info = data_lib.describe(manifest, data_dir, data_dir)
+  config = config_lib.TrainConfig(algo=algo, data=data_dir, global_batch_size=batch_size)
+  return algorithms.get(algo).resolve(config, info), info
+
+
+# ---------------------------------------------------------------------------
+# Variants 1 and 2 (in a child process).
+
+
+class _HandWritten:
+  """The usual TF GAN loop: `eager`, or with `compiled` one tf.function per step.
+
+  The models and optimizers are the algorithm's own (`ImageGAN.build`); the
+  step is written here the way most GAN code writes it.
+  """
+
+  def __init__(self, algo, data_dir, batch_size, compiled):
+    self.config, info = _resolved_config(algo, data_dir, batch_size)
+    self.spec = algorithms.SPECS[algo]
+    self.batch_size = batch_size
+    keras.utils.set_random_seed(self.config.seed)
+    algorithm = algorithms.get(algo)(self.config, info)
+    algorithm.build()
+    self.generator, self.discriminator = algorithm.generator, algorithm.discriminator
+    self.d_optimizer, self.g_optimizer = algorithm.optimizers["d"], algorithm.optimizers["g"]
+    c = self.config
+    self.g_loss_fn, self.d_loss_fn = losses.get(
+        "bce_minimax" if c.g_loss == "minimax" else c.loss)
+    # The trainer's shuffle buffer: the same records held in memory.
+    manifest = manifest_lib.load(data_dir)
+    shuffle = trainer._auto_shuffle_buffer(manifest)  # pylint: disable=protected-access
+    dataset = reader.make_dataset(reader.ReaderConfig(
+        data_dir, shuffle_buffer=shuffle, seed=c.seed, normalize=True), batch_size)
+    self.iterator = iter(dataset)
+    self.d_step = tf.function(self._d_step) if compiled else self._d_step
+    self.g_step = tf.function(self._g_step) if compiled else self._g_step
+
+  def _d_step(self, real):
+    """One discriminator (critic) update on one real batch."""
+    c, g, d = self.config, self.generator, self.discriminator
+    if self.spec.spectral_norm:
+      spectral_norm.power_iteration(d)
+    z = tf.random.normal([self.batch_size, c.z_dim])
+    with tf.GradientTape() as tape:
+      fake = g(z, training=True)
+      loss = tf.reduce_mean(self.d_loss_fn(d(real, training=True), d(fake, training=True)))
+      if c.gp_weight:
+        alpha = tf.random.uniform([self.batch_size])
+        gp, _ = penalties.wasserstein_gradient_penalty(
+            lambda x: d(x, training=True), real, fake, alpha)
+        loss += c.gp_weight * tf.reduce_mean(gp)
+    grads = tape.gradient(loss, d.trainable_variables)
+    self.d_optimizer.apply_gradients(zip(grads, d.trainable_variables))
+    return loss
+
+  def _g_step(self):
+    """One generator update."""
+    c, g, d = self.config, self.generator, self.discriminator
+    z = tf.random.normal([self.batch_size, c.z_dim])
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(self.g_loss_fn(d(g(z, training=True), training=True)))
+    grads = tape.gradient(loss, g.trainable_variables)
+    self.g_optimizer.apply_gradients(zip(grads, g.trainable_variables))
+    return loss
+
+  def generator_step(self):
+    """n_critic discriminator steps, each on a new real batch, then a generator step."""
+    for _ in range(self.config.n_critic):
+      d_loss = self.d_step(next(self.iterator)["image"])
+    return d_loss, self.g_step()
+
+  def sync(self):
+    """Waits for queued device work: reads a weight the last update wrote."""
+    return keras.ops.convert_to_numpy(self.generator.trainable_variables[-1])
+
+
+def _run_hand_written(args, compiled):
+  loop = _HandWritten(args.algo, args.data, args.batch_size, compiled)
+  for _ in range(args.warmup):
+    loop.generator_step()
+  loop.sync()
+  start = time.perf_counter()
+  for _ in range(args.steps):
+    d_loss, g_loss = loop.generator_step()
+  loop.sync()
+  seconds = time.perf_counter() - start
+  losses_now = (float(d_loss), float(g_loss))
+  if not all(math.isfinite(v) for v in losses_now):
+    raise FloatingPointError(f"non-finite losses (d, g) = {losses_now}")
+  return {"steps_per_sec": args.steps / seconds, "seconds": seconds,
+          "real_per_step": loop.config.n_critic * args.batch_size,
+          "warmup_steps": args.warmup,
+          "note": "eager; n_critic loop and input iterator in Python" if not compiled
+                  else "one tf.function per D step and per G step"}
+
+
+# ---------------------------------------------------------------------------
+# The trainer variants (in a child process).
+
+
+def _run_trainer(args):
+  overrides = TRAINER_VARIANTS[args.variant]
+  model_dir = tempfile.mkdtemp(prefix="bench_train_step_")
+  try:
+    config = config_lib.TrainConfig(
+        algo=args.algo, data=args.data, model_dir=model_dir, strategy=args.trainer_strategy,
+        global_batch_size=args.batch_size, train_steps=2 * args.steps,
+        log_every=args.steps, sample_every=2 * args.steps, checkpoint_every=2 * args.steps,
+        **overrides)
+    result = trainer.run(config)
+  finally:
+    shutil.rmtree(model_dir, ignore_errors=True)
+  if result.step != 2 * args.steps or "steps_per_sec" not in result.metrics:
+    raise RuntimeError(f"the trainer stopped at step {result.step} of {2 * args.steps}")
+  c = result.config
+  steps_per_sec = result.metrics["steps_per_sec"]
+  per_call = min(c.steps_per_loop, args.steps)
+  note = [f"strategy {c.strategy}, steps_per_loop {c.steps_per_loop}"
+          + (f" (calls of {per_call}: the log interval)" if per_call < c.steps_per_loop else "")]
+  note.append(_xla_note(result))
+  note.append(getattr(c, "precision", "float32"))
+  return {"steps_per_sec": steps_per_sec, "seconds": args.steps / steps_per_sec,
+          "real_per_step": c.n_critic * args.batch_size,
+          "warmup_steps": args.steps, "note": ", ".join(note)}
+
+
+def _xla_note(result):
+  """What `--xla` resolved to, from `trainer.use_xla` (its signature is still changing)."""
+  setting = getattr(result.config, "xla", "auto")
+  use_xla = getattr(trainer, "use_xla", None)
+  for args in ((result.config, result.strategy, result.algorithm),
+               (result.config, result.strategy)):
+    try:
+      on, _ = use_xla(*args)
+      return f"xla {setting} -> {'on' if on else 'off'}"
+    except Exception:  # pylint: disable=broad-except  (another signature, or none)
+      continue
+  return f"xla {setting}"
+
+
+def _device():
+  gpus = tf.config.list_logical_devices("GPU")
+  return gpus[0].name if gpus else "CPU"
+
+
+def _peak_gpu_mib():
+  if not tf.config.list_logical_devices("GPU"):
+    return None
+  return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+
+
+def _child_main(args):
+  """Runs one variant and prints its result as one JSON line (also on failure)."""
+  logging.set_verbosity(logging.WARNING)
+  out = {"variant": args.variant, "algo": args.algo, "data": args.data,
+         "batch_size": args.batch_size, "timed_steps": args.steps}
+  try:
+    if args.variant in ("eager", "tf_function"):
+      out.update(_run_hand_written(args, compiled=args.variant == "tf_function"))
+    elif args.variant in TRAINER_VARIANTS:
+      out.update(_run_trainer(args))
+    else:
+      raise ValueError(f"variant {args.variant!r} does not run in this script")
+    out["images_per_sec"] = out["steps_per_sec"] * out["real_per_step"]
+    out["device"] = _device()
+    out["peak_gpu_mib"] = _peak_gpu_mib()
+  except Exception as e:  # pylint: disable=broad-except  (reported as the row)
+    out["error"] = _one_line(e)
+  out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  print(json.dumps(out), flush=True)
+  return 1 if "error" in out else 0
+
+
+def _one_line(e):
+  """The line of an exception that says what happened (for a tf.function's error,
+  which opens with "in user code:" and a traceback, the last one)."""
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  line = (lines[-1] if lines[0].startswith("in user code") else lines[0]) if lines else ""
+  return f"{type(e).__name__}: {line}"[:300]
+
+
+# ---------------------------------------------------------------------------
+# The parent: one subprocess per (dataset, algorithm, variant).
+
+
+def _torch_flags(algo, data_dir, batch_size):
+  """bench/torch_train_step.py flags with the hyperparameters the TF variants resolve."""
+  c, info = _resolved_config(algo, data_dir, batch_size)
+  spec = algorithms.SPECS[algo]
+  return [f"--algo={algo}", f"--image_shape={'x'.join(map(str, info.shape))}",
+          f"--loss={c.loss}", f"--g_loss={c.g_loss}", f"--n_critic={c.n_critic}",
+          f"--lr_g={c.lr_g}", f"--lr_d={c.lr_d}", f"--beta1={c.beta1}", f"--beta2={c.beta2}",
+          f"--gp_weight={c.gp_weight}", f"--d_norm={spec.d_norm}",
+          f"--spectral_norm={int(spec.spectral_norm)}",
+          f"--negative_slope={spec.negative_slope}", f"--z_dim={c.z_dim}",
+          f"--base_channels={c.base_channels}", f"--optimizer={spec.optimizer}"]
+
+
+def _run_child(variant, algo, data_dir, args):
+  """Runs one variant in a subprocess; returns its JSON result (with `error` on failure)."""
+  common = [f"--steps={args.steps}", f"--warmup={args.warmup}",
+            f"--batch_size={args.batch_size}"]
+  if variant == "torch":
+    cmd = [sys.executable, TORCH_SCRIPT, *_torch_flags(algo, data_dir, args.batch_size),
+           *common]
+  else:
+    cmd = [sys.executable, os.path.abspath(__file__), f"--variant={variant}", f"--algo={algo}",
+           f"--data={data_dir}", f"--trainer_strategy={args.trainer_strategy}", *common]
+  try:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout,
+                          check=False)
+  except subprocess.TimeoutExpired:
+    return {"error": f"killed after --child_timeout={args.child_timeout:g} s"}
+  for line in reversed(proc.stdout.splitlines()):
+    if line.startswith("{"):
+      try:
+        return json.loads(line)
+      except json.JSONDecodeError:
+        pass
+  tail = [l.strip() for l in proc.stderr.splitlines() if l.strip()]
+  return {"error": f"exit code {proc.returncode}" + (f": {tail[-1][:300]}" if tail else "")}
+
+
+def _cpu_model():
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown CPU"
+
+
+def _machine():
+  try:
+    usable = len(os.sched_getaffinity(0))
+  except AttributeError:
+    usable = os.cpu_count()
+  gpus = tf.config.list_physical_devices("GPU")
+  return (f"nproc {usable} (os.cpu_count {os.cpu_count()}), CPU {_cpu_model()}, "
+          f"{len(gpus)} GPU(s), TensorFlow {tf.__version__}, Keras {keras.__version__}, "
+          f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+
+
+def _table(header, rows):
+  """A markdown table; also readable as plain text."""
+  widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+
+  def line(cells):
+    return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
+  sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+  return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def _ratio(row, base):
+  if "error" in row or "skipped" in row or not base or "images_per_sec" not in base:
+    return ""
+  return f"{row['images_per_sec'] / base['images_per_sec']:.2f}x"
+
+
+def _dataset_section(name, data_dir, args, results):
+  """The markdown section of one dataset: {algo: {variant: result}} -> lines."""
+  with_gpu = any(r.get("peak_gpu_mib") for per_algo in results.values()
+                 for r in per_algo.values())
+  header = ["algo", "variant", "real images/s", "G steps/s", "peak RSS MiB",
+            "vs eager", "vs tf_function"] + (["peak GPU MiB"] if with_gpu else []) + ["notes"]
+  rows, summary = [], []
+  for algo, per_variant in results.items():
+    for variant, r in per_variant.items():
+      if "skipped" in r or "error" in r:
+        text = r.get("skipped") or f"error: {r['error']}"
+        rows.append([algo, variant, text, "", "", "", ""] + [""] * (2 if with_gpu else 1))
+        continue
+      gpu = [f"{r['peak_gpu_mib']:,.0f}" if r.get("peak_gpu_mib") else ""] if with_gpu else []
+      rows.append([algo, variant, f"{r['images_per_sec']:,.1f}", f"{r['steps_per_sec']:.3f}",
+                   f"{r['peak_rss_mib']:,.0f}", _ratio(r, per_variant.get("eager")),
+                   _ratio(r, per_variant.get("tf_function"))] + gpu + [r.get("note", "")])
+    summary.append(_summary_line(name, algo, per_variant))
+  shape = "x".join(map(str, _image_shape(data_dir)))
+  return [
+      f"## {name}: {DATASETS[name][3]}",
+      "",
+      f"Data: `{data_dir}` ({shape}); batch {args.batch_size}; {args.steps} timed generator "
+      f"steps per variant.",
+      "",
+      _table(header, rows),
+      "",
+      *summary,
+      "",
+  ]
+
+
+def _summary_line(name, algo, per_variant):
+  """`[dataset] algo: trainer / eager = Nx, target >= 4x: PASS; ...`."""
+  ours = per_variant.get("trainer")
+  parts = []
+  for base_name, target in TARGETS:
+    base = per_variant.get(base_name)
+    if not ours or not base or "images_per_sec" not in ours or "images_per_sec" not in base:
+      missing = [n for n, r in (("trainer", ours), (base_name, base))
+                 if not r or "images_per_sec" not in r]
+      parts.append(f"trainer / {base_name}: n/a ({', '.join(missing)} not measured), "
+                   f"target >= {target:g}x")
+      continue
+    ratio = ours["images_per_sec"] / base["images_per_sec"]
+    parts.append(f"trainer / {base_name} = {ratio:.2f}x, target >= {target:g}x: "
+                 f"{'PASS' if ratio >= target else 'FAIL'}")
+  return f"- [{name}] {algo}: " + "; ".join(parts)
+
+
+def _report(args, machine, when, sections):
+  lines = [
+      f"# Training-step benchmark, {when:%Y-%m-%d %H:%M:%S}",
+      "",
+      f"Command: `{' '.join(['python bench/train_step.py'] + sys.argv[1:])}`",
+      "",
+      f"Machine: {machine}",
+      "",
+      "Same networks (`models.dcgan`, built by the algorithm's `ImageGAN.build`, base width "
+      f"64), same Adam settings, global batch {args.batch_size}. Variants: `eager` (eager "
+      "GradientTape loop, keras-io style), `tf_function` (one tf.function per D and per G "
+      "step, TF DCGAN tutorial style), `trainer*` (`training.trainer.run` with "
+      f"`strategy={args.trainer_strategy}`: defaults, then one field changed), `torch` "
+      "(bench/torch_train_step.py: the same architectures in PyTorch on random tensors, no "
+      "input pipeline). Each variant runs in its own process. "
+      f"eager, tf_function and torch: {args.warmup} warm-up generator steps, then "
+      f"{args.steps} timed; trainer: `train_steps={2 * args.steps}`, "
+      f"`log_every={args.steps}`, the second log interval's steps/s (the first one traces "
+      "and compiles). Real images/s = real images consumed per second (n_critic x batch "
+      "per generator step for wgan_gp). Peak RSS: `ru_maxrss` of the variant's process.",
+      "",
+  ]
+  for section in sections:
+    lines += section
+  lines.append("Absolute numbers on a shared machine are noise; compare the ratios.")
+  return "\n".join(lines) + "\n"
+
+
+def _progress(name, algo, variant, r, seconds):
+  if "skipped" in r:
+    text = r["skipped"]
+  elif "error" in r:
+    text = f"error: {r['error']}"
+  else:
+    text = (f"{r['images_per_sec']:,.1f} real images/s, {r['steps_per_sec']:.3f} G steps/s, "
+            f"peak RSS {r['peak_rss_mib']:,.0f} MiB")
+  print(f"[{name}] {algo} {variant}: {text} ({seconds:.0f} s)", flush=True)
+
+
+def main(argv):
+  args = _parse_args(argv)
+  if args.variant:
+    return _child_main(args)
+  logging.set_verbosity(logging.WARNING)
+  when = datetime.datetime.now()
+  machine = _machine()
+  print(f"{when:%Y-%m-%d %H:%M:%S}  {machine}", flush=True)
+  sections = []
+  for name in args.datasets:
+    data_dir = _prepare_data(name, args)
+    results = {}
+    for algo in args.algos:
+      results[algo] = {}
+      for variant in args.variants:
+        start = time.perf_counter()
+        r = _run_child(variant, algo, data_dir, args)
+        results[algo][variant] = r
+        _progress(name, algo, variant, r, time.perf_counter() - start)
+    sections.append(_dataset_section(name, data_dir, args, results))
+  report = _report(args, machine, when, sections)
+  print()
+  print(report, end="")
+  if args.results_dir:
+    os.makedirs(args.results_dir, exist_ok=True)
+    path = os.path.join(args.results_dir, f"train_step-{when:%Y-%m-%d}.md")
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(report)
+    print(f"\nwrote {path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
