@@ -197,10 +197,9 @@ class _Trainer:
             for name, opt in self.algorithm.optimizers.items()}
         for phase in self.algorithm.phases():
           self.algorithm.optimizers[phase.name].build(self.algorithm.variables(phase))
-    self.xla, xla_reason = use_xla(config, self.strategy, self.algorithm)
-    logging.info("XLA %s (--xla=%s: %s); precision %s", "on" if self.xla else "off",
-                 config.xla, xla_reason, config.precision)
-    with self.strategy.scope():
+      self.xla, xla_reason = use_xla(config, self.strategy, self.algorithm)
+      logging.info("XLA %s (--xla=%s: %s); precision %s", "on" if self.xla else "off",
+                   config.xla, xla_reason, config.precision)
       # Before any restore: a checkpoint holds the decayed learning rates.
       self.base_lr = {name: float(keras.ops.convert_to_numpy(opt.learning_rate))
                       for name, opt in self.algorithm.optimizers.items()}
