@@ -13,7 +13,17 @@ import keras
 from keras import ops
 import tensorflow as tf
 
-INIT = keras.initializers.RandomNormal(0.0, 0.02)
+def init():
+  """N(0, 0.02) weights (DCGAN, pix2pix, CycleGAN), a new initializer per layer.
+
+  Keras draws an unseeded initializer's seed from Python's `random` when the
+  initializer is *created*. One module-level object would take its seed at
+  import, before `--seed` is applied (so every process started from other
+  weights), and give every layer of one shape the same initial weights.
+  Created per layer, inside the trainer's `keras.utils.set_random_seed`, each
+  layer gets its own seed, the same in every process.
+  """
+  return keras.initializers.RandomNormal(0.0, 0.02)
 NORMS = ("batch", "instance", "none")
 
 
@@ -77,7 +87,7 @@ def zero_pad(x, p):
 def conv(channels, kernel, strides=1, use_bias=True, name=None):
   """A `valid` Conv2D with the N(0, 0.02) initializer; callers pad explicitly."""
   return keras.layers.Conv2D(channels, kernel, strides=strides, padding="valid",
-                             use_bias=use_bias, kernel_initializer=INIT, name=name)
+                             use_bias=use_bias, kernel_initializer=init(), name=name)
 
 
 class ResidualBlock(keras.layers.Layer):

@@ -63,7 +63,7 @@ class ResnetGenerator(keras.Model):
     self.down_norms = [blocks.normalization(norm, f"down_{i}_norm") for i in range(2)]
     self.res = blocks.ResidualStack(4 * k, num_blocks, norm, name="res")
     self.ups = [keras.layers.Conv2DTranspose(k * 2 ** (1 - i), 3, strides=2, padding="same",
-                                             use_bias=use_bias, kernel_initializer=blocks.INIT,
+                                             use_bias=use_bias, kernel_initializer=blocks.init(),
                                              name=f"up_{i}") for i in range(2)]
     self.up_norms = [blocks.normalization(norm, f"up_{i}_norm") for i in range(2)]
     self.to_image = blocks.conv(out_channels, 7, name="to_image")

@@ -25,8 +25,6 @@ from models import blocks
 from models import conditioning
 from models import spectral_norm
 
-_INIT = keras.initializers.RandomNormal(0.0, 0.02)
-
 
 def upsampling_plan(height, width):
   """(k, start_h, start_w) for a conv net of this output size.
@@ -77,17 +75,17 @@ class DCGANGenerator(keras.Model):
     ch = base_channels * 2 ** (k - 1)
     self.start = (sh, sw, ch)
     self.project = keras.layers.Dense(sh * sw * ch, use_bias=norm != "batch",
-                                      kernel_initializer=_INIT, name="project")
+                                      kernel_initializer=blocks.init(), name="project")
     self.project_norm = _norm(norm, "project_norm")
     self.ups, self.norms = [], []
     for i in range(k - 1):
       ch //= 2
       self.ups.append(keras.layers.Conv2DTranspose(
           ch, 4, strides=2, padding="same", use_bias=norm != "batch",
-          kernel_initializer=_INIT, name=f"up_{i}"))
+          kernel_initializer=blocks.init(), name=f"up_{i}"))
       self.norms.append(_norm(norm, f"up_{i}_norm"))
     self.to_image = keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same",
-                                                 kernel_initializer=_INIT, name="to_image")
+                                                 kernel_initializer=blocks.init(), name="to_image")
 
   def call(self, z, labels=None, training=False):
     x = z
@@ -156,17 +154,17 @@ class DCGANDiscriminator(keras.Model):
 
 def _conv(ch, use_bias, name):
   return keras.layers.Conv2D(ch, 4, strides=2, padding="same", use_bias=use_bias,
-                             kernel_initializer=_INIT, name=name)
+                             kernel_initializer=blocks.init(), name=name)
 
 
 def spectral_norm_conv(ch, use_bias, name):
   return spectral_norm.SNConv2D(ch, 4, strides=2, padding="same", use_bias=use_bias,
-                                kernel_initializer=_INIT, name=name)
+                                kernel_initializer=blocks.init(), name=name)
 
 
 def _dense(units, name):
-  return keras.layers.Dense(units, kernel_initializer=_INIT, name=name)
+  return keras.layers.Dense(units, kernel_initializer=blocks.init(), name=name)
 
 
 def spectral_norm_dense(units, name):
-  return spectral_norm.SNDense(units, kernel_initializer=_INIT, name=name)
+  return spectral_norm.SNDense(units, kernel_initializer=blocks.init(), name=name)

@@ -103,18 +103,18 @@ class UNetGenerator(keras.Model):
       has_norm = 0 < i < levels - 1
       self.downs.append(keras.layers.Conv2D(
           ch, 4, strides=2, padding="same", use_bias=not has_norm or norm == "none",
-          kernel_initializer=blocks.INIT, name=f"down_{i}"))
+          kernel_initializer=blocks.init(), name=f"down_{i}"))
       self.down_norms.append(blocks.normalization(norm, f"down_{i}_norm") if has_norm else None)
     self.ups, self.up_norms, self.up_dropouts = [], [], []
     for j in range(levels - 1):
       self.ups.append(keras.layers.Conv2DTranspose(
           channels[levels - 2 - j], 4, strides=2, padding="same", use_bias=norm == "none",
-          kernel_initializer=blocks.INIT, name=f"up_{j}"))
+          kernel_initializer=blocks.init(), name=f"up_{j}"))
       self.up_norms.append(blocks.normalization(norm, f"up_{j}_norm"))
       self.up_dropouts.append(keras.layers.Dropout(dropout, name=f"up_{j}_dropout")
                               if j < 3 and dropout > 0 else None)
     self.to_image = keras.layers.Conv2DTranspose(
-        out_channels, 4, strides=2, padding="same", kernel_initializer=blocks.INIT,
+        out_channels, 4, strides=2, padding="same", kernel_initializer=blocks.init(),
         name="to_image")
 
   def call(self, x, training=False, dropout_rng=None):

@@ -66,7 +66,7 @@ class _Back(keras.layers.Layer):
     self.res = blocks.ResidualStack(4 * k, num_blocks, norm, name="res")
     self.ups = [keras.layers.Conv2DTranspose(k * 2 ** (1 - i), 3, strides=2, padding="same",
                                              use_bias=norm == "none",
-                                             kernel_initializer=blocks.INIT, name=f"up_{i}")
+                                             kernel_initializer=blocks.init(), name=f"up_{i}")
                 for i in range(2)]
     self.up_norms = [blocks.normalization(norm, f"up_{i}_norm") for i in range(2)]
     self.to_image = blocks.conv(out_channels, 7, name="to_image")

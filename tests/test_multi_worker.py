@@ -11,12 +11,11 @@
 - 2 workers with per-worker batch B equal 1 process with batch 2B, and they
   leave one clean run directory.
 
-Runs that are compared start from one checkpoint, not from scratch: the DCGAN
-networks take their initializer seed from module-level
-`keras.initializers.RandomNormal` objects (models/blocks.py, models/dcgan.py),
-which draw it from Python's `random` when models/ is imported, before
-`keras.utils.set_random_seed` runs. So two processes start from different
-weights whatever --seed says (within one process every run starts the same).
+Runs that are compared start from one checkpoint, not from scratch. That was
+needed while the conv nets' initializers were module-level objects seeded at
+import (other weights in every process); since `models.blocks.init()` they
+are seeded by --seed (tests/test_models.py), and starting from one checkpoint
+stays as the stricter setup.
 """
 
 import json
