@@ -75,6 +75,11 @@ def define_train_flags():
   flags.DEFINE_float("cluster_timeout", None,
                      "multi_worker: seconds every task waits at start-up for the others "
                      "before failing with the names of the missing ones (default 600).")
+  flags.DEFINE_list("cluster_workers", [],
+                    "multi_worker without TF_CONFIG or Slurm: every worker's host:port, "
+                    "the same list on every worker (worker 0 is the chief).")
+  flags.DEFINE_integer("task_index", None, "multi_worker with --cluster_workers: this "
+                       "worker's index in that list.")
   flags.DEFINE_integer("global_batch_size", None,
                        "Examples per step over all replicas. Default: 64 (256 for 2-D data).")
   flags.DEFINE_integer("train_steps", 2000, "Generator steps to train for.")

@@ -42,6 +42,8 @@ def config_from_flags():
     value = FLAGS[field.name].value
     if field.name == "mlp_hidden":
       value = tuple(int(v) for v in value)
+    elif field.name == "cluster_workers":
+      value = tuple(value)
     values[field.name] = value
   return config_lib.TrainConfig(**values)
 

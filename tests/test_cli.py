@@ -74,6 +74,12 @@ class TrainAndSampleTest(tf.test.TestCase):
 class MultiWorkerTest(tf.test.TestCase):
 
   def test_two_workers_from_tf_config(self):
+    self._two_workers(from_flags=False)
+
+  def test_two_workers_from_flags(self):
+    self._two_workers(from_flags=True)
+
+  def _two_workers(self, from_flags):
     tmp = self.create_tempdir().full_path
     run_dir = os.path.join(tmp, "run")
     ports = [_free_port(), _free_port()]
@@ -81,16 +87,23 @@ class MultiWorkerTest(tf.test.TestCase):
     procs = []
     for index in range(2):
       env = helpers.subprocess_env()
-      env["TF_CONFIG"] = json.dumps({"cluster": cluster,
-                                     "task": {"type": "worker", "index": index}})
+      env.pop("TF_CONFIG", None)
+      cluster_flags = []
+      if from_flags:
+        cluster_flags = [f"--cluster_workers={','.join(cluster['worker'])}",
+                         f"--task_index={index}"]
+      else:
+        env["TF_CONFIG"] = json.dumps({"cluster": cluster,
+                                       "task": {"type": "worker", "index": index}})
       procs.append(_train(["--algo=wgan_gp", "--strategy=multi_worker",
                            f"--data={test_train.small_data('shapes')}",
                            f"--model_dir={run_dir}", "--train_steps=2",
-                           "--checkpoint_every=2", *TINY], env=env))
+                           "--checkpoint_every=2", *cluster_flags, *TINY], env=env))
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs):
       self.assertEqual(p.returncode, 0, out[-3000:])
-    self.assertIn("2 replica(s) on 2 worker(s), global batch 8, per-replica batch 4", outs[0])
+    self.assertIn("2 replica(s) on 2 worker(s), global batch 8, per-replica batch 4, "
+                  "per-worker batch 4", outs[0])
     # One clean run directory: only the chief's checkpoints, samples and config.
     self.assertEqual(sorted(os.listdir(run_dir)),
                      ["checkpoints", "config.json", "data_info.json", "samples", "tensorboard"])

@@ -13,8 +13,8 @@ import signal
 import subprocess
 import sys
 
-from absl.testing import parameterized
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests import helpers
@@ -56,7 +56,7 @@ print("DONE", run.train().step, flush=True)
 '''
 
 
-class CrashDuringSaveTest(tf.test.TestCase, parameterized.TestCase):
+class CrashDuringSaveTest(tf.test.TestCase):
 
   def _child(self, mode, model_dir):
     return subprocess.run(
@@ -64,9 +64,14 @@ class CrashDuringSaveTest(tf.test.TestCase, parameterized.TestCase):
         env=helpers.subprocess_env(), cwd=helpers.REPO_ROOT, capture_output=True, text=True,
         timeout=600)
 
-  @parameterized.named_parameters(("torn_data_file", "torn"),
-                                  ("state_file_not_updated", "unlisted"))
-  def test_previous_checkpoint_survives_and_the_rerun_resumes_from_it(self, mode):
+  def test_torn_data_file(self):
+    self._check("torn")
+
+  @pytest.mark.slow
+  def test_state_file_not_updated(self):
+    self._check("unlisted")
+
+  def _check(self, mode):
     model_dir = os.path.join(self.create_tempdir().full_path, "run")
     killed = self._child(mode, model_dir)
     self.assertEqual(killed.returncode, -signal.SIGKILL, killed.stdout + killed.stderr[-3000:])

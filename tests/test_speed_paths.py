@@ -12,9 +12,9 @@ in the checkpoint) equals an uninterrupted one.
 import glob
 import os
 
-from absl.testing import parameterized
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from models import penalties
@@ -34,11 +34,20 @@ def _max_diff(a, b):
   return max(float(np.max(np.abs(a[n] - b[n]))) for n in a)
 
 
-class XlaTest(tf.test.TestCase, parameterized.TestCase):
+class XlaTest(tf.test.TestCase):
 
-  @parameterized.named_parameters(("wgan_gp", "wgan_gp"), ("sngan", "sngan"),
-                                  ("pix2pix", "pix2pix"))
-  def test_compiled_equals_plain(self, algo):
+  def test_compiled_equals_plain_wgan_gp(self):
+    self._compiled_equals_plain("wgan_gp")
+
+  @pytest.mark.slow
+  def test_compiled_equals_plain_sngan(self):
+    self._compiled_equals_plain("sngan")
+
+  @pytest.mark.slow
+  def test_compiled_equals_plain_pix2pix(self):
+    self._compiled_equals_plain("pix2pix")
+
+  def _compiled_equals_plain(self, algo):
     tmp = self.create_tempdir().full_path
     config = translation_config if algo == "pix2pix" else tiny_config
     extra = dict(jitter=False) if algo == "pix2pix" else {}  # CropAndResize: no XLA kernel.
@@ -82,12 +91,20 @@ class XlaTest(tf.test.TestCase, parameterized.TestCase):
       trainer.run(tiny_config("gan", tmp, precision="float16"))
 
 
-class MixedPrecisionTest(tf.test.TestCase, parameterized.TestCase):
+class MixedPrecisionTest(tf.test.TestCase):
 
-  @parameterized.named_parameters(
-      ("wgan_gp_fp16", "wgan_gp", "mixed_float16"), ("sngan_fp16", "sngan", "mixed_float16"),
-      ("wgan_gp_bf16", "wgan_gp", "mixed_bfloat16"))
-  def test_close_to_float32_on_one_and_two_replicas(self, algo, precision):
+  def test_close_to_float32_on_one_and_two_replicas_wgan_gp_fp16(self):
+    self._close_to_float32("wgan_gp", "mixed_float16")
+
+  @pytest.mark.slow
+  def test_close_to_float32_on_one_and_two_replicas_sngan_fp16(self):
+    self._close_to_float32("sngan", "mixed_float16")
+
+  @pytest.mark.slow
+  def test_close_to_float32_on_one_and_two_replicas_wgan_gp_bf16(self):
+    self._close_to_float32("wgan_gp", "mixed_bfloat16")
+
+  def _close_to_float32(self, algo, precision):
     tmp = self.create_tempdir().full_path
     init = trainer._Trainer(tiny_config(algo, os.path.join(tmp, "init"), cpu_replicas=1))  # pylint: disable=protected-access
     w0 = weights(init)
@@ -125,6 +142,7 @@ class MixedPrecisionTest(tf.test.TestCase, parameterized.TestCase):
           tags.update(v.tag for v in e.summary.value)
       self.assertContainsSubset({"loss_scale_d", "skipped_steps_d"}, tags)
 
+  @pytest.mark.slow
   def test_float16_resume_equals_uninterrupted(self):
     tmp = self.create_tempdir().full_path
     flags = dict(cpu_replicas=2, checkpoint_every=2, precision="mixed_float16")

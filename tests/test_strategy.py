@@ -47,5 +47,34 @@ class StrategyFactoryTest(tf.test.TestCase):
         strategy_lib.get_strategy("multi_worker")
 
 
+class ClusterFromFlagsTest(tf.test.TestCase):
+  """--cluster_workers and --task_index: the cluster without TF_CONFIG or Slurm."""
+
+  def test_flags_win_over_the_environment(self):
+    workers = ("10.0.0.1:2222", "10.0.0.2:2222")
+    env = {"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"index": 0}}',
+           "SLURM_PROCID": "0"}
+    cluster = strategy_lib.resolve_cluster(env, workers, 1)
+    self.assertEqual((cluster.source, cluster.task_type, cluster.task_index),
+                     ("flags", "worker", 1))
+    self.assertEqual(cluster.spec, {"worker": list(workers)})
+    self.assertEqual(cluster.peers(), [("worker", 0, "10.0.0.1:2222")])
+
+  def test_pinned_errors(self):
+    cases = [
+        ((("h:1", "h:2"), 2), "--task_index must be in 0..1 for the 2 --cluster_workers, got 2"),
+        ((("h:1", "h:2"), None), "--task_index must be in 0..1 for the 2 --cluster_workers, "
+                                 "got None"),
+        (((), 0), "--task_index needs --cluster_workers"),
+        ((("h:1", "h2"), 0), "--cluster_workers entries must be host:port, got 'h2'"),
+    ]
+    for (workers, index), message in cases:
+      with self.assertRaisesRegex(ValueError, re.escape(message)):
+        strategy_lib.resolve_cluster({}, workers, index)
+    with self.assertRaisesRegex(ValueError, re.escape(
+        "--cluster_workers and --task_index need --strategy=multi_worker, not mirrored")):
+      strategy_lib.get_strategy("mirrored", cluster_workers=("h:1",), task_index=0)
+
+
 if __name__ == "__main__":
   tf.test.main()

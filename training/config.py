@@ -15,7 +15,7 @@ CONFIG_NAME = "config.json"
 RESUMABLE_CHANGES = frozenset({
     "train_steps", "steps_per_loop", "log_every", "sample_every", "checkpoint_every",
     "keep_checkpoints", "strategy", "cpu_replicas", "fresh", "num_samples", "data_cache",
-    "model_dir", "skip_corrupt", "cluster_timeout", "xla",
+    "model_dir", "skip_corrupt", "cluster_timeout", "xla", "cluster_workers", "task_index",
 })
 
 XLA_SETTINGS = ("auto", "on", "off")
@@ -32,6 +32,8 @@ class TrainConfig:
   strategy: str = "mirrored"
   cpu_replicas: int | None = None
   cluster_timeout: float | None = None
+  cluster_workers: tuple = ()
+  task_index: int | None = None
   global_batch_size: int | None = None
   train_steps: int = 2000
   steps_per_loop: int = 10

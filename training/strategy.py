@@ -12,7 +12,8 @@ runs N replicas on a machine without GPUs (tests, trying a config). It must
 take effect before TensorFlow initializes its devices, so binaries call
 `get_strategy` before anything else touches TensorFlow.
 
-`multi_worker` finds its cluster in TF_CONFIG when that is set (launch.local,
+`multi_worker` finds its cluster in `--cluster_workers` and `--task_index`
+when given, else in TF_CONFIG when that is set (launch.local,
 Kubeflow's TFJob, launch.k8s_tf_config), else in the environment of a Slurm
 step (`srun`, see launch/slurm/train.sbatch): `slurm_cluster_spec`.
 
@@ -72,7 +73,7 @@ class Cluster:
   """The multi-worker cluster this process belongs to.
 
   Attributes:
-    source: where it came from: "TF_CONFIG" or "slurm".
+    source: where it came from: "flags", "TF_CONFIG" or "slurm".
     spec: {task type: ["host:port", ...]}, TF_CONFIG's "cluster".
     task_type: this process's task type ("worker", or "chief" in TF_CONFIG).
     task_index: this process's index within `task_type`.
@@ -173,19 +174,37 @@ def slurm_cluster_spec(env):
   return Cluster(source="slurm", spec={"worker": workers}, task_type="worker", task_index=rank)
 
 
-def resolve_cluster(env):
-  """The multi-worker cluster of this process: TF_CONFIG, else Slurm.
+def resolve_cluster(env, workers=(), task_index=None):
+  """The multi-worker cluster of this process: the flags, else TF_CONFIG, else Slurm.
 
   Args:
     env: a mapping like `os.environ`.
+    workers: `--cluster_workers`: every worker's "host:port", worker 0 the
+      chief; empty to look in the environment.
+    task_index: `--task_index`: this process's index in `workers`.
 
   Returns:
     A `Cluster`.
 
   Raises:
-    ValueError: neither TF_CONFIG nor SLURM_PROCID is set, TF_CONFIG is not
-      JSON with a "cluster" and a "task", or the Slurm environment is bad.
+    ValueError: bad flags (a task index out of range or missing, an address
+      without a port), neither flags nor TF_CONFIG nor SLURM_PROCID, TF_CONFIG
+      not JSON with a "cluster" and a "task", or a bad Slurm environment.
   """
+  if workers or task_index is not None:
+    workers = list(workers)
+    if not workers:
+      raise ValueError("--task_index needs --cluster_workers (every worker's host:port)")
+    if task_index is None or not 0 <= task_index < len(workers):
+      raise ValueError(f"--task_index must be in 0..{len(workers) - 1} for the "
+                       f"{len(workers)} --cluster_workers, got {task_index}")
+    bad = [w for w in workers if not re.fullmatch(r"\S+:\d+", w)]
+    if bad:
+      raise ValueError(f"--cluster_workers entries must be host:port, got {bad[0]!r}")
+    if env.get("TF_CONFIG"):
+      logging.warning("--cluster_workers given: ignoring TF_CONFIG")
+    return Cluster(source="flags", spec={"worker": workers}, task_type="worker",
+                   task_index=task_index)
   tf_config = env.get("TF_CONFIG")
   if tf_config:
     try:
@@ -303,7 +322,8 @@ def configure_cpu_replicas(n):
           "the strategy must be built before anything else uses TensorFlow") from None
 
 
-def get_strategy(name, cpu_replicas=None, cluster_timeout=None):
+def get_strategy(name, cpu_replicas=None, cluster_timeout=None, cluster_workers=(),
+                 task_index=None):
   """Builds the strategy `name`.
 
   Args:
@@ -312,6 +332,9 @@ def get_strategy(name, cpu_replicas=None, cluster_timeout=None):
       over (`mirrored`); None means one. Ignored where GPUs exist.
     cluster_timeout: `multi_worker`: seconds to wait at start-up for every
       task of the cluster; None means DEFAULT_CLUSTER_TIMEOUT_S.
+    cluster_workers: `multi_worker`: every worker's "host:port" (instead of
+      TF_CONFIG or Slurm), with `task_index` this process's index.
+    task_index: see `cluster_workers`.
 
   Returns:
     A `tf.distribute.Strategy`.
@@ -324,6 +347,9 @@ def get_strategy(name, cpu_replicas=None, cluster_timeout=None):
   """
   if name not in STRATEGIES:
     raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
+  if name != "multi_worker" and (cluster_workers or task_index is not None):
+    raise ValueError(f"--cluster_workers and --task_index need --strategy=multi_worker, not "
+                     f"{name}")
   if cluster_timeout is not None and not cluster_timeout > 0:
     raise ValueError(f"--cluster_timeout must be > 0 seconds, got {cluster_timeout}")
   if cpu_replicas is not None:
@@ -347,12 +373,12 @@ def get_strategy(name, cpu_replicas=None, cluster_timeout=None):
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)],
                                           cross_device_ops=tf.distribute.ReductionToOneDevice())
   # multi_worker
-  cluster = resolve_cluster(os.environ)
+  cluster = resolve_cluster(os.environ, cluster_workers, task_index)
   logging.info("multi_worker: cluster of %d task(s) from %s; this is %s %d: %s",
                cluster.num_tasks, cluster.source, cluster.task_type, cluster.task_index,
                cluster.spec)
   resolver = None  # TF_CONFIG: MultiWorkerMirroredStrategy reads it itself.
-  if cluster.source == "slurm":
+  if cluster.source in ("slurm", "flags"):
     resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
         tf.train.ClusterSpec(cluster.spec), task_type=cluster.task_type,
         task_id=cluster.task_index, num_accelerators={"GPU": len(gpus)} if gpus else None,

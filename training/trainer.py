@@ -145,7 +145,8 @@ class _Trainer:
     config.validate()
     try:
       self.strategy = strategy_lib.get_strategy(config.strategy, config.cpu_replicas,
-                                                config.cluster_timeout)
+                                                config.cluster_timeout, config.cluster_workers,
+                                                config.task_index)
     except strategy_lib.ClusterError as e:
       raise TrainingError(str(e)) from None
     self.num_workers, self.worker_index, self.is_chief = strategy_lib.worker_info(
@@ -174,10 +175,11 @@ class _Trainer:
                                      dataclasses.asdict(self.data))
     logging.info(
         "Training %s on %s (%s, %s%s): %d replica(s) on %d worker(s), global batch %d, "
-        "per-replica batch %d; model_dir %s", config.algo, spec, self.data.kind,
-        "x".join(map(str, self.data.shape)),
+        "per-replica batch %d, per-worker batch %d; model_dir %s", config.algo, spec,
+        self.data.kind, "x".join(map(str, self.data.shape)),
         f", {self.data.num_classes} classes" if self.data.num_classes else "", replicas,
-        self.num_workers, self.global_batch, self.per_replica, config.model_dir)
+        self.num_workers, self.global_batch, self.per_replica,
+        self.per_replica * self.num_local, config.model_dir)
     if config.deterministic:
       tf.config.experimental.enable_op_determinism()
 
