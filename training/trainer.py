@@ -667,8 +667,9 @@ class _SigtermFlag:
 
 # What `--xla=auto` picks per device type, and where each choice comes from.
 XLA_AUTO = {
-    "CPU": (False, "bench/train_step.py on a 2-core AVX-512 CPU: the plain tf.function step "
-                   "was faster than the XLA one (bench/results/train_step-2026-12-02.md)"),
+    "CPU": (False, "bench/train_step.py on a 2-core AVX-512 CPU, 2026-12-02: the compiled "
+                   "step ran at 0.70-0.96x of the plain one (wgan_gp, sngan, dcgan at 28 and "
+                   "32 px; bench/results/train_step-2026-12-02.md)"),
     "GPU": (True, "TensorFlow's GPU performance guide (XLA fuses the elementwise work of "
                   "conv nets); not measured on a GPU here (BUILD.md)"),
 }
