@@ -45,7 +45,6 @@ CPU either way, so compare the ratios, not the absolute numbers.
 import argparse
 import datetime
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -63,6 +62,7 @@ from input import builtin  # pylint: disable=wrong-import-position
 from input import convert  # pylint: disable=wrong-import-position
 from input import manifest as manifest_lib  # pylint: disable=wrong-import-position
 from input import reader  # pylint: disable=wrong-import-position
+import report  # pylint: disable=wrong-import-position  (bench/report.py)
 
 IMAGE_SIZE = 64
 TARGET_RATIO = 5.0
@@ -259,39 +259,6 @@ def _loaders(args, folder, raw_dir, png_dir):
 # Reporting.
 
 
-def _cpu_model():
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
-
-
-def _machine():
-  try:
-    usable = len(os.sched_getaffinity(0))
-  except AttributeError:
-    usable = os.cpu_count()
-  gpus = tf.config.list_physical_devices("GPU")
-  return (f"nproc {usable} (os.cpu_count {os.cpu_count()}), CPU {_cpu_model()}, "
-          f"{len(gpus)} GPU(s), TensorFlow {tf.__version__}, Python {platform.python_version()}, "
-          f"{platform.system()} {platform.release()}")
-
-
-def _table(header, rows):
-  """A markdown table; also readable as plain text."""
-  widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-
-  def line(cells):
-    return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
-
-  sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-  return "\n".join([line(header), sep] + [line(r) for r in rows])
-
-
 _CONTENT_TEXT = {
     "shapes": "built-in `shapes` images: one flat-coloured shape on black, the per-file "
               "loader's best case (a flat PNG decodes almost for free)",
@@ -321,7 +288,8 @@ def _content_section(args, content, result):
       "",
       f"### Reading, {content} (images/s)",
       "",
-      _table(["method", "images/s (median)", "min - max", f"ratio to {BASELINE}"], read_rows),
+      report.table(["method", "images/s (median)", "min - max", f"ratio to {BASELINE}"],
+                   read_rows),
       "",
   ]
   for row, label in TARGET_ROWS:
@@ -333,7 +301,7 @@ def _content_section(args, content, result):
       "",
       f"### Conversion, {content} (examples/s)",
       "",
-      _table(["method", "examples", "seconds", "examples/s"], conv_rows),
+      report.table(["method", "examples", "seconds", "examples/s"], conv_rows),
       "",
   ]
   return lines
@@ -431,20 +399,20 @@ def main(argv):
   args = _parse_args(argv)
   logging.set_verbosity(logging.WARNING)
   when = datetime.datetime.now()
-  machine = _machine()
+  machine = report.machine()
   print(f"{when:%Y-%m-%d %H:%M:%S}  {machine}", flush=True)
   work = args.work_dir or tempfile.mkdtemp(prefix="bench_input_pipeline_")
   contents = CONTENTS if args.content == "both" else (args.content,)
   try:
     results = {content: _run_content(args, work, content) for content in contents}
-    report = _report(args, machine, when, results)
+    text = _report(args, machine, when, results)
     print()
-    print(report, end="")
+    print(text, end="")
     if args.results_dir:
       os.makedirs(args.results_dir, exist_ok=True)
       path = os.path.join(args.results_dir, f"input_pipeline-{when:%Y-%m-%d}.md")
       with open(path, "w", encoding="utf-8") as f:
-        f.write(report)
+        f.write(text)
       print(f"\nwrote {path}")
   finally:
     if not args.work_dir:

@@ -75,7 +75,6 @@ import datetime
 import json
 import math
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -99,6 +98,7 @@ from training import algorithms  # pylint: disable=wrong-import-position
 from training import config as config_lib  # pylint: disable=wrong-import-position
 from training import data as data_lib  # pylint: disable=wrong-import-position
 from training import trainer  # pylint: disable=wrong-import-position
+import report  # pylint: disable=wrong-import-position  (bench/report.py)
 
 ALGOS = ("wgan_gp", "sngan", "dcgan")
 # name -> (source, image_size, channels, description).
@@ -440,39 +440,6 @@ def _run_child(variant, algo, data_dir, args):
   return {"error": f"exit code {proc.returncode}" + (f": {tail[-1][:300]}" if tail else "")}
 
 
-def _cpu_model():
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown CPU"
-
-
-def _machine():
-  try:
-    usable = len(os.sched_getaffinity(0))
-  except AttributeError:
-    usable = os.cpu_count()
-  gpus = tf.config.list_physical_devices("GPU")
-  return (f"nproc {usable} (os.cpu_count {os.cpu_count()}), CPU {_cpu_model()}, "
-          f"{len(gpus)} GPU(s), TensorFlow {tf.__version__}, Keras {keras.__version__}, "
-          f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
-
-
-def _table(header, rows):
-  """A markdown table; also readable as plain text."""
-  widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-
-  def line(cells):
-    return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
-
-  sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-  return "\n".join([line(header), sep] + [line(r) for r in rows])
-
-
 def _ratio(row, base):
   if "error" in row or "skipped" in row or not base or "images_per_sec" not in base:
     return ""
@@ -504,7 +471,7 @@ def _dataset_section(name, data_dir, args, results):
       f"Data: `{data_dir}` ({shape}); batch {args.batch_size}; {args.steps} timed generator "
       f"steps per variant.",
       "",
-      _table(header, rows),
+      report.table(header, rows),
       "",
       *summary,
       "",
@@ -574,7 +541,7 @@ def main(argv):
     return _child_main(args)
   logging.set_verbosity(logging.WARNING)
   when = datetime.datetime.now()
-  machine = _machine()
+  machine = report.machine()
   print(f"{when:%Y-%m-%d %H:%M:%S}  {machine}", flush=True)
   sections = []
   for name in args.datasets:
@@ -588,14 +555,14 @@ def main(argv):
         results[algo][variant] = r
         _progress(name, algo, variant, r, time.perf_counter() - start)
     sections.append(_dataset_section(name, data_dir, args, results))
-  report = _report(args, machine, when, sections)
+  text = _report(args, machine, when, sections)
   print()
-  print(report, end="")
+  print(text, end="")
   if args.results_dir:
     os.makedirs(args.results_dir, exist_ok=True)
     path = os.path.join(args.results_dir, f"train_step-{when:%Y-%m-%d}.md")
     with open(path, "w", encoding="utf-8") as f:
-      f.write(report)
+      f.write(text)
     print(f"\nwrote {path}")
   return 0
 
