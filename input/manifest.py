@@ -49,15 +49,19 @@ def is_shard_name(name):
   return _SHARD_RE.match(name) is not None
 
 
-def write_json_atomic(path, obj):
-  """Writes JSON to a temporary name, fsyncs, then renames over `path`."""
+def write_text_atomic(path, text):
+  """Writes `text` to a temporary name, fsyncs, then renames over `path`."""
   tmp = f"{path}.tmp-{os.getpid()}"
   with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
-    f.write("\n")
+    f.write(text)
     f.flush()
     os.fsync(f.fileno())
   os.replace(tmp, path)
+
+
+def write_json_atomic(path, obj):
+  """Writes JSON to a temporary name, fsyncs, then renames over `path`."""
+  write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def load(data_dir):

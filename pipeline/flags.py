@@ -97,6 +97,25 @@ def define_train_flags():
   flags.DEFINE_integer("sample_every", 500, "Sample grid PNG every N steps.")
   flags.DEFINE_integer("checkpoint_every", 500, "Checkpoint every N steps (and at the end).")
   flags.DEFINE_integer("keep_checkpoints", 3, "Checkpoints to keep.")
+  flags.DEFINE_integer(
+      "eval_every", 0, "Every N steps (and at the end), the chief computes FID, KID, "
+      "precision/recall (IS with a classifier head; modes and high-quality share on 2-D data) "
+      "and writes them to TensorBoard (eval/*) and MODEL_DIR/eval.jsonl. 0: off.")
+  flags.DEFINE_string("eval_features", "inception",
+                      "--eval_every feature network: inception (InceptionV3 pool3, ImageNet "
+                      "weights: --inception_weights or Keras's download), or the path of a "
+                      "Keras model file or SavedModel (as pipeline.evaluate --features).")
+  flags.DEFINE_string("inception_weights", None,
+                      "Local InceptionV3 weights file for --eval_features=inception.")
+  flags.DEFINE_string("eval_feature_layer", None,
+                      "--eval_features=PATH: the layer or output to use (default: the "
+                      "penultimate layer, or the only output).")
+  flags.DEFINE_integer("eval_num_samples", 5000,
+                       "--eval_every: generated samples, and real examples, per evaluation.")
+  flags.DEFINE_enum("keep_best", None, ["fid", "kid", "precision", "recall", "inception_score",
+                                        "modes", "high_quality"],
+                    "Keep the best checkpoint by this --eval_every metric in "
+                    "MODEL_DIR/checkpoints/best/ (read it with --checkpoint=best).")
   flags.DEFINE_string("loss", None, "Override the algorithm's loss: bce, wasserstein, hinge, "
                       "least_squares.")
   flags.DEFINE_enum("g_loss", None, ["ns", "minimax"],
@@ -180,13 +199,15 @@ def define_translate_flags():
   flags.DEFINE_enum("direction", None, ["AtoB", "BtoA"],
                     "Default: the direction the model was trained in. cyclegan and unit "
                     "translate both ways; pix2pix only the trained way.")
-  flags.DEFINE_string("checkpoint", None, "Checkpoint path or step (default: the latest).")
+  flags.DEFINE_string("checkpoint", None, "Checkpoint path, step, or best "
+                      "(--keep_best's; default: the latest).")
 
 
 def define_sample_flags():
   """Flags of `pipeline.sample`."""
   flags.DEFINE_string("model_dir", None, "Run directory of pipeline.train.")
-  flags.DEFINE_string("checkpoint", None, "Checkpoint path or step (default: the latest).")
+  flags.DEFINE_string("checkpoint", None, "Checkpoint path, step, or best "
+                      "(--keep_best's; default: the latest).")
   flags.DEFINE_integer("num", 64, "Number of samples (without --interpolate).")
   flags.DEFINE_list("labels", None, "Conditional algorithms: class indices to cycle over "
                     "(default: all classes; with --interpolate, one class per row).")
@@ -205,8 +226,8 @@ def define_evaluate_flags():
   flags.DEFINE_string("model_dir", None,
                       "Generated samples from this run directory of pipeline.train (a "
                       "sampling algorithm). Give --model_dir or --samples.")
-  flags.DEFINE_string("checkpoint", None, "With --model_dir: checkpoint path or step "
-                      "(default: the latest).")
+  flags.DEFINE_string("checkpoint", None, "With --model_dir: checkpoint path, step, or "
+                      "best (--keep_best's; default: the latest).")
   flags.DEFINE_string("samples", None,
                       "Generated samples from a .npz (array x in [-1, 1], as written by "
                       "pipeline.sample) or a folder of images (searched recursively; e.g. the "
@@ -250,7 +271,8 @@ def define_export_flags():
   """Flags of `pipeline.export` (fields of `training.export.ExportConfig`)."""
   flags.DEFINE_string("model_dir", None, "Run directory of pipeline.train.")
   flags.DEFINE_string("output", None, "Directory to write the SavedModel to.")
-  flags.DEFINE_string("checkpoint", None, "Checkpoint path or step (default: the latest).")
+  flags.DEFINE_string("checkpoint", None, "Checkpoint path, step, or best "
+                      "(--keep_best's; default: the latest).")
   flags.DEFINE_enum("direction", None, ["AtoB", "BtoA"],
                     "Translation models: the direction to export (default: the trained one; "
                     "cyclegan and unit can export either).")

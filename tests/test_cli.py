@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import keras
 import numpy as np
 from PIL import Image
 import tensorflow as tf
@@ -63,6 +64,28 @@ class TrainAndSampleTest(tf.test.TestCase):
     bad = sample("--labels=5", f"--output={npz}")
     self.assertEqual(bad.returncode, 2)
     self.assertIn("outside 0..2", bad.stderr)
+    bad = sample("--checkpoint=best", f"--output={npz}")
+    self.assertEqual(bad.returncode, 2)
+    self.assertIn("no best checkpoint", bad.stderr)
+
+  def test_train_with_eval_then_sample_the_best(self):
+    tmp = self.create_tempdir().full_path
+    run_dir = os.path.join(tmp, "run")
+    proc = _train(["--algo=gan", f"--data={test_train.small_data('ring2d')}",
+                   f"--model_dir={run_dir}", "--train_steps=4", "--eval_every=2",
+                   "--keep_best=high_quality", "--eval_num_samples=100", *TINY])
+    out, _ = proc.communicate(timeout=600)
+    self.assertEqual(proc.returncode, 0, out[-3000:])
+    self.assertRegex(out, r"eval step 4 \| fid [0-9.e+-]+ kid .* modes \d+ .*high_quality")
+    self.assertRegex(out, r"Best high_quality so far \([0-9.e+-]+ at step 2\)")
+    npz = os.path.join(tmp, "best.npz")
+    proc = subprocess.run([sys.executable, "-m", "pipeline.sample", f"--model_dir={run_dir}",
+                           "--checkpoint=best", "--num=5", f"--output={npz}"],
+                          env=helpers.subprocess_env(), cwd=helpers.REPO_ROOT,
+                          capture_output=True, text=True, check=False, timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with np.load(npz) as data:
+      self.assertEqual(data["x"].shape, (5, 2))
 
   def test_bad_flags_exit_2_with_one_line(self):
     proc = _train(["--algo=nope", f"--model_dir={self.create_tempdir().full_path}"])
@@ -84,6 +107,15 @@ class MultiWorkerTest(tf.test.TestCase):
     run_dir = os.path.join(tmp, "run")
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    eval_flags = []
+    if from_flags:  # Also: evaluation on the chief, the best checkpoint saved by all.
+      features = os.path.join(tmp, "features.keras")
+      keras.utils.set_random_seed(0)
+      keras.Sequential([keras.layers.Input((16, 16, 3)), keras.layers.Conv2D(4, 3),
+                        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)]
+                       ).save(features)
+      eval_flags = ["--eval_every=1", "--keep_best=fid", f"--eval_features={features}",
+                    "--eval_num_samples=16"]
     procs = []
     for index in range(2):
       env = helpers.subprocess_env()
@@ -98,17 +130,27 @@ class MultiWorkerTest(tf.test.TestCase):
       procs.append(_train(["--algo=wgan_gp", "--strategy=multi_worker",
                            f"--data={test_train.small_data('shapes')}",
                            f"--model_dir={run_dir}", "--train_steps=2",
-                           "--checkpoint_every=2", *cluster_flags, *TINY], env=env))
+                           "--checkpoint_every=2", *cluster_flags, *eval_flags, *TINY],
+                          env=env))
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs):
       self.assertEqual(p.returncode, 0, out[-3000:])
     self.assertIn("2 replica(s) on 2 worker(s), global batch 8, per-replica batch 4, "
                   "per-worker batch 4", outs[0])
     # One clean run directory: only the chief's checkpoints, samples and config.
+    evaluated = ["eval.jsonl", "eval_protocol.json"] if from_flags else []
     self.assertEqual(sorted(os.listdir(run_dir)),
-                     ["checkpoints", "config.json", "data_info.json", "samples", "tensorboard"])
+                     ["checkpoints", "config.json", "data_info.json", *evaluated, "samples",
+                      "tensorboard"])
     state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))
     self.assertEqual(os.path.basename(state.model_checkpoint_path), "ckpt-2")
+    if from_flags:
+      with open(os.path.join(run_dir, "eval.jsonl"), encoding="utf-8") as f:
+        self.assertEqual([json.loads(line)["step"] for line in f], [1, 2])
+      self.assertRegex(outs[0], r"eval step 2 \| fid ")
+      self.assertNotIn("eval step", outs[1])
+      best = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints", "best"))
+      self.assertRegex(os.path.basename(best.model_checkpoint_path), r"ckpt-[12]$")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,14 @@ RESUMABLE_CHANGES = frozenset({
     "train_steps", "steps_per_loop", "log_every", "sample_every", "checkpoint_every",
     "keep_checkpoints", "strategy", "cpu_replicas", "fresh", "num_samples", "data_cache",
     "model_dir", "skip_corrupt", "cluster_timeout", "xla", "cluster_workers", "task_index",
+    "eval_every", "eval_features", "inception_weights", "eval_feature_layer",
+    "eval_num_samples", "keep_best",
 })
+
+# --keep_best: lower is better for the distances, higher for the rest
+# (training.evaluate computes them).
+BEST_METRICS = {"fid": "min", "kid": "min", "precision": "max", "recall": "max",
+                "inception_score": "max", "modes": "max", "high_quality": "max"}
 
 XLA_SETTINGS = ("auto", "on", "off")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -41,6 +48,13 @@ class TrainConfig:
   sample_every: int = 500
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
+  # Evaluation during training, on the chief (training.evaluate.DuringTraining).
+  eval_every: int = 0  # 0: off.
+  eval_features: str = "inception"
+  inception_weights: str | None = None
+  eval_feature_layer: str | None = None
+  eval_num_samples: int = 5000
+  keep_best: str | None = None
   # Speed: XLA-compiled per-replica gradients, and the Keras dtype policy.
   xla: str = "auto"
   precision: str = "float32"
@@ -95,6 +109,17 @@ class TrainConfig:
       value = getattr(self, name)
       if value is not None and value < 1:
         raise ValueError(f"--{name} must be >= 1, got {value}")
+    if self.eval_every < 0:
+      raise ValueError(f"--eval_every must be >= 0 (0: no evaluation), got {self.eval_every}")
+    if self.eval_num_samples < 10:
+      raise ValueError(f"--eval_num_samples must be >= 10, got {self.eval_num_samples}")
+    if self.keep_best:
+      if self.keep_best not in BEST_METRICS:
+        raise ValueError(f"--keep_best must be one of {', '.join(BEST_METRICS)}, got "
+                         f"{self.keep_best!r}")
+      if not self.eval_every:
+        raise ValueError(f"--keep_best={self.keep_best} needs --eval_every=N: the metric is "
+                         "computed every N steps")
     if self.xla not in XLA_SETTINGS:
       raise ValueError(f"--xla must be one of {', '.join(XLA_SETTINGS)}, got {self.xla!r}")
     if self.precision not in PRECISIONS:

@@ -253,17 +253,23 @@ def _fake_source(config, real):
 # --- Features and statistics ------------------------------------------------------
 
 
-def _accumulate(net, batches, max_kept, want_logits, quantize=None):
+def _accumulate(net, batches, max_kept, want_logits, quantize=None, keep_first=0):
+  """Features of every batch: (FeatureStats, logits or None, the first
+  `keep_first` inputs as given, for mode coverage)."""
   stats = metrics.FeatureStats(max_kept=max_kept)
-  logits = []
+  logits, first, kept = [], [], 0
   for x in batches:
     if quantize is not None:
       x = _quantize(x, quantize)
+    if kept < keep_first:
+      first.append(np.asarray(x[:keep_first - kept], np.float32))
+      kept += len(first[-1])
     feats, lg = net(x)
     stats.update(feats)
     if want_logits and lg is not None:
       logits.append(lg)
-  return stats, (np.concatenate(logits) if logits else None)
+  return (stats, (np.concatenate(logits) if logits else None),
+          (np.concatenate(first) if first else None))
 
 
 def _cache_dir(config):
@@ -294,7 +300,8 @@ def real_statistics(config, real, net):
       return stats, {"path": path, "hit": True}
   logging.info("Computing features of %d real examples of %s (%s)", real.count, real.data_dir,
                real.split)
-  stats, _ = _accumulate(net, _real_batches(real, config.batch_size), config.max_features, False)
+  stats, _, _ = _accumulate(net, _real_batches(real, config.batch_size), config.max_features,
+                            False)
   if path:
     os.makedirs(cache_dir, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}.npz"
@@ -303,28 +310,58 @@ def real_statistics(config, real, net):
   return stats, {"path": path, "hit": False}
 
 
-def run(config):
-  """Evaluates generated samples against real data.
+@dataclasses.dataclass
+class Reference:
+  """The real side of a comparison, computed once (`prepare`): the data, the
+  feature network and the real statistics."""
+  config: EvaluateConfig
+  real: _Real
+  net: features_lib.FeatureNetwork
+  stats: metrics.FeatureStats
+  cache: dict
 
-  Returns:
-    {"metrics": {...}, "protocol": {...}, "cache": {...}, "seconds": float};
-    also written to `config.output` when set.
+  def available_metrics(self):
+    """The metric names `compare` reports against this reference."""
+    names = ["fid", "kid", "precision", "recall"]
+    if self.net.has_logits:
+      names.append("inception_score")
+    if self.real.is_vector and "centers" in self.real.manifest.get("builtin", {}):
+      names += ["modes", "high_quality"]
+    return names
+
+
+def _feature_network(config, real):
+  if real.is_vector:
+    return features_lib.identity()
+  return features_lib.get(config.features, config.inception_weights, config.feature_layer)
+
+
+def prepare(config, real=None, net=None):
+  """The feature network and the real statistics for `config` (`real` and
+  `net` default to `resolve_real(config)` and the network config names).
 
   Raises:
-    ValueError: bad config, data, samples or model directory.
-    features.FeatureNetworkError: a feature network that cannot be built
-      (e.g. no InceptionV3 weights offline; the message says how to get them).
+    ValueError: bad data; features.FeatureNetworkError: a feature network
+      that cannot be built.
   """
-  config.validate()
-  start = time.time()
-  real = resolve_real(config)
-  net = (features_lib.identity() if real.is_vector
-         else features_lib.get(config.features, config.inception_weights, config.feature_layer))
-  fake_info, fake_batches, _ = _fake_source(config, real)
-  real_stats, cache = real_statistics(config, real, net)
+  real = real or resolve_real(config)
+  net = net or _feature_network(config, real)
+  stats, cache = real_statistics(config, real, net)
+  return Reference(config, real, net, stats, cache)
+
+
+def compare(reference, fake_info, fake_batches):
+  """Generated batches (in [-1, 1]) against `reference`.
+
+  Returns:
+    {"metrics": {...}, "protocol": {...}, "cache": {...}}.
+  """
+  config, real, net, real_stats = (reference.config, reference.real, reference.net,
+                                   reference.stats)
   logging.info("Computing features of the generated samples")
-  fake_stats, logits = _accumulate(net, fake_batches, config.max_features, True,
-                                   quantize=real.max_value)
+  fake_stats, logits, points = _accumulate(
+      net, fake_batches, config.max_features, True, quantize=real.max_value,
+      keep_first=MODE_COVERAGE_SAMPLES if real.is_vector else 0)
   if fake_stats.count < 2 or real_stats.count < 2:
     raise ValueError(f"need at least 2 samples per side, got {fake_stats.count} generated and "
                      f"{real_stats.count} real")
@@ -361,22 +398,124 @@ def run(config):
   if real.is_vector and "builtin" in real.manifest:
     info = real.manifest["builtin"]
     if "centers" in info:
-      points = _first_points(config, real, MODE_COVERAGE_SAMPLES)
       stats = mode_coverage.mode_stats(points, info["centers"], info["std"])
       results.update(modes=stats["modes"], num_modes=len(info["centers"]),
                      high_quality=stats["high_quality"])
       protocol["mode_coverage"] = {
           "samples": len(points), "high_quality": "within 3 std of the nearest mode",
           "covered": "a mode with >= 20 high-quality samples", "per_mode": stats["per_mode"]}
-  out = {"metrics": results, "protocol": protocol, "cache": cache,
-         "seconds": round(time.time() - start, 1)}
+  return {"metrics": results, "protocol": protocol, "cache": reference.cache}
+
+
+def run(config):
+  """Evaluates generated samples against real data.
+
+  Returns:
+    {"metrics": {...}, "protocol": {...}, "cache": {...}, "seconds": float};
+    also written to `config.output` when set.
+
+  Raises:
+    ValueError: bad config, data, samples or model directory.
+    features.FeatureNetworkError: a feature network that cannot be built
+      (e.g. no InceptionV3 weights offline; the message says how to get them).
+  """
+  config.validate()
+  start = time.time()
+  real = resolve_real(config)
+  net = _feature_network(config, real)  # A bad network fails before a model is loaded.
+  fake_info, fake_batches, _ = _fake_source(config, real)
+  out = compare(prepare(config, real, net), fake_info, fake_batches)
+  out["seconds"] = round(time.time() - start, 1)
   if config.output:
     os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)
     manifest_lib.write_json_atomic(config.output, out)
   return out
 
 
-def _first_points(config, real, n):
-  """The first n generated 2-D points (the same draws as the features)."""
-  _, batches, _ = _fake_source(dataclasses.replace(config, num_samples=n), real)
-  return np.concatenate(list(batches))[:n]
+# --- During training (--eval_every) ------------------------------------------------
+
+def _translation_real(data_dir, manifest, direction, num):
+  """(target _Real, source split, source feature) of a translation run: the
+  held-out split where the data has one (else train), translated in the
+  trained direction."""
+  forward = direction == "AtoB"
+  splits = manifest["splits"]
+  if manifest["kind"] == "paired":
+    split = "test" if "test" in splits else "train"
+    target, source = ("image_b", "image_a") if forward else ("image_a", "image_b")
+    available = splits[split]["num_examples"]
+    return _Real(data_dir, manifest, split, target, min(num, available)), split, source
+  stem = "test" if "testA" in splits and "testB" in splits else "train"
+  target_split, source_split = (stem + "B", stem + "A") if forward else (stem + "A", stem + "B")
+  available = splits[target_split]["num_examples"]
+  return _Real(data_dir, manifest, target_split, "image", min(num, available)), source_split, \
+      "image"
+
+
+class DuringTraining:
+  """The evaluation `--eval_every` runs on the chief: the real statistics and
+  the feature network are computed once, at start; `evaluate(algorithm, step)`
+  then compares the current generator with them.
+
+  Sampling algorithms: `num` samples (the EMA generator where there is one)
+  from the latents `pipeline.sample --seed=SEED` draws, against the first
+  `num` training examples: the figures `pipeline.evaluate --model_dir=RUN
+  --checkpoint=STEP` reports with the same settings. Translation algorithms:
+  the held-out source images (split test, else train) translated in the
+  trained direction, against the same split's target images.
+  """
+
+  def __init__(self, config, data_dir, manifest, is_translation):
+    self.config = config
+    self.is_translation = is_translation
+    num = config.eval_num_samples
+    self.eval_config = EvaluateConfig(
+        real=data_dir, model_dir="(training)", features=config.eval_features,
+        inception_weights=config.inception_weights, feature_layer=config.eval_feature_layer,
+        num_samples=num, num_real=num, seed=config.seed, data_cache=config.data_cache,
+        kid_subset_size=min(1000, num))
+    if is_translation:
+      real, self._source_split, self._source_feature = _translation_real(
+          data_dir, manifest, config.direction, num)
+    else:
+      real = resolve_real(self.eval_config)
+    logging.info("Evaluation every %d steps: %d samples against %d real examples of %s (%s)",
+                 config.eval_every, num, real.count, real.split, real.feature)
+    self.reference = prepare(self.eval_config, real)
+    if config.keep_best and config.keep_best not in self.reference.available_metrics():
+      raise ValueError(f"--keep_best={config.keep_best} is not computed here: the metrics "
+                       f"of this data and feature network are "
+                       f"{', '.join(self.reference.available_metrics())}")
+
+  @property
+  def key(self):
+    """What must match for two evaluations' figures to be comparable."""
+    real = self.reference.real
+    return {"features": {k: v for k, v in self.reference.net.protocol.to_dict().items()
+                         if k != "weights"},
+            "num": self.eval_config.num_samples, "seed": self.eval_config.seed,
+            "real": {"manifest_sha256": real.manifest_sha256, "split": real.split,
+                     "feature": real.feature, "count": real.count}}
+
+  def _fake_batches(self, algorithm):
+    num, batch_size = self.eval_config.num_samples, self.eval_config.batch_size
+    if not self.is_translation:
+      from training import sampling  # pylint: disable=import-outside-toplevel
+      return (x for x, _ in sampling.iter_samples(algorithm, num, seed=self.eval_config.seed,
+                                                  batch_size=batch_size))
+    source = dataclasses.replace(self.reference.real, split=self._source_split,
+                                 feature=self._source_feature)
+    source = dataclasses.replace(source, count=min(
+        num, source.manifest["splits"][self._source_split]["num_examples"]))
+    return (algorithm.translate(x).numpy() for x in _real_batches(source, batch_size))
+
+  def evaluate(self, algorithm, step):
+    """The metrics of `algorithm` now: {"metrics", "protocol", "cache"}."""
+    fake_info = {"training_step": step, "algo": self.config.algo}
+    if self.is_translation:
+      fake_info["translated"] = f"{self._source_split} ({self._source_feature}), " \
+                                f"{self.config.direction}"
+    else:
+      fake_info["latents"] = (f"stateless normal, seed [{self.eval_config.seed}, 777] (as "
+                              "pipeline.sample)")
+    return compare(self.reference, fake_info, self._fake_batches(algorithm))

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import algorithms
+from training import best as best_lib
 from training import config as config_lib
 from training import trainer
 
@@ -17,7 +18,8 @@ def load_algorithm(model_dir, checkpoint=None):
 
   Args:
     model_dir: a run directory written by `pipeline.train`.
-    checkpoint: a checkpoint path, or a step number; None: the latest.
+    checkpoint: a checkpoint path, a step number, or "best" (the best
+      checkpoint kept by --keep_best); None: the latest.
 
   Returns:
     (algorithm, step).
@@ -37,6 +39,11 @@ def load_algorithm(model_dir, checkpoint=None):
   ckpt_dir = os.path.join(model_dir, trainer.CHECKPOINT_SUBDIR)
   if checkpoint is None:
     path = tf.train.latest_checkpoint(ckpt_dir)
+  elif checkpoint == "best":
+    path = best_lib.best_checkpoint(ckpt_dir)
+    if path is None:
+      raise ValueError(f"no best checkpoint in {ckpt_dir!r}: it is kept by runs trained with "
+                       "--keep_best=METRIC --eval_every=N")
   elif str(checkpoint).isdigit():
     path = os.path.join(ckpt_dir, f"ckpt-{int(checkpoint)}")
   else:

@@ -60,12 +60,14 @@ from training import loss_scale
 from training import randomness
 from training import samples as samples_lib
 from training import strategy as strategy_lib
-from training import translation  # pylint: disable=unused-import  (registers its algorithms)
+from training import translation  # Also registers the translation algorithms.
 
 CHECKPOINT_SUBDIR = "checkpoints"
 SAMPLES_SUBDIR = "samples"
 TENSORBOARD_SUBDIR = "tensorboard"
 DATA_INFO_NAME = "data_info.json"  # What sampling needs to rebuild the models.
+EVAL_LOG_NAME = "eval.jsonl"  # --eval_every: one line {"step", "metrics", "seconds"} each.
+EVAL_PROTOCOL_NAME = "eval_protocol.json"  # The protocol of the latest evaluation.
 
 
 class TrainingError(RuntimeError):
@@ -99,6 +101,7 @@ class TrainResult:
   metrics: dict
   checkpoint: str | None
   xla: bool = False  # Whether the per-replica gradients were XLA-compiled.
+  evaluation: dict | None = None  # The last --eval_every metrics of this call, if any.
 
 
 def _auto_shuffle_buffer(manifest):
@@ -120,7 +123,7 @@ def _prepare_model_dir(config, is_chief):
       logging.warning("--fresh: removing the previous run in %s", model_dir)
       for name in (CHECKPOINT_SUBDIR, SAMPLES_SUBDIR, TENSORBOARD_SUBDIR):
         shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
-      for name in (config_lib.CONFIG_NAME,):
+      for name in (config_lib.CONFIG_NAME, EVAL_LOG_NAME, EVAL_PROTOCOL_NAME):
         if os.path.exists(os.path.join(model_dir, name)):
           os.remove(os.path.join(model_dir, name))
     stored = None
@@ -216,6 +219,7 @@ class _Trainer:
     self._build_input()
     self._build_checkpoint()
     self._build_loop()
+    self._build_evaluation()
 
   # -- input -----------------------------------------------------------------
 
@@ -325,6 +329,64 @@ class _Trainer:
         shutil.rmtree(self.manager.directory, ignore_errors=True)
       self._saved_step = step
     return os.path.join(self.checkpoint_dir, f"ckpt-{step}")
+
+  # -- evaluation (--eval_every, --keep_best) --------------------------------
+
+  def _build_evaluation(self):
+    """On the chief: the evaluator (real statistics first, so that a missing
+    feature network fails now, not after hours) and the best-checkpoint keeper."""
+    c = self.config
+    self.evaluator = self.best = None
+    self.last_evaluation = None
+    if not c.eval_every or not self.is_chief:
+      return
+    from training import best as best_lib  # pylint: disable=import-outside-toplevel
+    from training import evaluate  # pylint: disable=import-outside-toplevel
+    self.evaluator = evaluate.DuringTraining(
+        c, self.data_dir, self.manifest, isinstance(self.algorithm, translation.Translation))
+    if c.keep_best:
+      self.best = best_lib.BestKeeper(self.checkpoint_dir, c.keep_best, self.evaluator.key)
+    # Lines past the checkpoint resumed from were evaluated by a run that
+    # crashed before saving again; they are evaluated again below.
+    path = os.path.join(c.model_dir, EVAL_LOG_NAME)
+    if os.path.isfile(path):
+      step = int(self.step.numpy())
+      with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if line.strip()]
+      kept = []
+      for line in lines:
+        try:
+          if json.loads(line)["step"] <= step:
+            kept.append(line)
+        except (ValueError, KeyError):  # A line torn by a crash.
+          pass
+      if len(kept) != len(lines):
+        manifest_lib.write_text_atomic(path, "".join(kept))
+
+  def _evaluate(self, writer, checkpoint):
+    """The chief's evaluation at this step: TensorBoard `eval/*`, a line of
+    eval.jsonl, the console, and the best checkpoint."""
+    c = self.config
+    step = int(self.step.numpy())
+    start = time.time()
+    out = self.evaluator.evaluate(self.algorithm, step)
+    seconds = time.time() - start
+    values = {k: float(v) for k, v in out["metrics"].items()}
+    with writer.as_default():
+      for k, v in values.items():
+        tf.summary.scalar(f"eval/{k}", v, step=step)
+    writer.flush()
+    with open(os.path.join(c.model_dir, EVAL_LOG_NAME), "a", encoding="utf-8") as f:
+      f.write(json.dumps({"step": step, "metrics": values, "seconds": round(seconds, 1)}) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+    manifest_lib.write_json_atomic(os.path.join(c.model_dir, EVAL_PROTOCOL_NAME),
+                                   out["protocol"])
+    logging.info("eval step %d | %s | %.1f s", step,
+                 " ".join(f"{k} {v:.4g}" for k, v in values.items()), seconds)
+    if self.best is not None:
+      self.best.consider(step, values, checkpoint)
+    self.last_evaluation = values
 
   # -- the compiled loop -----------------------------------------------------
 
@@ -506,7 +568,7 @@ class _Trainer:
       writer.flush()
     return TrainResult(c, c.model_dir, int(self.step.numpy()), self.algorithm, self.strategy,
                        metrics, os.path.join(self.checkpoint_dir, f"ckpt-{self._saved_step}"),
-                       self.xla)
+                       self.xla, self.last_evaluation)
 
   def _peer_lost_message(self, error):
     resolver = self.strategy.cluster_resolver
@@ -538,6 +600,8 @@ class _Trainer:
       boundaries = [c.train_steps, (step // c.log_every + 1) * c.log_every,
                     (step // c.sample_every + 1) * c.sample_every,
                     (step // c.checkpoint_every + 1) * c.checkpoint_every]
+      if c.eval_every:
+        boundaries.append((step // c.eval_every + 1) * c.eval_every)
       n = min(c.steps_per_loop, min(boundaries) - step)
       self.train_loop(tf.constant(n, tf.int64))
       step = int(self.step.numpy())
@@ -578,6 +642,11 @@ class _Trainer:
         logging.info("Wrote samples %s", path)
       if step % c.checkpoint_every == 0 or done:
         logging.info("Saved checkpoint %s", self._save())
+      if c.eval_every and (step % c.eval_every == 0 or done):
+        # --keep_best copies the checkpoint of this step: every worker saves it.
+        checkpoint = self._save() if c.keep_best else None
+        if self.evaluator is not None:
+          self._evaluate(writer, checkpoint)
       if not done:  # A SIGTERM during the last call: the run is complete anyway.
         self._maybe_preempt(sigterm, preemption)
     return metrics
