@@ -10,6 +10,7 @@ import sys
 import keras
 import numpy as np
 from PIL import Image
+import pytest
 import tensorflow as tf
 
 from tests import helpers
@@ -68,6 +69,7 @@ class TrainAndSampleTest(tf.test.TestCase):
     self.assertEqual(bad.returncode, 2)
     self.assertIn("no best checkpoint", bad.stderr)
 
+  @pytest.mark.slow
   def test_train_with_eval_then_sample_the_best(self):
     tmp = self.create_tempdir().full_path
     run_dir = os.path.join(tmp, "run")

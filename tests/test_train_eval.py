@@ -12,6 +12,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests import test_evaluate
@@ -124,6 +125,7 @@ class EvalDuringTrainingTest(tf.test.TestCase):
     first_best = max(sorted(shares), key=lambda s: (shares[s], -s))  # Ties keep the earlier.
     self.assertEqual(records[0]["step"], first_best)
 
+  @pytest.mark.slow
   def test_another_protocol_replaces_the_record(self):
     run_dir = self.create_tempdir().full_path
     trainer.run(vector_config(run_dir, train_steps=2))
@@ -138,6 +140,7 @@ class EvalDuringTrainingTest(tf.test.TestCase):
     record = best_lib.load_record(ckpt_dir)
     self.assertEqual((record["step"], record["key"]["num"]), (4, 100))
 
+  @pytest.mark.slow
   def test_images_with_a_feature_network(self):
     tmp = self.create_tempdir().full_path
     data = test_train.small_data("shapes")
@@ -162,6 +165,7 @@ class EvalDuringTrainingTest(tf.test.TestCase):
       self.assertAllClose(offline[name], log[1]["metrics"][name], rtol=1e-4, atol=1e-6,
                           msg=name)
 
+  @pytest.mark.slow
   def test_translation_compares_translated_test_images(self):
     tmp = self.create_tempdir().full_path
     data = test_translation.small_data("shapes_paired")  # 32 test pairs, 32 px.
