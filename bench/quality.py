@@ -166,32 +166,54 @@ def run_pix2pix(work_dir, steps):
         "identity]", flush=True)
 
 
-def run_unpaired(work_dir, algo, steps):
+def run_unpaired(work_dir, algo, steps, every=None):
+  """Trains `algo` on shapes_unpaired for `steps`; prints the figures of the
+  final generators, and with `every` also of the checkpoints every `every`
+  steps (one run, so the learning-rate schedule is the final run's)."""
   data = _data("shapes_unpaired")
-  result = trainer.run(config_lib.TrainConfig(
-      algo=algo, data=data, model_dir=os.path.join(work_dir, algo), train_steps=steps,
-      log_every=250, sample_every=500, checkpoint_every=100000, base_channels=32,
-      global_batch_size=4, fresh=True))
-  train, test = _split_arrays(data, "train"), _split_arrays(data, "test")
-  domains = train_classifier(np.concatenate([train["image_a"], train["image_b"]]),
-                             np.repeat([0, 1], [len(train["image_a"]), len(train["image_b"])]),
-                             2)
-  shapes = train_classifier(np.concatenate([train["image_a"], train["image_b"]]),
-                            np.concatenate([train["label_a"], train["label_b"]]), 3)
-  alg = result.algorithm
-  for src, dst, reverse in (("a", "b", False), ("b", "a", True)):
-    x, labels = test[f"image_{src}"], test[f"label_{src}"]
-    out = _translate_all(alg, x, reverse=reverse)
-    back = _translate_all(alg, out, reverse=not reverse)
-    cycle = float(np.mean(np.abs(back - x)))
-    shuffled = np.random.default_rng(0).permutation(len(x))
-    chance = float(np.mean(np.abs(x - x[shuffled])))
-    target_share = float(np.mean(_predict(domains, out) == (1 if dst == "b" else 0)))
-    kept = float(np.mean(_predict(shapes, out) == labels))
-    print(f"{algo} {src}->{dst} ({steps} steps): cycle L1 {cycle:.4f} vs random pairs "
-          f"{chance:.4f} [{_verdict(cycle < chance / 4)}: target < 1/4]; "
-          f"{target_share:.1%} classified as domain {dst} [{_verdict(target_share >= 0.9)}]; "
-          f"shape kept in {kept:.1%} [{_verdict(kept >= 0.9)}: targets >= 90%]", flush=True)
+  model_dir = os.path.join(work_dir, algo)
+  every = every or steps
+  trainer.run(config_lib.TrainConfig(
+      algo=algo, data=data, model_dir=model_dir, train_steps=steps,
+      log_every=250, sample_every=500, checkpoint_every=every,
+      keep_checkpoints=steps // every + 1, base_channels=32, global_batch_size=4,
+      fresh=True))
+  judge = UnpairedJudge(data)
+  for step in range(every, steps + 1, every):
+    algorithm, _ = sampling.load_algorithm(model_dir, step)
+    judge.report(algorithm, f"{algo} ({step} steps)")
+
+
+class UnpairedJudge:
+  """The figures of the image-to-image issue for unpaired translation, on the
+  held-out test images: cycle L1 against the L1 of random pairs, the share a
+  domain classifier calls the target domain, and the share whose shape a
+  shape classifier (both fitted here on the real training images) keeps."""
+
+  def __init__(self, data):
+    train, self.test = _split_arrays(data, "train"), _split_arrays(data, "test")
+    x = np.concatenate([train["image_a"], train["image_b"]])
+    self.domains = train_classifier(
+        x, np.repeat([0, 1], [len(train["image_a"]), len(train["image_b"])]), 2)
+    self.shapes = train_classifier(x, np.concatenate([train["label_a"], train["label_b"]]), 3)
+
+  def report(self, algorithm, name):
+    figures = {}
+    for src, dst, reverse in (("a", "b", False), ("b", "a", True)):
+      x, labels = self.test[f"image_{src}"], self.test[f"label_{src}"]
+      out = _translate_all(algorithm, x, reverse=reverse)
+      back = _translate_all(algorithm, out, reverse=not reverse)
+      cycle = float(np.mean(np.abs(back - x)))
+      shuffled = np.random.default_rng(0).permutation(len(x))
+      chance = float(np.mean(np.abs(x - x[shuffled])))
+      target_share = float(np.mean(_predict(self.domains, out) == (1 if dst == "b" else 0)))
+      kept = float(np.mean(_predict(self.shapes, out) == labels))
+      print(f"{name} {src}->{dst}: cycle L1 {cycle:.4f} vs random pairs {chance:.4f} "
+            f"[{_verdict(cycle < chance / 4)}: target < 1/4]; {target_share:.1%} classified "
+            f"as domain {dst} [{_verdict(target_share >= 0.9)}]; shape kept in {kept:.1%} "
+            f"[{_verdict(kept >= 0.9)}: targets >= 90%]", flush=True)
+      figures[src + dst] = dict(cycle=cycle, chance=chance, domain=target_share, kept=kept)
+    return figures
 
 
 def _verdict(ok):
@@ -246,6 +268,8 @@ def main():
   parser.add_argument("--translation_steps", type=int, default=1500,
                       help="pix2pix reached its target at 8,000")
   parser.add_argument("--translation_algos", default="pix2pix,cyclegan,unit")
+  parser.add_argument("--translation_every", type=int, default=None,
+                      help="cyclegan/unit: also judge the checkpoints every N steps")
   args = parser.parse_args()
   if args.only in (None, "grid2d"):
     algos = list(GRID_RUNS) if args.grid_algos == "all" else args.grid_algos.split(",")
@@ -257,7 +281,7 @@ def main():
       if algo == "pix2pix":
         run_pix2pix(args.work_dir, args.translation_steps)
       else:
-        run_unpaired(args.work_dir, algo, args.translation_steps)
+        run_unpaired(args.work_dir, algo, args.translation_steps, args.translation_every)
 
 
 if __name__ == "__main__":
