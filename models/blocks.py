@@ -84,10 +84,19 @@ def zero_pad(x, p):
   return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
 
 
-def conv(channels, kernel, strides=1, use_bias=True, name=None):
+# The dtype of every network's last layer, whatever the policy: under
+# mixed_float16/mixed_bfloat16 the images a generator returns and the logits
+# a discriminator returns are computed in float32 (Keras's mixed-precision
+# guide: the output layer in float32 for numeric stability). Only the dtype
+# policy of that one layer changes; the variables are float32 either way.
+OUTPUT_DTYPE = "float32"
+
+
+def conv(channels, kernel, strides=1, use_bias=True, name=None, dtype=None):
   """A `valid` Conv2D with the N(0, 0.02) initializer; callers pad explicitly."""
   return keras.layers.Conv2D(channels, kernel, strides=strides, padding="valid",
-                             use_bias=use_bias, kernel_initializer=init(), name=name)
+                             use_bias=use_bias, kernel_initializer=init(), name=name,
+                             dtype=dtype)
 
 
 class ResidualBlock(keras.layers.Layer):

@@ -66,7 +66,7 @@ class ResnetGenerator(keras.Model):
                                              use_bias=use_bias, kernel_initializer=blocks.init(),
                                              name=f"up_{i}") for i in range(2)]
     self.up_norms = [blocks.normalization(norm, f"up_{i}_norm") for i in range(2)]
-    self.to_image = blocks.conv(out_channels, 7, name="to_image")
+    self.to_image = blocks.conv(out_channels, 7, name="to_image", dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, x, training=False):
     """Translates x.

@@ -85,7 +85,8 @@ class DCGANGenerator(keras.Model):
           kernel_initializer=blocks.init(), name=f"up_{i}"))
       self.norms.append(_norm(norm, f"up_{i}_norm"))
     self.to_image = keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same",
-                                                 kernel_initializer=blocks.init(), name="to_image")
+                                                 kernel_initializer=blocks.init(), name="to_image",
+                                                 dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, z, labels=None, training=False):
     x = z
@@ -134,7 +135,7 @@ class DCGANDiscriminator(keras.Model):
       self.convs.append(conv(ch, use_bias=i == 0 or norm != "batch", name=f"down_{i}"))
       self.norms.append(None if i == 0 else _norm(norm, f"down_{i}_norm"))
       ch *= 2
-    self.out = dense(1, name="out")
+    self.out = dense(1, name="out", dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, x, labels=None, training=False):
     if self.num_classes:
@@ -162,9 +163,9 @@ def spectral_norm_conv(ch, use_bias, name):
                                 kernel_initializer=blocks.init(), name=name)
 
 
-def _dense(units, name):
-  return keras.layers.Dense(units, kernel_initializer=blocks.init(), name=name)
+def _dense(units, name, dtype=None):
+  return keras.layers.Dense(units, kernel_initializer=blocks.init(), name=name, dtype=dtype)
 
 
-def spectral_norm_dense(units, name):
-  return spectral_norm.SNDense(units, kernel_initializer=blocks.init(), name=name)
+def spectral_norm_dense(units, name, dtype=None):
+  return spectral_norm.SNDense(units, kernel_initializer=blocks.init(), name=name, dtype=dtype)

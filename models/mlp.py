@@ -14,6 +14,7 @@ import math
 import keras
 from keras import ops
 
+from models import blocks
 from models import conditioning
 from models import spectral_norm
 
@@ -39,7 +40,8 @@ class MLPGenerator(keras.Model):
     self.tanh_output = tanh_output
     self.hidden = [keras.layers.Dense(h, activation="relu", name=f"dense_{i}")
                    for i, h in enumerate(hidden)]
-    self.out = keras.layers.Dense(math.prod(self.data_shape), name="out")
+    self.out = keras.layers.Dense(math.prod(self.data_shape), name="out",
+                                  dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, z, labels=None, training=False):
     x = z
@@ -71,7 +73,7 @@ class MLPDiscriminator(keras.Model):
                        if num_classes else None)
     dense = spectral_norm_dense if spectral_norm else keras.layers.Dense
     self.hidden = [dense(h, name=f"dense_{i}") for i, h in enumerate(hidden)]
-    self.out = dense(1, name="out")
+    self.out = dense(1, name="out", dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, x, labels=None, training=False):
     x = ops.reshape(x, (ops.shape(x)[0], -1))
@@ -82,5 +84,5 @@ class MLPDiscriminator(keras.Model):
     return ops.squeeze(self.out(x), axis=-1)
 
 
-def spectral_norm_dense(units, name=None):
-  return spectral_norm.SNDense(units, name=name)
+def spectral_norm_dense(units, name=None, dtype=None):
+  return spectral_norm.SNDense(units, name=name, dtype=dtype)

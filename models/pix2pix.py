@@ -115,7 +115,7 @@ class UNetGenerator(keras.Model):
                               if j < 3 and dropout > 0 else None)
     self.to_image = keras.layers.Conv2DTranspose(
         out_channels, 4, strides=2, padding="same", kernel_initializer=blocks.init(),
-        name="to_image")
+        name="to_image", dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, x, training=False, dropout_rng=None):
     """Translates x.
@@ -207,7 +207,7 @@ class PatchDiscriminator(keras.Model):
       self.convs.append(blocks.conv(ch, 4, strides=2 if i < num_layers else 1,
                                     use_bias=not has_norm or norm == "none", name=f"conv_{i}"))
       self.norms.append(blocks.normalization(norm, f"conv_{i}_norm") if has_norm else None)
-    self.out = blocks.conv(1, 4, name="out")
+    self.out = blocks.conv(1, 4, name="out", dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, x, condition=None, training=False):
     """Scores x.

@@ -69,7 +69,7 @@ class _Back(keras.layers.Layer):
                                              kernel_initializer=blocks.init(), name=f"up_{i}")
                 for i in range(2)]
     self.up_norms = [blocks.normalization(norm, f"up_{i}_norm") for i in range(2)]
-    self.to_image = blocks.conv(out_channels, 7, name="to_image")
+    self.to_image = blocks.conv(out_channels, 7, name="to_image", dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, x, training=False):
     x = self.res(x, training=training)

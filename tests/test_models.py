@@ -116,3 +116,35 @@ class InitializationTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class OutputDtypeTest(tf.test.TestCase):
+  """Under a mixed policy every network computes in half precision but returns
+  float32 images and logits (its last layer is float32: models.blocks.OUTPUT_DTYPE)."""
+
+  def test_outputs_are_float32_under_mixed_bfloat16(self):
+    import keras  # pylint: disable=import-outside-toplevel
+    from models import cyclegan, pix2pix, unit  # pylint: disable=import-outside-toplevel
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+      image, z = tf.zeros([2, 16, 16, 3]), tf.zeros([2, 8])
+      nets = {
+          "dcgan G": (dcgan.DCGANGenerator((16, 16, 3), 4), z),
+          "dcgan D (sn)": (dcgan.DCGANDiscriminator((16, 16, 3), 4, norm="none",
+                                                    spectral_norm=True), image),
+          "mlp G": (mlp.MLPGenerator((2,), (8, 8), tanh_output=False), z),
+          "mlp D": (mlp.MLPDiscriminator((8, 8)), tf.zeros([2, 2])),
+          "unet": (pix2pix.UNetGenerator(3, image_size=16, base_channels=4), image),
+          "patch D": (pix2pix.PatchDiscriminator(4), tf.zeros([2, 32, 32, 3])),
+          "resnet G": (cyclegan.ResnetGenerator(3, 4, num_blocks=1), image),
+      }
+      for name, (net, x) in nets.items():
+        self.assertEqual(net(x).dtype, tf.float32, name)
+        hidden = [layer for layer in net._flatten_layers(include_self=False)  # pylint: disable=protected-access
+                  if layer.weights and layer.compute_dtype == "bfloat16"]
+        self.assertNotEmpty(hidden, f"{name}: no half-precision layer")
+      u = unit.UNIT(3, 3, 4, num_private_blocks=1)
+      self.assertEqual(u(image, source="a", target="b").dtype, tf.float32)
+    finally:
+      keras.config.set_dtype_policy(previous)
