@@ -29,10 +29,12 @@ variant of `--variants`, each in its own subprocess (so that the peak RSS,
    one per generator step, as in the TensorFlow DCGAN tutorial (the n_critic
    loop and the input iterator stay in Python).
 3. `trainer`: `training.trainer.run` with its defaults (`steps_per_loop=10`,
-   `xla=auto`, float32) on one device (`--trainer_strategy`, `one_device` by
+   `xla=auto`, `precision=auto`: mixed_bfloat16 on a CPU with native bfloat16,
+   else float32) on one device (`--trainer_strategy`, `one_device` by
    default, like the baselines' single device).
 4. trainer variants: `trainer_xla_on`, `trainer_xla_off` (`xla=on|off`),
-   `trainer_bf16`, `trainer_fp16` (`precision=mixed_bfloat16|mixed_float16`),
+   `trainer_f32`, `trainer_bf16`, `trainer_fp16`
+   (`precision=float32|mixed_bfloat16|mixed_float16`),
    `trainer_spl1`, `trainer_spl50` (`steps_per_loop=1|50`).
 5. `torch`: `bench/torch_train_step.py`, the same architectures and
    hyperparameters in PyTorch, fed with random tensors of the data's shape
@@ -113,6 +115,7 @@ TRAINER_VARIANTS = {
     "trainer": {},
     "trainer_xla_on": {"xla": "on"},
     "trainer_xla_off": {"xla": "off"},
+    "trainer_f32": {"precision": "float32"},
     "trainer_bf16": {"precision": "mixed_bfloat16"},
     "trainer_fp16": {"precision": "mixed_float16"},
     "trainer_spl1": {"steps_per_loop": 1},
@@ -337,24 +340,20 @@ def _run_trainer(args):
   note = [f"strategy {c.strategy}, steps_per_loop {c.steps_per_loop}"
           + (f" (calls of {per_call}: the log interval)" if per_call < c.steps_per_loop else "")]
   note.append(_xla_note(result))
-  note.append(getattr(c, "precision", "float32"))
+  note.append(_precision_note(result))
   return {"steps_per_sec": steps_per_sec, "seconds": args.steps / steps_per_sec,
           "real_per_step": c.n_critic * args.batch_size,
           "warmup_steps": args.steps, "note": ", ".join(note)}
 
 
 def _xla_note(result):
-  """What `--xla` resolved to, from `trainer.use_xla` (its signature is still changing)."""
-  setting = getattr(result.config, "xla", "auto")
-  use_xla = getattr(trainer, "use_xla", None)
-  for args in ((result.config, result.strategy, result.algorithm),
-               (result.config, result.strategy)):
-    try:
-      on, _ = use_xla(*args)
-      return f"xla {setting} -> {'on' if on else 'off'}"
-    except Exception:  # pylint: disable=broad-except  (another signature, or none)
-      continue
-  return f"xla {setting}"
+  """What `--xla` resolved to."""
+  return f"xla {result.config.xla} -> {'on' if result.xla else 'off'}"
+
+
+def _precision_note(result):
+  """What `--precision` resolved to."""
+  return f"precision {result.config.precision} -> {result.precision}"
 
 
 def _device():

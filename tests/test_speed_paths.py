@@ -9,6 +9,7 @@ without the loss scale is recovered with it; a resumed float16 run (loss scale
 in the checkpoint) equals an uninterrupted one.
 """
 
+import dataclasses
 import glob
 import os
 
@@ -86,9 +87,56 @@ class XlaTest(tf.test.TestCase):
     self.assertFalse(det.xla)
     with self.assertRaisesRegex(ValueError, "--xla must be one of auto, on, off, got 'yes'"):
       trainer.run(tiny_config("gan", tmp, xla="yes"))
-    with self.assertRaisesRegex(ValueError, "--precision must be one of float32, "
+    with self.assertRaisesRegex(ValueError, "--precision must be one of auto, float32, "
                                 "mixed_float16, mixed_bfloat16, got 'float16'"):
       trainer.run(tiny_config("gan", tmp, precision="float16"))
+
+
+class PrecisionAutoTest(tf.test.TestCase):
+  """`--precision=auto`: mixed_bfloat16 only for the convolutional networks on
+  one CPU worker with native bfloat16 and without --deterministic."""
+
+  def test_cpu_flags(self):
+    path = os.path.join(self.create_tempdir().full_path, "cpuinfo")
+    with open(path, "w", encoding="utf-8") as f:
+      f.write("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n\n"
+              "processor\t: 1\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
+    self.assertEqual(trainer.cpu_flags(path), {"fpu", "sse2", "avx512f", "avx512_bf16"})
+    self.assertEqual(trainer.cpu_flags(path + ".missing"), frozenset())
+
+  def test_decisions(self):
+    tmp = self.create_tempdir().full_path
+    bf16, none = {"avx512f", "avx512_bf16"}, {"avx512f", "avx2"}
+    dcgan = trainer._Trainer(tiny_config("dcgan", os.path.join(tmp, "c"), cpu_replicas=1,  # pylint: disable=protected-access
+                                         precision="float32", deterministic=False))
+    gan = trainer._Trainer(tiny_config("gan", os.path.join(tmp, "m"), cpu_replicas=1,  # pylint: disable=protected-access
+                                       precision="float32", deterministic=False))
+    pix = trainer._Trainer(translation_config("pix2pix", os.path.join(tmp, "p"),  # pylint: disable=protected-access
+                                              precision="float32", deterministic=False))
+
+    def pick(t, flags, num_workers=1, **changes):
+      config = dataclasses.replace(t.config, precision="auto", **changes)
+      return trainer.use_precision(config, t.strategy, t.algorithm, num_workers, flags)[0]
+
+    self.assertEqual(pick(dcgan, bf16), "mixed_bfloat16")
+    self.assertEqual(pick(dcgan, none), "float32")  # Emulated bfloat16 is slower.
+    self.assertEqual(pick(dcgan, bf16, deterministic=True), "float32")
+    self.assertEqual(pick(dcgan, bf16, num_workers=2), "float32")
+    self.assertEqual(pick(gan, bf16), "float32")  # MLPs on 2-D data: not checked.
+    self.assertEqual(pick(pix, bf16), "float32")  # Translation networks: not measured.
+    self.assertEqual(trainer.use_precision(dcgan.config, dcgan.strategy, dcgan.algorithm,
+                                           1, bf16), ("float32", "set by the flag"))
+
+  def test_auto_builds_the_networks_it_picks(self):
+    tmp = self.create_tempdir().full_path
+    t = trainer._Trainer(tiny_config("dcgan", tmp, cpu_replicas=1, precision="auto",  # pylint: disable=protected-access
+                                     deterministic=False))
+    native = bool(trainer.cpu_flags() & set(trainer.BFLOAT16_CPU_FLAGS))
+    self.assertEqual(t.precision, "mixed_bfloat16" if native else "float32")
+    self.assertEqual(t.algorithm.generator.compute_dtype,
+                     "bfloat16" if native else "float32")
+    for v in t.algorithm.generator.weights:
+      self.assertEqual(v.dtype, "float32")
 
 
 class MixedPrecisionTest(tf.test.TestCase):

@@ -188,6 +188,13 @@ class Algorithm:
     for), or None when it can."""
     return None
 
+  def bfloat16_checked(self):
+    """Whether these networks were measured faster in mixed_bfloat16 on a CPU
+    with native bfloat16 (bench/train_step.py) and their samples found
+    unharmed (bench/quality.py): the only case `--precision=auto` picks
+    bfloat16 (training.trainer.use_precision)."""
+    return False
+
   def checkpoint_items(self):
     raise NotImplementedError
 
@@ -255,6 +262,11 @@ class ImageGAN(Algorithm):
 
   def data_requirements(self):
     return dict(kinds=("image", "vector"), labels=self.spec.conditional)
+
+  def bfloat16_checked(self):
+    # The convolutional networks (models.dcgan) were; the MLPs of 2-D data
+    # were not (bfloat16's 8-bit mantissa is coarser than a grid2d mode).
+    return self.config.arch == "dcgan"
 
   @property
   def num_classes(self):

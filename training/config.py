@@ -26,7 +26,7 @@ BEST_METRICS = {"fid": "min", "kid": "min", "precision": "max", "recall": "max",
                 "inception_score": "max", "modes": "max", "high_quality": "max"}
 
 XLA_SETTINGS = ("auto", "on", "off")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +57,7 @@ class TrainConfig:
   keep_best: str | None = None
   # Speed: XLA-compiled per-replica gradients, and the Keras dtype policy.
   xla: str = "auto"
-  precision: str = "float32"
+  precision: str = "auto"
   # Algorithm hyperparameters: None takes the algorithm's (paper) default.
   loss: str | None = None
   g_loss: str | None = None

@@ -101,6 +101,7 @@ class TrainResult:
   metrics: dict
   checkpoint: str | None
   xla: bool = False  # Whether the per-replica gradients were XLA-compiled.
+  precision: str = "float32"  # The dtype policy the networks ran in (--precision resolved).
   evaluation: dict | None = None  # The last --eval_every metrics of this call, if any.
 
 
@@ -189,13 +190,15 @@ class _Trainer:
     with self.strategy.scope():
       keras.utils.set_random_seed(config.seed)  # Same initial weights for any replica count.
       self.algorithm = algo_cls(config, self.data)
+      self.precision, precision_reason = use_precision(config, self.strategy, self.algorithm,
+                                                       self.num_workers)
       previous_policy = keras.config.dtype_policy()
-      keras.config.set_dtype_policy(config.precision)  # Layers keep the policy they got.
+      keras.config.set_dtype_policy(self.precision)  # Layers keep the policy they got.
       try:
         self.algorithm.build()
       finally:
         keras.config.set_dtype_policy(previous_policy)
-      if config.precision == "mixed_float16":
+      if self.precision == "mixed_float16":
         # Built on the built inner optimizers (Adam and RMSprop build once).
         self.algorithm.optimizers = {
             name: loss_scale.LossScaleOptimizer(opt, name=f"{name}_loss_scale")
@@ -203,8 +206,9 @@ class _Trainer:
         for phase in self.algorithm.phases():
           self.algorithm.optimizers[phase.name].build(self.algorithm.variables(phase))
       self.xla, xla_reason = use_xla(config, self.strategy, self.algorithm)
-      logging.info("XLA %s (--xla=%s: %s); precision %s", "on" if self.xla else "off",
-                   config.xla, xla_reason, config.precision)
+      logging.info("XLA %s (--xla=%s: %s); precision %s (--precision=%s: %s)",
+                   "on" if self.xla else "off", config.xla, xla_reason, self.precision,
+                   config.precision, precision_reason)
       # Before any restore: a checkpoint holds the decayed learning rates.
       self.base_lr = {name: float(keras.ops.convert_to_numpy(opt.learning_rate))
                       for name, opt in self.algorithm.optimizers.items()}
@@ -554,7 +558,8 @@ class _Trainer:
     if step >= c.train_steps:
       logging.info("Already trained %d of %d steps; nothing to do", step, c.train_steps)
       return TrainResult(c, c.model_dir, step, self.algorithm, self.strategy, {},
-                         tf.train.latest_checkpoint(self.checkpoint_dir), self.xla)
+                         tf.train.latest_checkpoint(self.checkpoint_dir), self.xla,
+                         self.precision)
     writer = (tf.summary.create_file_writer(os.path.join(c.model_dir, TENSORBOARD_SUBDIR))
               if self.is_chief else tf.summary.create_noop_writer())
     try:
@@ -568,7 +573,7 @@ class _Trainer:
       writer.flush()
     return TrainResult(c, c.model_dir, int(self.step.numpy()), self.algorithm, self.strategy,
                        metrics, os.path.join(self.checkpoint_dir, f"ckpt-{self._saved_step}"),
-                       self.xla, self.last_evaluation)
+                       self.xla, self.precision, self.last_evaluation)
 
   def _peer_lost_message(self, error):
     resolver = self.strategy.cluster_resolver
@@ -783,6 +788,57 @@ def use_xla(config, strategy, algorithm):
   device = device or "CPU"
   on, reason = XLA_AUTO.get(device, (False, f"no measurement for {device} devices"))
   return on, f"auto on {device}: {reason}"
+
+
+# `--precision=auto`: the CPU flags of native bfloat16 arithmetic (oneDNN's
+# bfloat16 kernels; without them bfloat16 is emulated and slower than float32).
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+PRECISION_AUTO_BFLOAT16 = (
+    "bench/train_step.py on a 2-core AVX512_BF16 CPU, 2026-12-02: the trainer ran "
+    "1.09-1.40x faster in mixed_bfloat16 than in float32 (wgan_gp, sngan, dcgan at 28 and "
+    "32 px; bench/results/train_step-2026-12-02.md); samples checked in "
+    "bench/results/quality-2026-12-03.md")
+
+
+def cpu_flags(path="/proc/cpuinfo"):
+  """The CPU's feature flags (Linux's /proc/cpuinfo), or an empty set."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("flags"):
+          return frozenset(line.partition(":")[2].split())
+  except OSError:
+    pass
+  return frozenset()
+
+
+def use_precision(config, strategy, algorithm, num_workers=1, flags=None):
+  """The Keras dtype policy to build the networks with: (policy, reason).
+
+  `--precision=auto` is mixed_bfloat16 only where it was measured faster and
+  its samples checked: one worker, CPU replicas on a CPU with native bfloat16
+  (`BFLOAT16_CPU_FLAGS`), networks whose `Algorithm.bfloat16_checked`, and no
+  `--deterministic` (a reproducible run must not depend on the machine's
+  CPU flags). Everywhere else, GPUs included (not measured here; BUILD.md),
+  it is float32. `flags`: the CPU flags (default `cpu_flags()`).
+  """
+  if config.precision != "auto":
+    return config.precision, "set by the flag"
+  if config.deterministic:
+    return "float32", "auto, float32 under --deterministic"
+  device = tf.DeviceSpec.from_string(strategy_lib.local_devices(strategy)[0]).device_type
+  device = device or "CPU"
+  if device != "CPU":
+    return "float32", (f"auto on {device}: bfloat16 not measured on a {device} here; "
+                       "--precision=mixed_bfloat16 on A100/H100 (BUILD.md)")
+  if num_workers > 1:
+    return "float32", "auto with several workers: their CPUs may differ"
+  if not algorithm.bfloat16_checked():
+    return "float32", "auto on CPU: bfloat16 checked only for the convolutional networks"
+  flags = cpu_flags() if flags is None else flags
+  if not flags & set(BFLOAT16_CPU_FLAGS):
+    return "float32", "auto on CPU: no native bfloat16 (avx512_bf16 or amx_bf16)"
+  return "mixed_bfloat16", f"auto on a CPU with native bfloat16: {PRECISION_AUTO_BFLOAT16}"
 
 
 def lr_factor(step, train_steps, decay_start):
