@@ -22,6 +22,7 @@ from models import penalties
 from tests.test_train import tiny_config
 from tests.test_translation import tiny_config as translation_config
 from tests.test_train import weights
+from training import config as config_lib
 from training import loss_scale
 from training import trainer
 
@@ -126,6 +127,24 @@ class PrecisionAutoTest(tf.test.TestCase):
     self.assertEqual(pick(pix, bf16), "float32")  # Translation networks: not measured.
     self.assertEqual(trainer.use_precision(dcgan.config, dcgan.strategy, dcgan.algorithm,
                                            1, bf16), ("float32", "set by the flag"))
+
+  def test_resume_across_precisions_but_not_into_float16(self):
+    base = config_lib.TrainConfig(algo="dcgan", precision="float32")
+    for other in ("auto", "mixed_bfloat16"):
+      self.assertEqual(config_lib.conflicts(base, dataclasses.replace(base, precision=other)),
+                       [])
+    self.assertEqual(
+        config_lib.conflicts(base, dataclasses.replace(base, precision="mixed_float16")),
+        [("precision", "float32", "mixed_float16")])
+    self.assertEqual(config_lib.conflicts(dataclasses.replace(base, precision="mixed_float16"),
+                                          dataclasses.replace(base, precision="auto")),
+                     [("precision", "mixed_float16", "auto")])
+    # A float32 checkpoint restores into mixed_bfloat16 networks (same variables).
+    tmp = self.create_tempdir().full_path
+    trainer.run(tiny_config("dcgan", tmp, cpu_replicas=1, checkpoint_every=2))
+    resumed = trainer.run(tiny_config("dcgan", tmp, cpu_replicas=1, train_steps=4,
+                                      precision="mixed_bfloat16"))
+    self.assertEqual((resumed.step, resumed.precision), (4, "mixed_bfloat16"))
 
   def test_auto_builds_the_networks_it_picks(self):
     tmp = self.create_tempdir().full_path

@@ -27,6 +27,9 @@ BEST_METRICS = {"fid": "min", "kid": "min", "precision": "max", "recall": "max",
 
 XLA_SETTINGS = ("auto", "on", "off")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+# The one precision whose checkpoints hold more (the loss scales): a run
+# resumes across the others (auto never picks it), not into or out of it.
+HALF_PRECISION_STATE = "mixed_float16"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +166,8 @@ def conflicts(stored, new):
     if f.name in RESUMABLE_CHANGES:
       continue
     a, b = getattr(stored, f.name), getattr(new, f.name)
+    if f.name == "precision" and HALF_PRECISION_STATE not in (a, b):
+      continue  # Same checkpoint contents: float32 variables, no loss scale.
     if a != b:
       out.append((f.name, a, b))
   return out
