@@ -78,7 +78,7 @@ def main(argv=None):
     trainer.run(dataclasses.replace(config, train_steps=args.warmup_steps + args.steps))
     tf.profiler.experimental.stop()
     times = _op_times(logdir)
-    compute = {op: t for (kind, op), t in times.items() if kind == "compute" and op != "Process"}
+    compute = {op: t for (kind, op), t in times.items() if kind == "compute"}
     total = sum(ms for ms, _ in compute.values())
     print(f"{args.algo}, precision {args.precision} -> {first.precision}, {args.steps} profiled "
           f"steps, batch {first.config.global_batch_size}: {total:,.0f} ms of kernel time on the "
