@@ -55,7 +55,8 @@ MODE_COVERAGE_SAMPLES = 2500  # The VEEGAN / PacGAN protocol.
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
   """What `pipeline.evaluate` does (field names match its flags, documented in
-  `pipeline/flags.py`). Exactly one of `model_dir` and `samples` is set."""
+  `pipeline/flags.py`). `run` needs exactly one of `model_dir` and `samples`;
+  `DuringTraining` sets neither (it samples the generator being trained)."""
   real: str
   model_dir: str | None = None
   samples: str | None = None
@@ -470,7 +471,7 @@ class DuringTraining:
     self.is_translation = is_translation
     num = config.eval_num_samples
     self.eval_config = EvaluateConfig(
-        real=data_dir, model_dir="(training)", features=config.eval_features,
+        real=data_dir, features=config.eval_features,
         inception_weights=config.inception_weights, feature_layer=config.eval_feature_layer,
         num_samples=num, num_real=num, seed=config.seed, data_cache=config.data_cache,
         kid_subset_size=min(1000, num))
