@@ -343,7 +343,15 @@ class PeerLossTest(tf.test.TestCase):
     last = int(message.group(2))
     last_logged = max(int(m) for m in re.findall(r"\[worker 1\] .*step (\d+)/500",
                                                  launcher.text))
-    self.assertEqual(last, last_logged // every * every)
+    # A worker logs step k before the checkpoint of step k is saved (a save
+    # all workers take part in), and the kill can land between the two
+    # (measured: killed on its "step 10" line, ckpt-5 was the last). So the
+    # last checkpoint is k's or the one before, and the message names the
+    # newest one on disk, which the same command resumes from below.
+    logged_boundary = last_logged // every * every
+    self.assertIn(last, (logged_boundary, logged_boundary - every))
+    self.assertEqual(os.path.basename(tf.train.latest_checkpoint(
+        os.path.join(run_dir, "checkpoints"))), f"ckpt-{last}")
     self.assertLessEqual(last_logged - last, every)
 
     again = _launch(command)  # The same command.
@@ -378,9 +386,12 @@ class TwoWorkersEqualOneProcessTest(tf.test.TestCase, parameterized.TestCase):
   pipelines under a layout change (one pipeline then, two now).
   """
 
-  @parameterized.named_parameters(("wgan_gp", "wgan_gp"), ("sngan", "sngan"))
-  def test_two_workers_equal_one_process(self, algo):
-    self._check(algo, test_train.tiny_config, test_cli.TINY, guard=algo == "wgan_gp")
+  def test_two_workers_equal_one_process_wgan_gp(self):
+    self._check("wgan_gp", test_train.tiny_config, test_cli.TINY, guard=True)
+
+  @pytest.mark.slow
+  def test_two_workers_equal_one_process_sngan(self):
+    self._check("sngan", test_train.tiny_config, test_cli.TINY)
 
   @pytest.mark.slow
   def test_two_workers_equal_one_process_cyclegan(self):
