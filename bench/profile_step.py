@@ -93,7 +93,6 @@ def main(argv=None):
       print(f"{op:40s} {ms / total:7.1%} {calls / args.steps:10.1f}")
     conv = sum(ms for op, (ms, _) in compute.items() if "Conv2D" in op)
     print(f"{'all Conv2D kernels (forward and backward)':40s} {conv / total:7.1%}")
-    # Amdahl: what removing every other op's time could give at most.
     print(f"Amdahl from these shares: with every other op free, the step would run at most "
           f"about {total / conv:.2f}x as fast")
     host = {op: t for (kind, op), t in times.items() if kind == "host"}
