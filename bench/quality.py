@@ -32,12 +32,12 @@ import os
 import keras
 import numpy as np
 
-from input import convert
+from evaluation import mode_coverage
+from inference import sampling
+from input import cache
 from input import manifest as manifest_lib
 from input import reader
 from training import config as config_lib
-from training import mode_coverage
-from training import sampling
 from training import trainer
 
 # The grid2d settings that reach the targets on a 2-core CPU (one thread
@@ -69,7 +69,7 @@ GRID_TARGETS = ("wgan_gp", "sngan")
 
 
 def _data(name, **kwargs):
-  return convert.ensure_builtin(name, **kwargs)
+  return cache.ensure_builtin(name, **kwargs)
 
 
 def grid_figures(algo, model_dir, **overrides):

@@ -90,13 +90,15 @@ from absl import logging  # pylint: disable=wrong-import-position
 import keras  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
+import algorithms  # pylint: disable=wrong-import-position
+from algorithms import gans  # pylint: disable=wrong-import-position
+from input import cache  # pylint: disable=wrong-import-position
 from input import convert  # pylint: disable=wrong-import-position
 from input import manifest as manifest_lib  # pylint: disable=wrong-import-position
 from input import reader  # pylint: disable=wrong-import-position
 from models import losses  # pylint: disable=wrong-import-position
 from models import penalties  # pylint: disable=wrong-import-position
 from models import spectral_norm  # pylint: disable=wrong-import-position
-from training import algorithms  # pylint: disable=wrong-import-position
 from training import config as config_lib  # pylint: disable=wrong-import-position
 from training import data as data_lib  # pylint: disable=wrong-import-position
 from training import trainer  # pylint: disable=wrong-import-position
@@ -189,14 +191,14 @@ def _prepare_data(name, args):
   """The converted directory of dataset `name`, converting it on first use."""
   source, image_size, channels, _ = DATASETS[name]
   if channels is None:
-    return convert.ensure_converted(source, cache_dir=args.data_cache, image_size=image_size,
-                                    max_examples=args.num_examples)
+    return cache.ensure_converted(source, cache_dir=args.data_cache, image_size=image_size,
+                                  max_examples=args.num_examples)
   # `ensure_converted` has no channels argument: the same caching, by hand.
-  cache = args.data_cache or convert.default_cache_dir()
+  cache_dir = args.data_cache or cache.default_cache_dir()
   tag = f"shapes-seed0-{image_size}px-{channels}ch"
   if args.num_examples:
     tag += f"-n{args.num_examples}"
-  final = os.path.join(cache, "bench", tag)
+  final = os.path.join(cache_dir, "bench", tag)
   if os.path.isfile(os.path.join(final, manifest_lib.MANIFEST_NAME)):
     return final
   os.makedirs(os.path.dirname(final), exist_ok=True)
@@ -220,7 +222,7 @@ def _resolved_config(algo, data_dir, batch_size):
   """The algorithm's resolved TrainConfig and DataInfo for this data, as the trainer
   resolves them (paper defaults: loss, n_critic, learning rates, betas, z_dim)."""
   manifest = manifest_lib.load(data_dir)
-  info = data_lib.describe(manifest, data_dir, data_dir)
+  info = data_lib.describe(manifest, data_dir)
   config = config_lib.TrainConfig(algo=algo, data=data_dir, global_batch_size=batch_size)
   return algorithms.get(algo).resolve(config, info), info
 
@@ -238,7 +240,7 @@ class _HandWritten:
 
   def __init__(self, algo, data_dir, batch_size, compiled):
     self.config, info = _resolved_config(algo, data_dir, batch_size)
-    self.spec = algorithms.SPECS[algo]
+    self.spec = gans.SPECS[algo]
     self.batch_size = batch_size
     keras.utils.set_random_seed(self.config.seed)
     algorithm = algorithms.get(algo)(self.config, info)
@@ -404,7 +406,7 @@ def _one_line(e):
 def _torch_flags(algo, data_dir, batch_size):
   """bench/torch_train_step.py flags with the hyperparameters the TF variants resolve."""
   c, info = _resolved_config(algo, data_dir, batch_size)
-  spec = algorithms.SPECS[algo]
+  spec = gans.SPECS[algo]
   return [f"--algo={algo}", f"--image_shape={'x'.join(map(str, info.shape))}",
           f"--loss={c.loss}", f"--g_loss={c.g_loss}", f"--n_critic={c.n_critic}",
           f"--lr_g={c.lr_g}", f"--lr_d={c.lr_d}", f"--beta1={c.beta1}", f"--beta2={c.beta2}",

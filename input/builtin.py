@@ -3,7 +3,7 @@
 Every example is a pure function of (name, seed, split, index, image size), so
 any process can generate any example and conversions are reproducible bit for
 bit. They go through the same converter as user data (`builtin:NAME` sources)
-and are cached by `ensure_builtin`.
+and are cached by `input.cache.ensure_builtin`.
 
 | name              | kind     | what                                              |
 |-------------------|----------|---------------------------------------------------|

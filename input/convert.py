@@ -31,7 +31,6 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 import time
 
 from absl import logging
@@ -626,70 +625,3 @@ def finalize(out_dir, max_skip_fraction=0.01):
                        f"'skipped' in {os.path.join(out_dir, manifest_lib.MANIFEST_NAME)}",
                        EXIT_INCOMPLETE)
   return manifest
-
-
-def default_cache_dir():
-  """$GAN_PIPELINE_DATA, or ~/.cache/gan_pipeline."""
-  return os.environ.get("GAN_PIPELINE_DATA") or os.path.join(
-      os.path.expanduser("~"), ".cache", "gan_pipeline")
-
-
-def ensure_converted(source, cache_dir=None, image_size=None, seed=0, max_examples=None,
-                     num_workers=None):
-  """Returns a converted copy of `source` in the cache, converting it once.
-
-  The conversion goes into a temporary sibling directory that is renamed into
-  place, so concurrent callers (several workers of one job) never see a
-  partial dataset. A cached folder is not refreshed when its files change:
-  delete the cache entry, or convert explicitly with `pipeline.convert`.
-
-  Args:
-    source: a `KIND:ARG` source spec (see `input.sources`).
-    cache_dir: defaults to `default_cache_dir()`.
-    image_size, seed, max_examples: as for the conversion; part of the cache key.
-  """
-  cache_dir = cache_dir or default_cache_dir()
-  kind, _, arg = source.partition(":")
-  if kind == "builtin":
-    from input import builtin  # pylint: disable=import-outside-toplevel
-    info = builtin.info(arg)
-    tag = f"builtin/{arg}-seed{seed}"
-    if info.kind != "vector":
-      tag += f"-{image_size or info.default_image_size}px"
-  else:
-    paths = ",".join(os.path.abspath(p) if kind in ("folder", "paired", "unpaired", "npz")
-                     else p for p in arg.split(","))
-    digest = _hash(kind, paths)[:12]
-    tag = f"{kind}/{os.path.basename(arg.split(',')[0].rstrip('/')) or kind}-{digest}"
-    if image_size:
-      tag += f"-{image_size}px"
-  if max_examples:
-    tag += f"-n{max_examples}"
-  final = os.path.join(cache_dir, tag)
-  if os.path.isfile(os.path.join(final, manifest_lib.MANIFEST_NAME)):
-    return final
-  os.makedirs(os.path.dirname(final), exist_ok=True)
-  tmp = f"{final}.tmp-{os.getpid()}"
-  shutil.rmtree(tmp, ignore_errors=True)
-  logging.info("Converting %s into %s (once; cached afterwards)", source, final)
-  try:
-    run(ConvertConfig(source=source, output=tmp, image_size=image_size, seed=seed,
-                      max_examples=max_examples, num_workers=num_workers,
-                      command_line=f"ensure_converted({source!r})"))
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
-  try:
-    os.rename(tmp, final)
-  except OSError:  # Another process got there first.
-    shutil.rmtree(tmp, ignore_errors=True)
-    if not os.path.isfile(os.path.join(final, manifest_lib.MANIFEST_NAME)):
-      raise
-  return final
-
-
-def ensure_builtin(name, cache_dir=None, image_size=None, seed=0, max_examples=None,
-                   num_workers=None):
-  """Returns the directory of built-in dataset `name`; see `ensure_converted`."""
-  return ensure_converted(f"builtin:{name}", cache_dir, image_size, seed, max_examples,
-                          num_workers)

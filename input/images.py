@@ -8,6 +8,7 @@ which keeps all 16 bits.
 
 import dataclasses
 import io
+import os
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -19,6 +20,29 @@ ENCODINGS = ("raw", "png")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # ITU-R 601-2 luma, the weights Pillow uses for RGB -> L.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def list_image_files(root):
+  """Every image file under `root` (by extension), recursively.
+
+  Hidden files and folders (a leading ".") are skipped and symbolic links
+  followed. The one listing behind folder sources, `pipeline.evaluate
+  --samples=DIR` and `pipeline.translate --input=DIR`.
+
+  Returns:
+    (paths relative to `root`, sorted; the number of other files ignored).
+  """
+  found, ignored = [], 0
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for name in filenames:
+      if name.startswith("."):
+        continue
+      if name.lower().endswith(IMAGE_EXTENSIONS):
+        found.append(os.path.relpath(os.path.join(dirpath, name), root))
+      else:
+        ignored += 1
+  return sorted(found), ignored
 
 
 class BadImageError(Exception):

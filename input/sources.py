@@ -95,22 +95,6 @@ class Source:
     return {}
 
 
-def _image_files(root):
-  """All image files under root, relative paths, sorted; plus ignored count."""
-  found, ignored = [], 0
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-    for name in sorted(filenames):
-      if name.startswith("."):
-        continue
-      if name.lower().endswith(images.IMAGE_EXTENSIONS):
-        found.append(os.path.relpath(os.path.join(dirpath, name), root))
-      else:
-        ignored += 1
-  found.sort()
-  return found, ignored
-
-
 def _require_dir(path, spec):
   if not path:
     raise SourceError(f"source {spec!r} names no directory")
@@ -138,7 +122,7 @@ class FolderSource(Source):
     self.ignored_files = 0
 
   def items(self):
-    files, self.ignored_files = _image_files(self.root)
+    files, self.ignored_files = images.list_image_files(self.root)
     if not files:
       raise SourceError(
           f"source folder {self.root!r} holds no images "
@@ -188,11 +172,11 @@ class PairedSource(Source):
 
   def items(self):
     if len(self.dirs) == 1:
-      files, _ = _image_files(self.dirs[0])
+      files, _ = images.list_image_files(self.dirs[0])
       if not files:
         raise SourceError(f"source folder {self.dirs[0]!r} holds no images")
       return {"train": [Item(f, (os.path.join(self.dirs[0], f),)) for f in files]}, []
-    lists = [_image_files(d)[0] for d in self.dirs]
+    lists = [images.list_image_files(d)[0] for d in self.dirs]
     for d, files in zip(self.dirs, lists):
       if not files:
         raise SourceError(f"source folder {d!r} holds no images")
@@ -257,7 +241,7 @@ class UnpairedSource(Source):
   def items(self):
     out = {}
     for split, d in zip(("trainA", "trainB"), self.dirs):
-      files, _ = _image_files(d)
+      files, _ = images.list_image_files(d)
       if not files:
         raise SourceError(f"source folder {d!r} holds no images")
       out[split] = [Item(f, (os.path.join(d, f),)) for f in files]

@@ -29,7 +29,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from input import convert  # pylint: disable=import-outside-toplevel
-  from training import evaluate  # pylint: disable=import-outside-toplevel
+  from evaluation import evaluate  # pylint: disable=import-outside-toplevel
   config = evaluate.EvaluateConfig(
       real=FLAGS.real, model_dir=FLAGS.model_dir, samples=FLAGS.samples,
       checkpoint=FLAGS.checkpoint, real_split=FLAGS.real_split, features=FLAGS.features,

@@ -26,7 +26,7 @@ def main(argv):
   if missing:
     print(f"export: error: --{', --'.join(missing)} required", file=sys.stderr)
     sys.exit(2)
-  from training import export  # pylint: disable=import-outside-toplevel
+  from inference import export  # pylint: disable=import-outside-toplevel
   config = export.ExportConfig(model_dir=FLAGS.model_dir, output=FLAGS.output,
                                checkpoint=FLAGS.checkpoint, direction=FLAGS.direction,
                                overwrite=FLAGS.overwrite)

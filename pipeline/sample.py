@@ -26,7 +26,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from training import sampling  # pylint: disable=import-outside-toplevel
+  from inference import sampling  # pylint: disable=import-outside-toplevel
   from training import samples as samples_lib  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   if not FLAGS.model_dir or not FLAGS.output:

@@ -26,8 +26,11 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from evaluation import during_training
 from pipeline import flags as pipeline_flags
 from training import config as config_lib
+from training import errors
+from training import trainer
 
 pipeline_flags.define_train_flags()
 FLAGS = flags.FLAGS
@@ -52,14 +55,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config = config_from_flags()
-  from training import trainer  # pylint: disable=import-outside-toplevel
   try:
-    result = trainer.run(config)
-  except trainer.Preempted as e:
+    result = trainer.run(config, during_training.DuringTraining)
+  except errors.Preempted as e:
     logging.warning("%s", e)
     print(f"train: {e}", file=sys.stderr)
     sys.exit(EXIT_PREEMPTED)
-  except (ValueError, trainer.TrainingError) as e:
+  except (ValueError, errors.TrainingError) as e:
     logging.error("%s", e)
     print(f"train: error: {e}", file=sys.stderr)
     sys.exit(2 if isinstance(e, ValueError) else 1)

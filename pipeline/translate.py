@@ -27,7 +27,7 @@ def main(argv):
   if missing:
     print(f"translate: error: --{', --'.join(missing)} required", file=sys.stderr)
     sys.exit(2)
-  from training import translate  # pylint: disable=import-outside-toplevel
+  from inference import translate  # pylint: disable=import-outside-toplevel
   config = translate.TranslateConfig(model_dir=FLAGS.model_dir, input=FLAGS.input,
                                      output=FLAGS.output, direction=FLAGS.direction,
                                      checkpoint=FLAGS.checkpoint)

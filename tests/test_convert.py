@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from input import cache
 from input import convert
 from input import manifest as manifest_lib
 from input import reader
@@ -300,10 +301,10 @@ class OtherSourcesTest(tf.test.TestCase):
                         atol=0.03)
 
   def test_builtin_is_deterministic_and_cached(self):
-    cache = os.path.join(self.tmp, "cache")
-    d1 = convert.ensure_builtin("shapes", cache_dir=cache, max_examples=40, num_workers=1)
+    cache_dir = os.path.join(self.tmp, "cache")
+    d1 = cache.ensure_builtin("shapes", cache_dir=cache_dir, max_examples=40, num_workers=1)
     mtime = os.path.getmtime(os.path.join(d1, "manifest.json"))
-    d2 = convert.ensure_builtin("shapes", cache_dir=cache, max_examples=40, num_workers=1)
+    d2 = cache.ensure_builtin("shapes", cache_dir=cache_dir, max_examples=40, num_workers=1)
     self.assertEqual(d1, d2)
     self.assertEqual(mtime, os.path.getmtime(os.path.join(d2, "manifest.json")))
     other = _convert("builtin:shapes", os.path.join(self.tmp, "again"), max_examples=40)

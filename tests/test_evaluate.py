@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from input import convert
+import algorithms
+from evaluation import evaluate
+from evaluation import features
+from inference import sampling
+from input import cache
 from input import manifest as manifest_lib
 from input import reader
 from tests import helpers
 from tests import test_train
-from training import algorithms
 from training import config as config_lib
 from training import data as data_lib
-from training import evaluate
-from training import features
-from training import sampling
 from training import samples as samples_lib
 from training import trainer
 
@@ -220,7 +220,7 @@ class TrainedBeatsInitialTest(tf.test.TestCase):
   @pytest.mark.slow
   def test_sngan_fid_drops_with_training(self):
     tmp = self.create_tempdir().full_path
-    data = convert.ensure_builtin("shapes", cache_dir=os.path.join(tmp, "data"),
+    data = cache.ensure_builtin("shapes", cache_dir=os.path.join(tmp, "data"),
                                   image_size=16, max_examples=2000, num_workers=1)
     classifier = os.path.join(tmp, "classifier.keras")
     accuracy = train_feature_classifier(data, classifier)
@@ -232,7 +232,7 @@ class TrainedBeatsInitialTest(tf.test.TestCase):
         precision="float32")
     # The initial weights: the trainer's own initialization (same seed), no step.
     algo_cls = algorithms.get("sngan")
-    data_info = data_lib.describe(manifest_lib.load(data), data, data)
+    data_info = data_lib.describe(manifest_lib.load(data), data)
     initial = algo_cls(algo_cls.resolve(cfg, data_info), data_info)
     keras.utils.set_random_seed(cfg.seed)
     initial.build()

@@ -11,13 +11,13 @@ import textwrap
 import numpy as np
 import tensorflow as tf
 
+from inference import export
+from inference import sampling
+from inference import translate
 from tests import helpers
 from tests import test_train
 from tests import test_translation
-from training import export
-from training import sampling
 from training import trainer
-from training import translate
 
 # Run with `python -S` (no site processing: no .pth files, so not even an
 # editable install of this project) and only the interpreter's site-packages

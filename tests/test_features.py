@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training import features
+from evaluation import features
 
 
 def small_classifier(path=None, input_shape=(16, 16, 3), classes=3, softmax=False, seed=0):

@@ -23,13 +23,13 @@ import tensorflow as tf
 from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver
 import yaml
 
+from distribute import cluster as cluster_lib
 from launch import common
 from launch import k8s_tf_config
 from launch import local
 from tests import helpers
 from tests import test_cli
 from tests import test_train
-from training import strategy as strategy_lib
 
 K8S_DIR = os.path.join(helpers.REPO_ROOT, "launch", "k8s")
 SBATCH = os.path.join(helpers.REPO_ROOT, "launch", "slurm", "train.sbatch")
@@ -237,8 +237,8 @@ class SlurmClusterTest(tf.test.TestCase):
 
   def test_one_task_per_node(self):
     for procid in range(2):
-      cluster = strategy_lib.slurm_cluster_spec(_slurm_env(procid))
-      self.assertEqual(cluster, strategy_lib.Cluster(
+      cluster = cluster_lib.slurm_cluster_spec(_slurm_env(procid))
+      self.assertEqual(cluster, cluster_lib.Cluster(
           source="slurm", spec={"worker": ["node01:8888", "node02:8888"]},
           task_type="worker", task_index=procid))
       self.assertEqual(cluster.num_tasks, 2)
@@ -246,13 +246,13 @@ class SlurmClusterTest(tf.test.TestCase):
   def test_falls_back_to_the_job_variables(self):
     env = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_JOB_NODELIST": "gpu[7,9-10]",
            "SLURM_TASKS_PER_NODE": "2,1(x2)", "SLURMD_NODENAME": "gpu10"}
-    cluster = strategy_lib.slurm_cluster_spec(env)
+    cluster = cluster_lib.slurm_cluster_spec(env)
     self.assertEqual(cluster.spec,
                      {"worker": ["gpu7:8888", "gpu7:8889", "gpu9:8888", "gpu10:8888"]})
     self.assertEqual(cluster.task_index, 3)
 
   def test_port_from_the_environment(self):
-    cluster = strategy_lib.slurm_cluster_spec(_slurm_env(1, GAN_PIPELINE_TF_PORT="23000"))
+    cluster = cluster_lib.slurm_cluster_spec(_slurm_env(1, GAN_PIPELINE_TF_PORT="23000"))
     self.assertEqual(cluster.spec, {"worker": ["node01:23000", "node02:23000"]})
 
   def test_agrees_with_slurm_cluster_resolver_on_sorted_names(self):
@@ -261,14 +261,14 @@ class SlurmClusterTest(tf.test.TestCase):
         resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
             gpus_per_node=1, auto_set_gpu=False)
         spec = resolver.cluster_spec().as_dict()
-      cluster = strategy_lib.slurm_cluster_spec(_slurm_env(procid))
+      cluster = cluster_lib.slurm_cluster_spec(_slurm_env(procid))
       self.assertEqual(cluster.spec, spec)
       self.assertEqual((cluster.task_type, cluster.task_index),
                        (resolver.task_type, resolver.task_id))
 
   def test_keeps_slurm_node_order_where_the_resolver_sorts_names(self):
     # Pins why slurm_cluster_spec exists: rank 0 runs on node9, the first node.
-    cluster = strategy_lib.slurm_cluster_spec(
+    cluster = cluster_lib.slurm_cluster_spec(
         _slurm_env(0, nodelist="node[9-10]", SLURMD_NODENAME="node9"))
     self.assertEqual(cluster.spec, {"worker": ["node9:8888", "node10:8888"]})
     with mock.patch.dict(os.environ, _slurm_env(0, nodelist="node[9-10]")):
@@ -296,17 +296,17 @@ class SlurmClusterTest(tf.test.TestCase):
     for env, message in cases:
       with self.subTest(message=message):
         with self.assertRaisesRegex(ValueError, re.escape(message)):
-          strategy_lib.slurm_cluster_spec(env)
+          cluster_lib.slurm_cluster_spec(env)
 
   def test_resolve_cluster_prefers_tf_config(self):
     tf_config = json.dumps(common.build_tf_config(["a:1", "b:2"], 1))
-    cluster = strategy_lib.resolve_cluster(dict(_slurm_env(0), TF_CONFIG=tf_config))
-    self.assertEqual(cluster, strategy_lib.Cluster("TF_CONFIG", {"worker": ["a:1", "b:2"]},
+    cluster = cluster_lib.resolve_cluster(dict(_slurm_env(0), TF_CONFIG=tf_config))
+    self.assertEqual(cluster, cluster_lib.Cluster("TF_CONFIG", {"worker": ["a:1", "b:2"]},
                                                    "worker", 1))
-    self.assertEqual(strategy_lib.resolve_cluster(_slurm_env(1)).source, "slurm")
+    self.assertEqual(cluster_lib.resolve_cluster(_slurm_env(1)).source, "slurm")
     with self.assertRaisesRegex(ValueError, r"--strategy=multi_worker needs the cluster in "
                                 r"TF_CONFIG .* or a Slurm step \(srun, SLURM_PROCID\)"):
-      strategy_lib.resolve_cluster({"SLURM_JOB_ID": "7"})
+      cluster_lib.resolve_cluster({"SLURM_JOB_ID": "7"})
 
   def test_two_workers_join_from_a_faked_slurm_step(self):
     """get_strategy("multi_worker") in 2 processes on loopback, cluster from Slurm."""

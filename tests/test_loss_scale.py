@@ -1,4 +1,4 @@
-"""training/loss_scale.py: dynamic loss scaling agreed across replicas.
+"""training/precision.py: dynamic loss scaling agreed across replicas.
 
 An `inf` gradient on one replica only must skip the step on every replica and
 halve the scale (Keras 3's own LossScaleOptimizer gets this wrong; the fact is
@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from training import loss_scale
+from training import precision
 
 
 def _two_cpus():
@@ -21,7 +21,7 @@ def _two_cpus():
 def _setup(strategy, growth_steps=2000):
   with strategy.scope():
     v = keras.Variable(1.0, name="v")
-    opt = loss_scale.LossScaleOptimizer(keras.optimizers.SGD(learning_rate=0.5),
+    opt = precision.LossScaleOptimizer(keras.optimizers.SGD(learning_rate=0.5),
                                         initial_scale=8.0, dynamic_growth_steps=growth_steps)
     opt.build([v])
   return v, opt

@@ -7,7 +7,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from training import metrics
+from evaluation import metrics
 
 
 def _stats(x, batch=None, **kwargs):

@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
+from evaluation import mode_coverage
 from input import builtin
-from training import mode_coverage
 
 CENTERS = np.array(dict(builtin.info("grid2d").extra)["centers"])
 STD = 0.05

@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from distribute import cluster as cluster_lib
 from input import reader
 from launch import common
 from launch import local
@@ -43,7 +44,6 @@ from tests import test_cli
 from tests import test_train
 from tests import test_translation
 from training import config as config_lib
-from training import strategy as strategy_lib
 from training import trainer
 
 TINY = test_cli.TINY + ["--deterministic"]
@@ -162,15 +162,15 @@ class LostPeerNamesTest(tf.test.TestCase):
         "Collective ops is aborted by: Error reported from /job:worker/task:1: The following "
         "tasks are unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\n"
         "The tasks have crashed."))
-    self.assertEqual(strategy_lib.lost_peers(heartbeat, spec, "worker", 0),
+    self.assertEqual(cluster_lib.lost_peers(heartbeat, spec, "worker", 0),
                      ["worker 1 at 127.0.0.1:2222"])
     reset = tf.errors.UnavailableError(None, None, (
         "Collective ops is aborted by: recvmsg:Connection reset by peer\nAdditional GRPC error "
         "information from remote target /job:worker/replica:0/task:0 while calling "
         "/tensorflow.WorkerService/CompleteInstance"))
-    self.assertEqual(strategy_lib.lost_peers(reset, spec, "worker", 1),
+    self.assertEqual(cluster_lib.lost_peers(reset, spec, "worker", 1),
                      ["worker 0 at 127.0.0.1:1111"])
-    self.assertEqual(strategy_lib.lost_peers(reset, spec, "worker", 0), [])  # Not oneself.
+    self.assertEqual(cluster_lib.lost_peers(reset, spec, "worker", 0), [])  # Not oneself.
 
 
 class DataShardingTest(tf.test.TestCase):

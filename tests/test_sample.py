@@ -8,9 +8,9 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from inference import sampling
 from tests import helpers
 from tests import test_train
-from training import sampling
 from training import trainer
 
 

@@ -6,7 +6,8 @@ from unittest import mock
 
 import tensorflow as tf
 
-from training import strategy as strategy_lib
+from distribute import cluster as cluster_lib
+from distribute import strategy as strategy_lib
 
 
 class StrategyFactoryTest(tf.test.TestCase):
@@ -54,7 +55,7 @@ class ClusterFromFlagsTest(tf.test.TestCase):
     workers = ("10.0.0.1:2222", "10.0.0.2:2222")
     env = {"TF_CONFIG": '{"cluster": {"worker": ["a:1"]}, "task": {"index": 0}}',
            "SLURM_PROCID": "0"}
-    cluster = strategy_lib.resolve_cluster(env, workers, 1)
+    cluster = cluster_lib.resolve_cluster(env, workers, 1)
     self.assertEqual((cluster.source, cluster.task_type, cluster.task_index),
                      ("flags", "worker", 1))
     self.assertEqual(cluster.spec, {"worker": list(workers)})
@@ -70,7 +71,7 @@ class ClusterFromFlagsTest(tf.test.TestCase):
     ]
     for (workers, index), message in cases:
       with self.assertRaisesRegex(ValueError, re.escape(message)):
-        strategy_lib.resolve_cluster({}, workers, index)
+        cluster_lib.resolve_cluster({}, workers, index)
     with self.assertRaisesRegex(ValueError, re.escape(
         "--cluster_workers and --task_index need --strategy=multi_worker, not mirrored")):
       strategy_lib.get_strategy("mirrored", cluster_workers=("h:1",), task_index=0)

@@ -111,7 +111,7 @@ class DistributeFactsTest(tf.test.TestCase):
 
 
   def test_keras_loss_scale_optimizer_misses_inf_on_another_replica(self):
-    # training/loss_scale.py exists because of this: Keras checks replica 0's
+    # training/precision.LossScaleOptimizer exists because of this: Keras checks replica 0's
     # gradients before the all-reduce, so replica 1's inf is applied.
     strategy = _two_cpus()
     with strategy.scope():

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import algorithms
 from input import convert
-from training import algorithms
 from training import config as config_lib
+from training import errors
 from training import trainer
 
 IMAGE_ALGOS = ["dcgan", "cdcgan", "wgan", "wgan_gp", "sngan", "sn_wgan_gp", "lsgan"]
@@ -221,7 +222,7 @@ class RunDirectoryTest(tf.test.TestCase):
   def test_conflicting_config_refused_and_fresh_starts_over(self):
     tmp = self.create_tempdir().full_path
     trainer.run(tiny_config("sngan", tmp, checkpoint_every=2))
-    with self.assertRaisesRegex(trainer.TrainingError,
+    with self.assertRaisesRegex(errors.TrainingError,
                                 r"algo='sngan' there, 'wgan_gp' now.*--fresh"):
       trainer.run(tiny_config("wgan_gp", tmp))
     result = trainer.run(tiny_config("wgan_gp", tmp, fresh=True))
@@ -248,7 +249,7 @@ class RunDirectoryTest(tf.test.TestCase):
 
     cls.loss = diverging_loss
     try:
-      with self.assertRaisesRegex(trainer.TrainingError,
+      with self.assertRaisesRegex(errors.TrainingError,
                                   r"non-finite .*d_loss.*stopped without saving.*ckpt-2"):
         trainer.run(tiny_config("lsgan", tmp, train_steps=6, checkpoint_every=2))
     finally:

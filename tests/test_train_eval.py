@@ -15,25 +15,25 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from evaluation import evaluate
+from inference import sampling
 from tests import test_evaluate
 from tests import test_train
 from tests import test_translation
-from training import best as best_lib
 from training import config as config_lib
-from training import evaluate
-from training import sampling
+from training import run_dir
 from training import trainer
 
 
 def eval_log(model_dir):
-  with open(os.path.join(model_dir, trainer.EVAL_LOG_NAME), encoding="utf-8") as f:
+  with open(os.path.join(model_dir, run_dir.EVAL_LOG_NAME), encoding="utf-8") as f:
     return [json.loads(line) for line in f if line.strip()]
 
 
 def tensorboard_scalars(model_dir, prefix="eval/"):
   """{tag: {step: value}} from the run's TensorBoard events."""
   out = {}
-  for path in glob.glob(os.path.join(model_dir, trainer.TENSORBOARD_SUBDIR, "events.*")):
+  for path in glob.glob(os.path.join(model_dir, run_dir.TENSORBOARD_SUBDIR, "events.*")):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
         if value.tag.startswith(prefix):
@@ -82,18 +82,18 @@ class EvalDuringTrainingTest(tf.test.TestCase):
     fids = {line["step"]: line["metrics"]["fid"] for line in log}
     self.assertGreater(len(set(fids.values())), 1)
     best_step = min(fids, key=fids.get)
-    record = best_lib.load_record(os.path.join(run_dir, trainer.CHECKPOINT_SUBDIR))
+    record = run_dir.load_best_record(os.path.join(run_dir, run_dir.CHECKPOINT_SUBDIR))
     self.assertEqual((record["metric"], record["mode"], record["step"]),
                      ("fid", "min", best_step))
     self.assertEqual(record["value"], fids[best_step])
-    best_dir = best_lib.best_dir(os.path.join(run_dir, trainer.CHECKPOINT_SUBDIR))
+    best_dir = run_dir.best_dir(os.path.join(run_dir, run_dir.CHECKPOINT_SUBDIR))
     self.assertEqual(tf.train.latest_checkpoint(best_dir),
                      os.path.join(best_dir, f"ckpt-{best_step}"))
     self.assertEqual(sorted(os.path.basename(p).split(".")[0]
                             for p in glob.glob(os.path.join(best_dir, "ckpt-*"))),
                      [f"ckpt-{best_step}"] * 2)  # .index and one .data file.
     self.assertEqual(os.path.basename(tf.train.latest_checkpoint(
-        os.path.join(run_dir, trainer.CHECKPOINT_SUBDIR))), "ckpt-6")
+        os.path.join(run_dir, run_dir.CHECKPOINT_SUBDIR))), "ckpt-6")
     # pipeline.evaluate of the saved checkpoints reports the in-training figures.
     for checkpoint, step in (("best", best_step), ("6", 6)):
       offline = evaluate_checkpoint(config, checkpoint)
@@ -108,7 +108,7 @@ class EvalDuringTrainingTest(tf.test.TestCase):
     trainer.run(vector_config(split_dir, keep_best="high_quality", train_steps=4))
     # A crash after the evaluation of step 6 but before its checkpoint: the
     # line is dropped on resume and step 6 evaluated again.
-    with open(os.path.join(split_dir, trainer.EVAL_LOG_NAME), "a", encoding="utf-8") as f:
+    with open(os.path.join(split_dir, run_dir.EVAL_LOG_NAME), "a", encoding="utf-8") as f:
       f.write(json.dumps({"step": 6, "metrics": {"fid": -1.0}}) + "\n")
     trainer.run(vector_config(split_dir, keep_best="high_quality"))
     whole, split = eval_log(whole_dir), eval_log(split_dir)
@@ -117,7 +117,7 @@ class EvalDuringTrainingTest(tf.test.TestCase):
       for name in ("fid", "kid", "high_quality", "modes"):
         self.assertAllClose(a["metrics"][name], b["metrics"][name], rtol=1e-5, atol=1e-7,
                             msg=f"step {a['step']} {name}")
-    records = [best_lib.load_record(os.path.join(d, trainer.CHECKPOINT_SUBDIR))
+    records = [run_dir.load_best_record(os.path.join(d, run_dir.CHECKPOINT_SUBDIR))
                for d in (whole_dir, split_dir)]
     self.assertEqual(records[0]["step"], records[1]["step"])
     self.assertEqual(records[0]["mode"], "max")
@@ -129,15 +129,15 @@ class EvalDuringTrainingTest(tf.test.TestCase):
   def test_another_protocol_replaces_the_record(self):
     run_dir = self.create_tempdir().full_path
     trainer.run(vector_config(run_dir, train_steps=2))
-    ckpt_dir = os.path.join(run_dir, trainer.CHECKPOINT_SUBDIR)
-    self.assertEqual(best_lib.load_record(ckpt_dir)["key"]["num"], 200)
+    ckpt_dir = os.path.join(run_dir, run_dir.CHECKPOINT_SUBDIR)
+    self.assertEqual(run_dir.load_best_record(ckpt_dir)["key"]["num"], 200)
     # Fewer samples per evaluation: figures not comparable with the record.
-    record = best_lib.load_record(ckpt_dir)
-    with open(os.path.join(best_lib.best_dir(ckpt_dir), best_lib.RECORD_NAME), "w",
+    record = run_dir.load_best_record(ckpt_dir)
+    with open(os.path.join(run_dir.best_dir(ckpt_dir), run_dir.BEST_RECORD_NAME), "w",
               encoding="utf-8") as f:
       json.dump(dict(record, value=-1.0), f)  # Unbeatable if it were compared.
     trainer.run(vector_config(run_dir, train_steps=4, eval_num_samples=100))
-    record = best_lib.load_record(ckpt_dir)
+    record = run_dir.load_best_record(ckpt_dir)
     self.assertEqual((record["step"], record["key"]["num"]), (4, 100))
 
   @pytest.mark.slow
@@ -154,7 +154,7 @@ class EvalDuringTrainingTest(tf.test.TestCase):
     log = eval_log(config.model_dir)
     self.assertEqual([line["step"] for line in log], [1, 2])
     self.assertIn("inception_score", log[0]["metrics"])  # The classifier has a head.
-    with open(os.path.join(config.model_dir, trainer.EVAL_PROTOCOL_NAME),
+    with open(os.path.join(config.model_dir, run_dir.EVAL_PROTOCOL_NAME),
               encoding="utf-8") as f:
       protocol = json.load(f)
     self.assertEqual((protocol["num_fake"], protocol["num_real"]), (48, 48))
@@ -223,7 +223,7 @@ class EvalDuringTrainingTest(tf.test.TestCase):
                                             "network are fid, kid, precision, recall, modes, "
                                             "high_quality"):
       trainer.run(vector_config(tmp, keep_best="inception_score"))
-    self.assertEqual(glob.glob(os.path.join(tmp, trainer.CHECKPOINT_SUBDIR, "ckpt-*")), [])
+    self.assertEqual(glob.glob(os.path.join(tmp, run_dir.CHECKPOINT_SUBDIR, "ckpt-*")), [])
     with self.assertRaisesRegex(ValueError, "curl -L -o"):
       trainer.run(test_train.tiny_config("dcgan", os.path.join(tmp, "img"), eval_every=1,
                                          inception_weights="/nonexistent/w.h5",

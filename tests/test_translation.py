@@ -11,12 +11,12 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
+from algorithms import translation
+from inference import translate
 from input import convert
 from tests import helpers
 from training import config as config_lib
 from training import trainer
-from training import translate
-from training import translation
 
 ALGOS = {"pix2pix": "shapes_paired", "cyclegan": "shapes_unpaired", "unit": "shapes_unpaired"}
 _DATA = {}

@@ -1,36 +1,15 @@
-"""Resolving `--data` to a converted TFRecord directory and describing it."""
+"""What the trainer learns from a converted dataset's manifest."""
 
+import math
 import os
 
-from input import convert
+import numpy as np
+
+from algorithms import base
 from input import manifest as manifest_lib
-from input import sources
-from training import algorithms
 
 
-def resolve(spec, cache_dir=None, image_size=None):
-  """Returns the directory of converted data for `--data`.
-
-  Args:
-    spec: a directory made by `pipeline.convert`, or a source `KIND:ARG`
-      (`builtin:shapes`, `folder:DIR`, `tfds:NAME`, ...), which is converted
-      into the cache on first use.
-    cache_dir: where converted sources are cached.
-    image_size: size to convert image sources to (None: the source's).
-
-  Raises:
-    ValueError: neither a dataset directory nor a known source kind.
-  """
-  kind, sep, _ = spec.partition(":")
-  if sep and kind in sources.SOURCE_KINDS:
-    return convert.ensure_converted(spec, cache_dir=cache_dir, image_size=image_size)
-  if os.path.isdir(spec):
-    return spec
-  raise ValueError(f"--data {spec!r} is neither a dataset directory made by pipeline.convert "
-                   f"nor a source KIND:ARG with KIND one of {', '.join(sources.SOURCE_KINDS)}")
-
-
-def describe(manifest, spec, data_dir):
+def describe(manifest, spec):
   """A `DataInfo` from a manifest."""
   kind = manifest["kind"]
   feature = manifest_lib.FEATURES_BY_KIND[kind][0]
@@ -39,6 +18,16 @@ def describe(manifest, spec, data_dir):
   if spec.startswith("builtin:"):
     name = spec.split(":", 1)[1]
   else:
-    name = os.path.basename(os.path.normpath(data_dir if ":" not in spec
+    name = os.path.basename(os.path.normpath(spec if ":" not in spec
                                              else spec.split(":", 1)[1].split(",")[0]))
-  return algorithms.DataInfo(kind=kind, shape=shape, num_classes=len(names), name=name)
+  return base.DataInfo(kind=kind, shape=shape, num_classes=len(names), name=name)
+
+
+def auto_shuffle_buffer(manifest):
+  """About 64 MB of records, 1,000 to 10,000: the buffer is saved in every
+  checkpoint (it is part of the input iterator's position)."""
+  total = 0
+  for f in manifest["features"].values():
+    n = math.prod(f["shape"])
+    total += n * (4 if f["dtype"] == "float32" else np.dtype(f["dtype"]).itemsize)
+  return int(min(10_000, max(1_000, 64e6 // max(total, 1))))

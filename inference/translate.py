@@ -14,9 +14,9 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from algorithms import translation
+from inference import sampling
 from input import images as images_lib
-from training import sampling
-from training import translation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,14 +42,6 @@ def _pad_to(x, stride):
   ph, pw = -h % stride, -w % stride
   mode = "reflect" if ph < h and pw < w else "edge"
   return np.pad(x, ((0, ph), (0, pw), (0, 0)), mode=mode)
-
-
-def _image_files(root):
-  out = []
-  for dirpath, dirnames, filenames in os.walk(root):
-    dirnames.sort()
-    out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith("."))
-  return out
 
 
 def run(config):
@@ -85,7 +77,10 @@ def run(config):
   logging.info("Translating %s -> %s with %s (step %d, %s)", config.input, config.output,
                algorithm.config.algo, step, direction)
   result = TranslateResult([], [])
-  for path in _image_files(config.input):
+  names, ignored = images_lib.list_image_files(config.input)
+  if ignored:
+    logging.info("Ignoring %d non-image file(s) in %s", ignored, config.input)
+  for path in (os.path.join(config.input, name) for name in names):
     try:
       arr = images_lib.read_file(path)
     except images_lib.BadImageError as e:

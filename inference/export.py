@@ -31,8 +31,8 @@ import shutil
 
 import tensorflow as tf
 
-from training import sampling
-from training import translation
+from algorithms import translation
+from inference import sampling
 
 INFO_NAME = "export_info.json"
 

@@ -35,8 +35,8 @@ from models import cyclegan as cyclegan_models
 from models import losses
 from models import pix2pix as pix2pix_models
 from models import unit as unit_models
-from training import algorithms
-from training.algorithms import Phase
+from algorithms import base
+from algorithms.base import Phase
 
 
 def jitter_boxes(rand, scale=1.12, flip=True):
@@ -115,7 +115,7 @@ class TranslationSpec:
   reference: str = ""
 
 
-class Translation(algorithms.Algorithm):
+class Translation(base.Algorithm):
   """What the three translation algorithms share."""
   spec = None
   preview_split = "test"
@@ -190,7 +190,7 @@ class Translation(algorithms.Algorithm):
     return self.generator.stride
 
 
-@algorithms.register("pix2pix")
+@base.register("pix2pix")
 class Pix2Pix(Translation):
   """Isola et al. 2017, "Image-to-Image Translation with Conditional Adversarial
   Networks": U-Net G with dropout as its noise, conditional 70x70 PatchGAN D,
@@ -311,7 +311,7 @@ class _Unpaired(Translation):
     return self.translate_ab(x) if forward != reverse else self.translate_ba(x)
 
 
-@algorithms.register("cyclegan")
+@base.register("cyclegan")
 class CycleGAN(_Unpaired):
   """Zhu et al. 2017, "Unpaired Image-to-Image Translation using
   Cycle-Consistent Adversarial Networks": ResNet generators (6 blocks below 256
@@ -406,7 +406,7 @@ class CycleGAN(_Unpaired):
     return items
 
 
-@algorithms.register("unit")
+@base.register("unit")
 class UNIT(_Unpaired):
   """Liu et al. 2017, "Unsupervised Image-to-Image Translation Networks": two
   VAE-GANs with a shared latent space (shared last encoder and first decoder

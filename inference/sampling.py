@@ -1,15 +1,10 @@
 """Loading a trained generator from a run directory and drawing samples."""
 
-import json
-import os
-
 import numpy as np
 import tensorflow as tf
 
-from training import algorithms
-from training import best as best_lib
-from training import config as config_lib
-from training import trainer
+import algorithms
+from training import run_dir
 
 
 def load_algorithm(model_dir, checkpoint=None):
@@ -27,29 +22,8 @@ def load_algorithm(model_dir, checkpoint=None):
   Raises:
     ValueError: not a run directory, or no such checkpoint.
   """
-  config = config_lib.load(model_dir)
-  info_path = os.path.join(model_dir, trainer.DATA_INFO_NAME)
-  if config is None or not os.path.isfile(info_path):
-    raise ValueError(f"{model_dir!r} is not a run directory of pipeline.train "
-                     f"(no {config_lib.CONFIG_NAME} and {trainer.DATA_INFO_NAME})")
-  with open(info_path, encoding="utf-8") as f:
-    info = json.load(f)
-  data = algorithms.DataInfo(kind=info["kind"], shape=tuple(info["shape"]),
-                             num_classes=info["num_classes"], name=info["name"])
-  ckpt_dir = os.path.join(model_dir, trainer.CHECKPOINT_SUBDIR)
-  if checkpoint is None:
-    path = tf.train.latest_checkpoint(ckpt_dir)
-  elif checkpoint == "best":
-    path = best_lib.best_checkpoint(ckpt_dir)
-    if path is None:
-      raise ValueError(f"no best checkpoint in {ckpt_dir!r}: it is kept by runs trained with "
-                       "--keep_best=METRIC --eval_every=N")
-  elif str(checkpoint).isdigit():
-    path = os.path.join(ckpt_dir, f"ckpt-{int(checkpoint)}")
-  else:
-    path = checkpoint
-  if not path or not tf.io.gfile.exists(path + ".index"):
-    raise ValueError(f"no checkpoint {checkpoint or ''} in {ckpt_dir!r}")
+  config, data = run_dir.load_run(model_dir)
+  path = run_dir.resolve_checkpoint(model_dir, checkpoint)
   algorithm = algorithms.get(config.algo)(config, data)
   algorithm.build()
   # The generators only (of every algorithm: generator, ema_generator,
@@ -57,7 +31,7 @@ def load_algorithm(model_dir, checkpoint=None):
   items = {k: v for k, v in algorithm.checkpoint_items().items()
            if not k.startswith(("discriminator", "pools")) and "optimizer" not in k}
   step = tf.Variable(0, dtype=tf.int64)
-  tf.train.Checkpoint(step=step, **trainer.trackable_items(items)).restore(
+  tf.train.Checkpoint(step=step, **run_dir.trackable_items(items)).restore(
       path).expect_partial()
   return algorithm, int(step.numpy())
 

@@ -1,6 +1,6 @@
 """Comparing generated samples with real data: the library behind `pipeline.evaluate`.
 
-    from training import evaluate
+    from evaluation import evaluate
     result = evaluate.run(evaluate.EvaluateConfig(real="builtin:shapes",
                                                   model_dir="runs/sngan-shapes"))
     result["metrics"]  # fid, kid, kid_stderr, precision, recall[, inception_score]
@@ -8,7 +8,7 @@
 The protocol, pinned and returned with the figures (and written to
 `--output` as JSON):
 - the feature network, its weights file and that file's sha256, the layer,
-  the resize method and input size (`training.features.Protocol`);
+  the resize method and input size (`evaluation.features.Protocol`);
 - the number of real and generated samples, the seed, the real data's
   manifest sha256 and split;
 - generated images are quantized to the real data's bit depth (8 bits:
@@ -25,7 +25,7 @@ data reads them instead of recomputing.
 
 2-D vector data (`builtin:ring2d`, `builtin:grid2d`): the features are the
 points themselves, and the figures add modes covered and the fraction of
-high-quality samples (`training.mode_coverage`, the VEEGAN/PacGAN protocol)
+high-quality samples (`evaluation.mode_coverage`, the VEEGAN/PacGAN protocol)
 on the first 2,500 generated samples.
 """
 
@@ -38,14 +38,15 @@ import time
 from absl import logging
 import numpy as np
 
-from input import convert
+from algorithms import translation
+from evaluation import features as features_lib
+from evaluation import metrics
+from evaluation import mode_coverage
+from inference import sampling
+from input import cache
 from input import images as images_lib
 from input import manifest as manifest_lib
 from input import reader
-from input import sources
-from training import features as features_lib
-from training import metrics
-from training import mode_coverage
 
 STATS_FORMAT = 1
 PR_K = 3  # Kynkaanniemi et al. 2019.
@@ -96,7 +97,7 @@ class EvaluateConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Real:
+class Real:
   data_dir: str
   manifest: dict
   split: str
@@ -131,18 +132,8 @@ def resolve_real(config):
       names no domain.
   """
   spec = config.real
-  kind, sep, _ = spec.partition(":")
-  if sep and kind in sources.SOURCE_KINDS:
-    data_dir = convert.ensure_converted(spec, cache_dir=config.data_cache,
-                                        image_size=config.image_size)
-  elif os.path.isfile(os.path.join(spec, manifest_lib.MANIFEST_NAME)):
-    data_dir = spec
-  elif os.path.isdir(spec):  # A plain folder of images.
-    data_dir = convert.ensure_converted(f"folder:{spec}", cache_dir=config.data_cache,
-                                        image_size=config.image_size)
-  else:
-    raise ValueError(f"--real {spec!r} is neither a directory nor a source KIND:ARG with KIND "
-                     f"one of {', '.join(sources.SOURCE_KINDS)}")
+  data_dir = cache.resolve(spec, cache_dir=config.data_cache, image_size=config.image_size,
+                           flag="--real")
   manifest = manifest_lib.load(data_dir)
   split = config.real_split
   if manifest["kind"] == "unpaired" and split not in manifest["splits"]:
@@ -158,10 +149,10 @@ def resolve_real(config):
   if config.num_real and available < config.num_real:
     logging.warning("--num_real=%d but split %s of %s has %d examples; using them all",
                     config.num_real, split, data_dir, available)
-  return _Real(data_dir, manifest, split, feature, count)
+  return Real(data_dir, manifest, split, feature, count)
 
 
-def _real_batches(real, batch_size):
+def real_batches(real, batch_size):
   ds = reader.make_dataset(reader.ReaderConfig(
       real.data_dir, split=real.split, shuffle_buffer=0, repeat=False, drop_remainder=False,
       deterministic=True), batch_size)
@@ -183,21 +174,10 @@ def _quantize(x, max_value):
   return (np.round((x + 1.0) * (max_value / 2.0)) * (2.0 / max_value) - 1.0).astype(np.float32)
 
 
-def _image_files(root):
-  out = []
-  for dirpath, dirnames, filenames in os.walk(root):
-    dirnames.sort()
-    out.extend(os.path.join(dirpath, f) for f in sorted(filenames)
-               if f.lower().endswith(images_lib.IMAGE_EXTENSIONS) and not f.startswith("."))
-  return out
-
-
 def _fake_source(config, real):
   """(description dict, iterator over [b, ...] batches in [-1, 1], count)."""
   num, batch_size = config.num_samples, config.batch_size
   if config.model_dir:
-    from training import sampling  # pylint: disable=import-outside-toplevel
-    from training import translation  # pylint: disable=import-outside-toplevel
     algorithm, step = sampling.load_algorithm(config.model_dir, config.checkpoint)
     if isinstance(algorithm, translation.Translation):
       raise ValueError(
@@ -230,7 +210,7 @@ def _fake_source(config, real):
   if os.path.isdir(path):
     if real.is_vector:
       raise ValueError("2-D vector data is compared with a .npz or a model, not a folder")
-    files = _image_files(path)[:num]
+    files = [os.path.join(path, f) for f in images_lib.list_image_files(path)[0][:num]]
     if not files:
       raise ValueError(f"--samples {path!r} holds no images "
                        f"({', '.join(images_lib.IMAGE_EXTENSIONS)})")
@@ -277,7 +257,7 @@ def _cache_dir(config):
   if config.stats_cache == "none":
     return None
   return config.stats_cache or os.path.join(
-      config.data_cache or convert.default_cache_dir(), "eval_stats")
+      config.data_cache or cache.default_cache_dir(), "eval_stats")
 
 
 def real_statistics(config, real, net):
@@ -301,7 +281,7 @@ def real_statistics(config, real, net):
       return stats, {"path": path, "hit": True}
   logging.info("Computing features of %d real examples of %s (%s)", real.count, real.data_dir,
                real.split)
-  stats, _, _ = _accumulate(net, _real_batches(real, config.batch_size), config.max_features,
+  stats, _, _ = _accumulate(net, real_batches(real, config.batch_size), config.max_features,
                             False)
   if path:
     os.makedirs(cache_dir, exist_ok=True)
@@ -316,7 +296,7 @@ class Reference:
   """The real side of a comparison, computed once (`prepare`): the data, the
   feature network and the real statistics."""
   config: EvaluateConfig
-  real: _Real
+  real: Real
   net: features_lib.FeatureNetwork
   stats: metrics.FeatureStats
   cache: dict
@@ -431,92 +411,3 @@ def run(config):
     os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)
     manifest_lib.write_json_atomic(config.output, out)
   return out
-
-
-# --- During training (--eval_every) ------------------------------------------------
-
-def _translation_real(data_dir, manifest, direction, num):
-  """(target _Real, source split, source feature) of a translation run: the
-  held-out split where the data has one (else train), translated in the
-  trained direction."""
-  forward = direction == "AtoB"
-  splits = manifest["splits"]
-  if manifest["kind"] == "paired":
-    split = "test" if "test" in splits else "train"
-    target, source = ("image_b", "image_a") if forward else ("image_a", "image_b")
-    available = splits[split]["num_examples"]
-    return _Real(data_dir, manifest, split, target, min(num, available)), split, source
-  stem = "test" if "testA" in splits and "testB" in splits else "train"
-  target_split, source_split = (stem + "B", stem + "A") if forward else (stem + "A", stem + "B")
-  available = splits[target_split]["num_examples"]
-  return _Real(data_dir, manifest, target_split, "image", min(num, available)), source_split, \
-      "image"
-
-
-class DuringTraining:
-  """The evaluation `--eval_every` runs on the chief: the real statistics and
-  the feature network are computed once, at start; `evaluate(algorithm, step)`
-  then compares the current generator with them.
-
-  Sampling algorithms: `num` samples (the EMA generator where there is one)
-  from the latents `pipeline.sample --seed=SEED` draws, against the first
-  `num` training examples: the figures `pipeline.evaluate --model_dir=RUN
-  --checkpoint=STEP` reports with the same settings. Translation algorithms:
-  the held-out source images (split test, else train) translated in the
-  trained direction, against the same split's target images.
-  """
-
-  def __init__(self, config, data_dir, manifest, is_translation):
-    self.config = config
-    self.is_translation = is_translation
-    num = config.eval_num_samples
-    self.eval_config = EvaluateConfig(
-        real=data_dir, features=config.eval_features,
-        inception_weights=config.inception_weights, feature_layer=config.eval_feature_layer,
-        num_samples=num, num_real=num, seed=config.seed, data_cache=config.data_cache,
-        kid_subset_size=min(1000, num))
-    if is_translation:
-      real, self._source_split, self._source_feature = _translation_real(
-          data_dir, manifest, config.direction, num)
-    else:
-      real = resolve_real(self.eval_config)
-    logging.info("Evaluation every %d steps: %d samples against %d real examples of %s (%s)",
-                 config.eval_every, num, real.count, real.split, real.feature)
-    self.reference = prepare(self.eval_config, real)
-    if config.keep_best and config.keep_best not in self.reference.available_metrics():
-      raise ValueError(f"--keep_best={config.keep_best} is not computed here: the metrics "
-                       f"of this data and feature network are "
-                       f"{', '.join(self.reference.available_metrics())}")
-
-  @property
-  def key(self):
-    """What must match for two evaluations' figures to be comparable."""
-    real = self.reference.real
-    return {"features": {k: v for k, v in self.reference.net.protocol.to_dict().items()
-                         if k != "weights"},
-            "num": self.eval_config.num_samples, "seed": self.eval_config.seed,
-            "real": {"manifest_sha256": real.manifest_sha256, "split": real.split,
-                     "feature": real.feature, "count": real.count}}
-
-  def _fake_batches(self, algorithm):
-    num, batch_size = self.eval_config.num_samples, self.eval_config.batch_size
-    if not self.is_translation:
-      from training import sampling  # pylint: disable=import-outside-toplevel
-      return (x for x, _ in sampling.iter_samples(algorithm, num, seed=self.eval_config.seed,
-                                                  batch_size=batch_size))
-    source = dataclasses.replace(self.reference.real, split=self._source_split,
-                                 feature=self._source_feature)
-    source = dataclasses.replace(source, count=min(
-        num, source.manifest["splits"][self._source_split]["num_examples"]))
-    return (algorithm.translate(x).numpy() for x in _real_batches(source, batch_size))
-
-  def evaluate(self, algorithm, step):
-    """The metrics of `algorithm` now: {"metrics", "protocol", "cache"}."""
-    fake_info = {"training_step": step, "algo": self.config.algo}
-    if self.is_translation:
-      fake_info["translated"] = f"{self._source_split} ({self._source_feature}), " \
-                                f"{self.config.direction}"
-    else:
-      fake_info["latents"] = (f"stateless normal, seed [{self.eval_config.seed}, 777] (as "
-                              "pipeline.sample)")
-    return compare(self.reference, fake_info, self._fake_batches(algorithm))

@@ -1,16 +1,5 @@
-"""The one factory that turns a strategy name into a `tf.distribute.Strategy`.
-
-| name           | what                                                            |
-|----------------|-----------------------------------------------------------------|
-| `default`      | no distribution (`tf.distribute.get_strategy()`)                |
-| `one_device`   | the first GPU, or the CPU                                       |
-| `mirrored`     | every visible GPU (NCCL all-reduce), or the CPU devices         |
-| `multi_worker` | MultiWorkerMirroredStrategy over the cluster of `resolve_cluster` |
-
-`cpu_replicas=N` splits the CPU into N logical devices so that `mirrored`
-runs N replicas on a machine without GPUs (tests, trying a config). It must
-take effect before TensorFlow initializes its devices, so binaries call
-`get_strategy` before anything else touches TensorFlow.
+"""The multi-worker cluster: where it comes from, how long its start-up may
+take, and what its failures say.
 
 `multi_worker` finds its cluster in `--cluster_workers` and `--task_index`
 when given, else in TF_CONFIG when that is set (launch.local,
@@ -35,7 +24,6 @@ Failures of the cluster (measured with TF 2.21 on CPU workers on loopback):
 
 import dataclasses
 import json
-import os
 import re
 import socket
 
@@ -43,8 +31,8 @@ from absl import logging
 import tensorflow as tf
 # The node-list expansion behind tf.distribute.cluster_resolver.SlurmClusterResolver.
 from tensorflow.python.distribute.cluster_resolver import slurm_cluster_resolver as slurm_lib
-
-STRATEGIES = ("default", "one_device", "mirrored", "multi_worker")
+from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
+from tensorflow.python.eager import context
 
 # The port of the first task on each node of a Slurm step, as in TensorFlow's
 # SlurmClusterResolver; GAN_PIPELINE_TF_PORT overrides it (two jobs sharing a
@@ -255,7 +243,7 @@ def lost_peers(error, cluster_spec, task_type, task_id):
   return out
 
 
-def _cluster_error(cluster, timeout_s, error):
+def cluster_error(cluster, timeout_s, error):
   """A `ClusterError` naming the peers that did not join, from what TensorFlow
   said (the chief's barrier names the tasks that never registered) and from a
   TCP probe of every peer (a non-chief only learns that the chief timed out)."""
@@ -275,17 +263,13 @@ def _cluster_error(cluster, timeout_s, error):
       f"(or raise --cluster_timeout). TensorFlow: {type(error).__name__}: {first_line}")
 
 
-def _configure_coordination_service(cluster, timeout_s):
+def configure_coordination_service(cluster, timeout_s):
   """What MultiWorkerMirroredStrategy would configure, with bounded waits.
 
   `cluster_register_with_barrier` makes the chief's own registration wait
   for all tasks with the same timeout; without it the chief's start-up waits
   in TensorFlow's device-propagation barrier, whose timeout is an hour.
   """
-  # pylint: disable=import-outside-toplevel
-  from tensorflow.compiler.xla.tsl.protobuf import coordination_config_pb2
-  from tensorflow.python.eager import context
-  # pylint: enable=import-outside-toplevel
   jobs = [coordination_config_pb2.CoordinatedJob(name=job, num_tasks=len(cluster.spec[job]))
           for job in ("chief", "worker") if cluster.spec.get(job)]
   leader_job, leader_index = cluster.leader
@@ -298,122 +282,26 @@ def _configure_coordination_service(cluster, timeout_s):
   context.context().coordination_service.cluster_register_with_barrier = True
 
 
-def configure_cpu_replicas(n):
-  """Makes at least `n` logical CPU devices available.
-
-  Raises:
-    ValueError: n < 1, or TensorFlow already initialized fewer than n CPU
-      devices (naming both numbers).
-  """
-  if n < 1:
-    raise ValueError(f"--cpu_replicas must be >= 1, got {n}")
-  cpus = tf.config.list_physical_devices("CPU")
-  existing = tf.config.get_logical_device_configuration(cpus[0])
-  if n == 1 or (existing and len(existing) >= n):
-    return  # Never shrink: other strategies in this process may use the devices.
-  try:
-    tf.config.set_logical_device_configuration(
-        cpus[0], [tf.config.LogicalDeviceConfiguration()] * n)
-  except RuntimeError:  # Devices already initialized: fine if there are enough.
-    have = len(tf.config.list_logical_devices("CPU"))
-    if have < n:
-      raise ValueError(
-          f"--cpu_replicas={n} but TensorFlow already initialized {have} CPU device(s); "
-          "the strategy must be built before anything else uses TensorFlow") from None
-
-
-def get_strategy(name, cpu_replicas=None, cluster_timeout=None, cluster_workers=(),
-                 task_index=None):
-  """Builds the strategy `name`.
+def peer_lost_message(error, resolver, step, last_checkpoint, checkpoint_every):
+  """What to tell the user when a peer worker is lost (`PEER_LOST_ERRORS`).
 
   Args:
-    name: one of STRATEGIES.
-    cpu_replicas: with no GPU, the number of logical CPU devices to mirror
-      over (`mirrored`); None means one. Ignored where GPUs exist.
-    cluster_timeout: `multi_worker`: seconds to wait at start-up for every
-      task of the cluster; None means DEFAULT_CLUSTER_TIMEOUT_S.
-    cluster_workers: `multi_worker`: every worker's "host:port" (instead of
-      TF_CONFIG or Slurm), with `task_index` this process's index.
-    task_index: see `cluster_workers`.
-
-  Returns:
-    A `tf.distribute.Strategy`.
-
-  Raises:
-    ValueError: unknown name (listing the valid ones), a bad `cpu_replicas`
-      or `cluster_timeout`, or `multi_worker` without a cluster to join
-      (`resolve_cluster`).
-    ClusterError: `multi_worker` whose peers did not all join in time.
+    error: the `tf.errors.OpError`.
+    resolver: the strategy's cluster resolver.
+    step: the step training had reached.
+    last_checkpoint: the newest checkpoint a restart resumes from, or None.
+    checkpoint_every: --checkpoint_every, the most steps that can be lost.
   """
-  if name not in STRATEGIES:
-    raise ValueError(f"unknown strategy {name!r}; valid: {', '.join(STRATEGIES)}")
-  if name != "multi_worker" and (cluster_workers or task_index is not None):
-    raise ValueError(f"--cluster_workers and --task_index need --strategy=multi_worker, not "
-                     f"{name}")
-  if cluster_timeout is not None and not cluster_timeout > 0:
-    raise ValueError(f"--cluster_timeout must be > 0 seconds, got {cluster_timeout}")
-  if cpu_replicas is not None:
-    if cpu_replicas < 1:
-      raise ValueError(f"--cpu_replicas must be >= 1, got {cpu_replicas}")
-    if name in ("default", "one_device") and cpu_replicas > 1:
-      raise ValueError(f"--cpu_replicas={cpu_replicas} needs --strategy=mirrored "
-                       f"(or multi_worker), not {name}")
-  gpus = tf.config.list_physical_devices("GPU")
-  if cpu_replicas and not gpus:
-    configure_cpu_replicas(cpu_replicas)
-  if name == "default":
-    return tf.distribute.get_strategy()
-  if name == "one_device":
-    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-  if name == "mirrored":
-    if gpus:
-      return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(len(gpus))])
-    n = cpu_replicas or 1
-    # NCCL is GPU only; on CPU reduce through one device.
-    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)],
-                                          cross_device_ops=tf.distribute.ReductionToOneDevice())
-  # multi_worker
-  cluster = resolve_cluster(os.environ, cluster_workers, task_index)
-  logging.info("multi_worker: cluster of %d task(s) from %s; this is %s %d: %s",
-               cluster.num_tasks, cluster.source, cluster.task_type, cluster.task_index,
-               cluster.spec)
-  resolver = None  # TF_CONFIG: MultiWorkerMirroredStrategy reads it itself.
-  if cluster.source in ("slurm", "flags"):
-    resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
-        tf.train.ClusterSpec(cluster.spec), task_type=cluster.task_type,
-        task_id=cluster.task_index, num_accelerators={"GPU": len(gpus)} if gpus else None,
-        rpc_layer="grpc")
-  communication = tf.distribute.experimental.CommunicationImplementation
-  options = tf.distribute.experimental.CommunicationOptions(
-      implementation=communication.NCCL if gpus else communication.RING)
-  timeout_s = DEFAULT_CLUSTER_TIMEOUT_S if cluster_timeout is None else cluster_timeout
-  _configure_coordination_service(cluster, timeout_s)
-  try:
-    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver,
-                                                     communication_options=options)
-  except tf.errors.OpError as e:
-    raise _cluster_error(cluster, timeout_s, e) from None
-
-
-def local_devices(strategy):
-  """This worker's replica devices. The default strategy has none of its own
-  (`worker_devices` raises): it runs on TensorFlow's default device, the first
-  GPU or else the CPU."""
-  if strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy():
-    gpus = tf.config.list_logical_devices("GPU")
-    return (gpus[0].name if gpus else "/device:CPU:0",)
-  return tuple(strategy.extended.worker_devices)
-
-
-def worker_info(strategy):
-  """(num_workers, worker_index, is_chief) of this process."""
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or not resolver.cluster_spec().as_dict():
-    return 1, 0, True
-  task_type, task_id = resolver.task_type, resolver.task_id
-  workers = resolver.cluster_spec().as_dict().get("worker", [])
-  chiefs = resolver.cluster_spec().as_dict().get("chief", [])
-  num = len(workers) + len(chiefs)
-  index = task_id + (len(chiefs) if task_type == "worker" else 0)
-  is_chief = task_type == "chief" or (not chiefs and task_type == "worker" and task_id == 0)
-  return num, index, is_chief
+  peers = lost_peers(error, resolver.cluster_spec().as_dict(), resolver.task_type,
+                     resolver.task_id)
+  lines = [line.strip() for line in (error.message or "").splitlines()]
+  # The line that says what happened, e.g. "... tasks are unhealthy (stopped
+  # sending heartbeats):" or "... Connection reset by peer".
+  cause = next((line for line in lines if re.search(
+      r"unhealthy|aborted by|reset by peer|unavailable|heartbeat", line, re.I)),
+               next((line for line in lines if line), type(error).__name__))
+  return (f"lost a peer worker ({', '.join(peers) or 'not named'}) near step {step}: "
+          f"{type(error).__name__}: {cause} The job cannot go on without it: stop every "
+          "worker, then re-run the same command on all of them to resume from the last "
+          f"checkpoint ({last_checkpoint or 'none yet: from step 0'}), losing at most "
+          f"--checkpoint_every={checkpoint_every} steps")

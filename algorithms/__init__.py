@@ -1,0 +1,9 @@
+"""The algorithms, registered by name (`get`, `names`).
+
+Importing the package imports every algorithm module, so the registry is
+complete however it is reached.
+"""
+
+from algorithms import gans  # noqa: F401  (registers the sampling GANs)
+from algorithms import translation  # noqa: F401  (registers pix2pix, cyclegan, unit)
+from algorithms.base import Algorithm, DataInfo, Phase, get, names, register  # noqa: F401

@@ -1,0 +1,150 @@
+"""What an algorithm is to the trainer: `Algorithm`, its `Phase`s, the
+`DataInfo` it is built for, and the registry of algorithms by name.
+
+An algorithm declares its models, optimizers and *phases* (a discriminator
+step repeated n_critic times, then a generator step). For each phase it
+provides a per-replica loss built from the pure pieces in `models/`: it
+returns per-example values [B_local] and never reduces over the batch or
+touches the strategy. The trainer does the rest (see `training/trainer.py`).
+The algorithms themselves are in `algorithms/gans.py` and
+`algorithms/translation.py`; importing the package registers them all.
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class DataInfo:
+  """What the trainer learned about the data from its manifest."""
+  kind: str  # image | vector | paired | unpaired
+  shape: tuple  # per-example shape of the main feature
+  num_classes: int  # 0 when unlabeled
+  name: str  # short name for the run directory
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One kind of update in a generator step.
+
+  Attributes:
+    name: `d` or `g` (used in metric names and checkpoints).
+    repeats: updates per generator step (n_critic for `d`).
+    needs_data: consumes a real batch per update.
+    metrics: names of the per-example metrics its loss returns.
+    reuse_batch: gets the batch of the phase before it (which must read data
+      and run once per step), e.g. pix2pix's generator step.
+  """
+  name: str
+  repeats: int
+  needs_data: bool
+  metrics: tuple
+  reuse_batch: bool = False
+
+
+# name -> Algorithm subclass; filled by `register`.
+_REGISTRY = {}
+
+
+def register(name):
+  def wrap(cls):
+    _REGISTRY[name] = cls
+    return cls
+  return wrap
+
+
+def names():
+  return sorted(_REGISTRY)
+
+
+def get(name):
+  """The Algorithm class registered as `name`.
+
+  Raises:
+    ValueError: unknown name; the message lists the valid ones.
+  """
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown --algo {name!r}; valid: {', '.join(names())}")
+  return _REGISTRY[name]
+
+
+class Algorithm:
+  """Base class: what the trainer needs from an algorithm.
+
+  Subclasses implement `resolve`, `build`, `phases`, `loss` and, where needed,
+  `before_update` (replica context, before the gradient tape) and
+  `after_update` (cross-replica context, after the optimizer step).
+  """
+  default_data = "builtin:shapes"
+
+  def __init__(self, config, data):
+    self.config = config
+    self.data = data
+    self.generator = None
+    self.ema_generator = None
+    self.optimizers = {}
+    self.example_state = {}
+
+  @classmethod
+  def resolve(cls, config, data):
+    """Fills the config's None fields with this algorithm's defaults."""
+    raise NotImplementedError
+
+  def build(self):
+    """Creates models and optimizers (called inside strategy.scope())."""
+    raise NotImplementedError
+
+  def phases(self):
+    raise NotImplementedError
+
+  def variables(self, phase):
+    raise NotImplementedError
+
+  def loss(self, phase, batch, rand):
+    """Per-replica loss of `phase`: (per-example loss [B], {metric: [B]}).
+
+    An algorithm with per-example state (`example_state`: {name: variable
+    whose first axis is the global batch}) reads its rows with
+    `rand.rows(variable)` and returns a third item, {name: new rows}; the
+    trainer gathers every replica's rows into the variable after the update.
+    """
+    raise NotImplementedError
+
+  def before_update(self, phase):
+    pass
+
+  def after_update(self, phase):
+    pass
+
+  def xla_unsupported(self):
+    """Why XLA cannot compile this algorithm's losses (an op it has no kernel
+    for), or None when it can."""
+    return None
+
+  def bfloat16_checked(self):
+    """Whether these networks were measured faster in mixed_bfloat16 on a CPU
+    with native bfloat16 (bench/train_step.py) and their samples found
+    unharmed (bench/quality.py): the only case `--precision=auto` picks
+    bfloat16 (training.precision.use_precision)."""
+    return False
+
+  def checkpoint_items(self):
+    raise NotImplementedError
+
+  # Translation algorithms: the split whose first examples the sample grids
+  # show (the trainer reads them); None: the grids need no data.
+  preview_split = None
+
+  def preview_inputs(self, n, seed, examples=None):
+    """The fixed inputs of every sample grid of a run (numpy or tensors)."""
+    raise NotImplementedError
+
+  def preview(self, inputs):
+    """What a sample grid shows for `inputs`: [N, ...] in the data's range."""
+    raise NotImplementedError
+
+  def preview_columns(self, n):
+    """Columns of the sample grid of n pictures (None: square)."""
+    return None
+
+  def data_requirements(self):
+    raise NotImplementedError

@@ -1,0 +1,164 @@
+"""The run directory (`--model_dir`): its layout, the checks before a run
+writes into it, and what other programs read back from it.
+
+    config.json          the resolved TrainConfig (training/config.py)
+    data_info.json       the DataInfo the models were built for
+    checkpoints/         ckpt-N (the format of `trackable_items`), and with
+                         several workers input-worker<i>-of-<n>/
+    checkpoints/best/    --keep_best's copy of one checkpoint and best.json
+    samples/             step_NNNNNNN.png grids
+    tensorboard/         event files
+    eval.jsonl           --eval_every: one line {"step", "metrics", "seconds"} each
+    eval_protocol.json   the protocol of the latest evaluation
+
+`pipeline.sample`, `evaluate`, `export` and `translate` read runs through
+`load_data_info`, `resolve_checkpoint` and `trackable_items`, never through
+the trainer.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+
+from absl import logging
+import keras
+import tensorflow as tf
+
+from algorithms import base
+from input import manifest as manifest_lib
+from training import config as config_lib
+from training.errors import TrainingError
+
+CHECKPOINT_SUBDIR = "checkpoints"
+SAMPLES_SUBDIR = "samples"
+TENSORBOARD_SUBDIR = "tensorboard"
+DATA_INFO_NAME = "data_info.json"  # What sampling needs to rebuild the models.
+EVAL_LOG_NAME = "eval.jsonl"
+EVAL_PROTOCOL_NAME = "eval_protocol.json"
+BEST_SUBDIR = "best"  # Inside CHECKPOINT_SUBDIR.
+BEST_RECORD_NAME = "best.json"
+
+
+def prepare(config, is_chief):
+  """Refuses an incompatible stored run, applies --fresh, writes config.json.
+
+  Raises:
+    TrainingError: `config.model_dir` holds a run with a conflicting config.
+  """
+  model_dir = config.model_dir
+  stored = config_lib.load(model_dir)
+  if config.fresh and os.path.isdir(model_dir):
+    if is_chief:
+      logging.warning("--fresh: removing the previous run in %s", model_dir)
+      for name in (CHECKPOINT_SUBDIR, SAMPLES_SUBDIR, TENSORBOARD_SUBDIR):
+        shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+      for name in (config_lib.CONFIG_NAME, EVAL_LOG_NAME, EVAL_PROTOCOL_NAME):
+        if os.path.exists(os.path.join(model_dir, name)):
+          os.remove(os.path.join(model_dir, name))
+    stored = None
+  if stored is not None:
+    diffs = config_lib.conflicts(stored, config)
+    if diffs:
+      text = "; ".join(f"{name}={old!r} there, {new!r} now" for name, old, new in diffs)
+      raise TrainingError(
+          f"--model_dir {model_dir!r} holds a run with a different config ({text}). "
+          "Re-run with the same flags to resume, pass --fresh to start over, or choose "
+          "another --model_dir")
+  if is_chief:
+    os.makedirs(model_dir, exist_ok=True)
+    manifest_lib.write_json_atomic(os.path.join(model_dir, config_lib.CONFIG_NAME),
+                                   json.loads(config.to_json()))
+
+
+def write_data_info(model_dir, data):
+  manifest_lib.write_json_atomic(os.path.join(model_dir, DATA_INFO_NAME),
+                                 dataclasses.asdict(data))
+
+
+def load_run(model_dir):
+  """(TrainConfig, DataInfo) of a run directory.
+
+  Raises:
+    ValueError: not a run directory of pipeline.train.
+  """
+  config = config_lib.load(model_dir)
+  info_path = os.path.join(model_dir, DATA_INFO_NAME)
+  if config is None or not os.path.isfile(info_path):
+    raise ValueError(f"{model_dir!r} is not a run directory of pipeline.train "
+                     f"(no {config_lib.CONFIG_NAME} and {DATA_INFO_NAME})")
+  with open(info_path, encoding="utf-8") as f:
+    info = json.load(f)
+  return config, base.DataInfo(kind=info["kind"], shape=tuple(info["shape"]),
+                               num_classes=info["num_classes"], name=info["name"])
+
+
+def trackable_items(items):
+  """Checkpoint items with every Keras model replaced by {variable path: variable}.
+
+  Keras 3 models do not expose layers held in Python lists to
+  tf.train.Checkpoint: their trainable weights are saved only through the
+  optimizer, and their non-trainable ones (batch-norm statistics, spectral-norm
+  vectors, the whole EMA generator) not at all. Saving every model's weights
+  by path makes the checkpoint complete and independent of Keras tracking.
+  """
+  out = {}
+  for name, obj in items.items():
+    if isinstance(obj, keras.Model):
+      weights = {v.path.replace("/", "."): v for v in obj.weights}
+      if len(weights) != len(obj.weights):
+        raise ValueError(f"model {name!r} has weights with duplicate paths; name its layers")
+      out[name] = weights
+    else:
+      out[name] = obj
+  return out
+
+
+# --- The best checkpoint (--keep_best; written by evaluation/during_training.py) ---
+
+
+def best_dir(checkpoint_dir):
+  return os.path.join(checkpoint_dir, BEST_SUBDIR)
+
+
+def load_best_record(checkpoint_dir):
+  """The record of the best checkpoint in `checkpoint_dir`, or None."""
+  path = os.path.join(best_dir(checkpoint_dir), BEST_RECORD_NAME)
+  if not tf.io.gfile.exists(path):
+    return None
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def best_checkpoint(checkpoint_dir):
+  """The path of the best checkpoint, or None."""
+  record = load_best_record(checkpoint_dir)
+  return os.path.join(best_dir(checkpoint_dir), record["checkpoint"]) if record else None
+
+
+def resolve_checkpoint(model_dir, checkpoint=None):
+  """The checkpoint path that `--checkpoint` names in a run directory.
+
+  Args:
+    model_dir: a run directory.
+    checkpoint: a checkpoint path, a step number, or "best" (the best
+      checkpoint kept by --keep_best); None: the latest.
+
+  Raises:
+    ValueError: no such checkpoint.
+  """
+  ckpt_dir = os.path.join(model_dir, CHECKPOINT_SUBDIR)
+  if checkpoint is None:
+    path = tf.train.latest_checkpoint(ckpt_dir)
+  elif checkpoint == "best":
+    path = best_checkpoint(ckpt_dir)
+    if path is None:
+      raise ValueError(f"no best checkpoint in {ckpt_dir!r}: it is kept by runs trained with "
+                       "--keep_best=METRIC --eval_every=N")
+  elif str(checkpoint).isdigit():
+    path = os.path.join(ckpt_dir, f"ckpt-{int(checkpoint)}")
+  else:
+    path = checkpoint
+  if not path or not tf.io.gfile.exists(path + ".index"):
+    raise ValueError(f"no checkpoint {checkpoint or ''} in {ckpt_dir!r}")
+  return path
