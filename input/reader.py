@@ -345,7 +345,6 @@ def make_dataset_fn(config, global_batch_size, requirements=None):
         tf.data.experimental.AutoShardPolicy.OFF)  # This function shards itself.
     return ds.with_options(options).prefetch(_AUTOTUNE)
 
-  dataset_fn.manifest = manifest
   return dataset_fn
 
 

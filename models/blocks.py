@@ -1,6 +1,7 @@
-"""Layers shared by the image-to-image networks (pix2pix, CycleGAN, UNIT).
+"""Layers shared by the networks (DCGAN, MLP, pix2pix, CycleGAN, UNIT).
 
-- `normalization`: synchronized batch norm, instance norm, or none, by name;
+- `normalization`: synchronized batch norm, instance norm, or none, by name,
+  with the epsilon of the calling network family;
 - `reflect_pad` / `zero_pad`: symmetric spatial padding (Keras has no
   ReflectionPadding2D; `ops.pad(mode="reflect")` does it);
 - `ResidualBlock`: CycleGAN's residual block, also used by UNIT.
@@ -13,6 +14,7 @@ import keras
 from keras import ops
 import tensorflow as tf
 
+
 def init():
   """N(0, 0.02) weights (DCGAN, pix2pix, CycleGAN), a new initializer per layer.
 
@@ -24,7 +26,18 @@ def init():
   layer gets its own seed, the same in every process.
   """
   return keras.initializers.RandomNormal(0.0, 0.02)
+
+
 NORMS = ("batch", "instance", "none")
+
+# The variance epsilons of `normalization`. Each network family keeps the one
+# its checkpoints and golden values were made with, so every caller names it.
+# PyTorch's BatchNorm2d / InstanceNorm2d default, as in the pix2pix and
+# CycleGAN reference code: pix2pix, CycleGAN, UNIT.
+TORCH_EPSILON = 1e-5
+# Keras's BatchNormalization default: the DCGAN family (bench/torch_train_step.py
+# gives its PyTorch twin the same).
+KERAS_EPSILON = 1e-3
 
 
 class GlobalBatchNormalization(keras.layers.BatchNormalization):
@@ -45,25 +58,27 @@ class GlobalBatchNormalization(keras.layers.BatchNormalization):
     return super().call(inputs, training=training, mask=mask)
 
 
-def normalization(kind, name):
+def normalization(kind, name, epsilon):
   """A normalization layer by name, or None for `none`.
 
   Args:
     kind: `batch`: batch norm synchronized across replicas (statistics over the
-      global batch, so that N replicas train like one; pix2pix's choice);
+      global batch, so that N replicas train like one; DCGAN's and pix2pix's
+      choice), momentum 0.9 (PyTorch's BatchNorm2d default, 0.1 in its terms);
       `instance`: per-example, per-channel normalization over H and W with a
       learned scale and offset (`GroupNormalization(groups=-1)`; CycleGAN's
       and UNIT's choice); `none`.
     name: the layer's name.
+    epsilon: added to the variance; `TORCH_EPSILON` or `KERAS_EPSILON`, the
+      one the calling network has always used.
 
   Raises:
     ValueError: an unknown kind; the message lists the valid ones.
   """
   if kind == "batch":
-    # momentum 0.9 and epsilon 1e-5 are PyTorch's BatchNorm2d defaults.
-    return GlobalBatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+    return GlobalBatchNormalization(momentum=0.9, epsilon=epsilon, name=name)
   if kind == "instance":
-    return keras.layers.GroupNormalization(groups=-1, epsilon=1e-5, name=name)
+    return keras.layers.GroupNormalization(groups=-1, epsilon=epsilon, name=name)
   if kind == "none":
     return None
   raise ValueError(f"unknown normalization {kind!r}; valid: {', '.join(NORMS)}")
@@ -108,15 +123,16 @@ class ResidualBlock(keras.layers.Layer):
   Args:
     channels: of the input and the output.
     norm: see `normalization`.
+    epsilon: see `normalization`.
   """
 
-  def __init__(self, channels, norm="instance", name=None, **kwargs):
+  def __init__(self, channels, norm, epsilon, name=None, **kwargs):
     super().__init__(name=name, **kwargs)
     use_bias = norm == "none"
     self.conv_0 = conv(channels, 3, use_bias=use_bias, name="conv_0")
-    self.norm_0 = normalization(norm, "norm_0")
+    self.norm_0 = normalization(norm, "norm_0", epsilon)
     self.conv_1 = conv(channels, 3, use_bias=use_bias, name="conv_1")
-    self.norm_1 = normalization(norm, "norm_1")
+    self.norm_1 = normalization(norm, "norm_1", epsilon)
 
   def call(self, x, training=False):
     y = ops.relu(apply_norm(self.norm_0, self.conv_0(reflect_pad(x, 1)), training))
@@ -131,11 +147,13 @@ class ResidualStack(keras.layers.Layer):
     channels: of the input and the output.
     num_blocks: >= 0; 0 is the identity.
     norm: see `normalization`.
+    epsilon: see `normalization`.
   """
 
-  def __init__(self, channels, num_blocks, norm="instance", name=None, **kwargs):
+  def __init__(self, channels, num_blocks, norm, epsilon, name=None, **kwargs):
     super().__init__(name=name, **kwargs)
-    self.blocks = [ResidualBlock(channels, norm, name=f"block_{i}") for i in range(num_blocks)]
+    self.blocks = [ResidualBlock(channels, norm, epsilon, name=f"block_{i}")
+                   for i in range(num_blocks)]
 
   def call(self, x, training=False):
     for block in self.blocks:

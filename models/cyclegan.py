@@ -57,15 +57,17 @@ class ResnetGenerator(keras.Model):
     k = base_channels
     use_bias = norm == "none"
     self.stem = blocks.conv(k, 7, use_bias=use_bias, name="stem")
-    self.stem_norm = blocks.normalization(norm, "stem_norm")
+    self.stem_norm = blocks.normalization(norm, "stem_norm", blocks.TORCH_EPSILON)
     self.downs = [blocks.conv(k * 2 ** (i + 1), 3, strides=2, use_bias=use_bias,
                               name=f"down_{i}") for i in range(2)]
-    self.down_norms = [blocks.normalization(norm, f"down_{i}_norm") for i in range(2)]
-    self.res = blocks.ResidualStack(4 * k, num_blocks, norm, name="res")
+    self.down_norms = [blocks.normalization(norm, f"down_{i}_norm", blocks.TORCH_EPSILON)
+                       for i in range(2)]
+    self.res = blocks.ResidualStack(4 * k, num_blocks, norm, blocks.TORCH_EPSILON, name="res")
     self.ups = [keras.layers.Conv2DTranspose(k * 2 ** (1 - i), 3, strides=2, padding="same",
                                              use_bias=use_bias, kernel_initializer=blocks.init(),
                                              name=f"up_{i}") for i in range(2)]
-    self.up_norms = [blocks.normalization(norm, f"up_{i}_norm") for i in range(2)]
+    self.up_norms = [blocks.normalization(norm, f"up_{i}_norm", blocks.TORCH_EPSILON)
+                     for i in range(2)]
     self.to_image = blocks.conv(out_channels, 7, name="to_image", dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, x, training=False):

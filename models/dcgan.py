@@ -42,16 +42,6 @@ def upsampling_plan(height, width):
       "with --image_size")
 
 
-def _norm(kind, name):
-  if kind == "batch":
-    return blocks.GlobalBatchNormalization(momentum=0.9, name=name)
-  if kind == "layer":
-    return keras.layers.LayerNormalization(name=name)
-  if kind == "none":
-    return None
-  raise ValueError(f"unknown normalization {kind!r}; valid: batch, layer, none")
-
-
 class DCGANGenerator(keras.Model):
   """z -> dense -> k transposed convolutions (4x4, stride 2) -> tanh.
 
@@ -60,7 +50,7 @@ class DCGANGenerator(keras.Model):
     base_channels: channels of the last hidden layer; doubles per level going
       back (64 in the paper).
     num_classes: > 0 for a conditional generator.
-    norm: `batch` (the paper) or `none`.
+    norm: `batch` (the paper) or `none`; see `models.blocks.normalization`.
   """
 
   def __init__(self, image_shape, base_channels=64, num_classes=0, norm="batch",
@@ -76,14 +66,14 @@ class DCGANGenerator(keras.Model):
     self.start = (sh, sw, ch)
     self.project = keras.layers.Dense(sh * sw * ch, use_bias=norm != "batch",
                                       kernel_initializer=blocks.init(), name="project")
-    self.project_norm = _norm(norm, "project_norm")
+    self.project_norm = blocks.normalization(norm, "project_norm", blocks.KERAS_EPSILON)
     self.ups, self.norms = [], []
     for i in range(k - 1):
       ch //= 2
       self.ups.append(keras.layers.Conv2DTranspose(
           ch, 4, strides=2, padding="same", use_bias=norm != "batch",
           kernel_initializer=blocks.init(), name=f"up_{i}"))
-      self.norms.append(_norm(norm, f"up_{i}_norm"))
+      self.norms.append(blocks.normalization(norm, f"up_{i}_norm", blocks.KERAS_EPSILON))
     self.to_image = keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same",
                                                  kernel_initializer=blocks.init(), name="to_image",
                                                  dtype=blocks.OUTPUT_DTYPE)
@@ -93,14 +83,9 @@ class DCGANGenerator(keras.Model):
     if self.num_classes:
       x = ops.concatenate([x, self.label_code(labels, dtype=z.dtype)], axis=-1)
     x = ops.reshape(self.project(x), (-1,) + self.start)
-    if self.project_norm is not None:
-      x = self.project_norm(x, training=training)
-    x = ops.relu(x)
+    x = ops.relu(blocks.apply_norm(self.project_norm, x, training))
     for up, norm in zip(self.ups, self.norms):
-      x = up(x)
-      if norm is not None:
-        x = norm(x, training=training)
-      x = ops.relu(x)
+      x = ops.relu(blocks.apply_norm(norm, up(x), training))
     return ops.tanh(self.to_image(x))
 
 
@@ -111,8 +96,9 @@ class DCGANDiscriminator(keras.Model):
     image_shape: (H, W, C) of the input.
     base_channels: channels of the first layer; doubles per level.
     num_classes: > 0 for a conditional discriminator.
-    norm: `batch` (DCGAN), `layer`, or `none` (critics with a gradient
-      penalty, spectrally normalized nets). Never on the first layer.
+    norm: `batch` (DCGAN) or `none` (critics with a gradient penalty,
+      spectrally normalized nets); see `models.blocks.normalization`. Never on
+      the first layer.
     spectral_norm: spectrally normalize every layer.
     negative_slope: of the LeakyReLU (0.2 DCGAN, 0.1 SNGAN).
   """
@@ -133,7 +119,8 @@ class DCGANDiscriminator(keras.Model):
     ch = base_channels
     for i in range(k):
       self.convs.append(conv(ch, use_bias=i == 0 or norm != "batch", name=f"down_{i}"))
-      self.norms.append(None if i == 0 else _norm(norm, f"down_{i}_norm"))
+      self.norms.append(None if i == 0 else
+                        blocks.normalization(norm, f"down_{i}_norm", blocks.KERAS_EPSILON))
       ch *= 2
     self.out = dense(1, name="out", dtype=blocks.OUTPUT_DTYPE)
 
@@ -145,10 +132,8 @@ class DCGANDiscriminator(keras.Model):
           [x, ops.broadcast_to(code, (shape[0], shape[1], shape[2], self.label_code.dim))],
           axis=-1)
     for conv, norm in zip(self.convs, self.norms):
-      x = conv(x)
-      if norm is not None:
-        x = norm(x, training=training)
-      x = keras.activations.leaky_relu(x, negative_slope=self.negative_slope)
+      x = keras.activations.leaky_relu(blocks.apply_norm(norm, conv(x), training),
+                                       negative_slope=self.negative_slope)
     x = ops.reshape(x, (ops.shape(x)[0], -1))
     return ops.squeeze(self.out(x), axis=-1)
 

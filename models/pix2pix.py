@@ -104,13 +104,14 @@ class UNetGenerator(keras.Model):
       self.downs.append(keras.layers.Conv2D(
           ch, 4, strides=2, padding="same", use_bias=not has_norm or norm == "none",
           kernel_initializer=blocks.init(), name=f"down_{i}"))
-      self.down_norms.append(blocks.normalization(norm, f"down_{i}_norm") if has_norm else None)
+      self.down_norms.append(blocks.normalization(norm, f"down_{i}_norm", blocks.TORCH_EPSILON)
+                             if has_norm else None)
     self.ups, self.up_norms, self.up_dropouts = [], [], []
     for j in range(levels - 1):
       self.ups.append(keras.layers.Conv2DTranspose(
           channels[levels - 2 - j], 4, strides=2, padding="same", use_bias=norm == "none",
           kernel_initializer=blocks.init(), name=f"up_{j}"))
-      self.up_norms.append(blocks.normalization(norm, f"up_{j}_norm"))
+      self.up_norms.append(blocks.normalization(norm, f"up_{j}_norm", blocks.TORCH_EPSILON))
       self.up_dropouts.append(keras.layers.Dropout(dropout, name=f"up_{j}_dropout")
                               if j < 3 and dropout > 0 else None)
     self.to_image = keras.layers.Conv2DTranspose(
@@ -206,7 +207,8 @@ class PatchDiscriminator(keras.Model):
       has_norm = i > 0
       self.convs.append(blocks.conv(ch, 4, strides=2 if i < num_layers else 1,
                                     use_bias=not has_norm or norm == "none", name=f"conv_{i}"))
-      self.norms.append(blocks.normalization(norm, f"conv_{i}_norm") if has_norm else None)
+      self.norms.append(blocks.normalization(norm, f"conv_{i}_norm", blocks.TORCH_EPSILON)
+                        if has_norm else None)
     self.out = blocks.conv(1, 4, name="out", dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, x, condition=None, training=False):

@@ -43,11 +43,12 @@ class _Front(keras.layers.Layer):
     k = base_channels
     use_bias = norm == "none"
     self.stem = blocks.conv(k, 7, use_bias=use_bias, name="stem")
-    self.stem_norm = blocks.normalization(norm, "stem_norm")
+    self.stem_norm = blocks.normalization(norm, "stem_norm", blocks.TORCH_EPSILON)
     self.downs = [blocks.conv(k * 2 ** (i + 1), 3, strides=2, use_bias=use_bias,
                               name=f"down_{i}") for i in range(2)]
-    self.down_norms = [blocks.normalization(norm, f"down_{i}_norm") for i in range(2)]
-    self.res = blocks.ResidualStack(4 * k, num_blocks, norm, name="res")
+    self.down_norms = [blocks.normalization(norm, f"down_{i}_norm", blocks.TORCH_EPSILON)
+                       for i in range(2)]
+    self.res = blocks.ResidualStack(4 * k, num_blocks, norm, blocks.TORCH_EPSILON, name="res")
 
   def call(self, x, training=False):
     x = ops.relu(blocks.apply_norm(self.stem_norm, self.stem(blocks.reflect_pad(x, 3)),
@@ -63,12 +64,13 @@ class _Back(keras.layers.Layer):
   def __init__(self, out_channels, base_channels, num_blocks, norm, name=None, **kwargs):
     super().__init__(name=name, **kwargs)
     k = base_channels
-    self.res = blocks.ResidualStack(4 * k, num_blocks, norm, name="res")
+    self.res = blocks.ResidualStack(4 * k, num_blocks, norm, blocks.TORCH_EPSILON, name="res")
     self.ups = [keras.layers.Conv2DTranspose(k * 2 ** (1 - i), 3, strides=2, padding="same",
                                              use_bias=norm == "none",
                                              kernel_initializer=blocks.init(), name=f"up_{i}")
                 for i in range(2)]
-    self.up_norms = [blocks.normalization(norm, f"up_{i}_norm") for i in range(2)]
+    self.up_norms = [blocks.normalization(norm, f"up_{i}_norm", blocks.TORCH_EPSILON)
+                     for i in range(2)]
     self.to_image = blocks.conv(out_channels, 7, name="to_image", dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, x, training=False):
@@ -109,9 +111,9 @@ class UNIT(keras.Model):
     self.front_a = _Front(k, num_private_blocks, norm, name="front_a")
     self.front_b = _Front(k, num_private_blocks, norm, name="front_b")
     self.shared_encoder = blocks.ResidualStack(4 * k, num_shared_blocks, norm,
-                                               name="shared_encoder")
+                                               blocks.TORCH_EPSILON, name="shared_encoder")
     self.shared_decoder = blocks.ResidualStack(4 * k, num_shared_blocks, norm,
-                                               name="shared_decoder")
+                                               blocks.TORCH_EPSILON, name="shared_decoder")
     self.back_a = _Back(channels_a, k, num_private_blocks, norm, name="back_a")
     self.back_b = _Back(channels_b, k, num_private_blocks, norm, name="back_b")
 

@@ -1,4 +1,5 @@
-"""Networks: spectral normalization golden values, shapes, ranges, initialization."""
+"""Networks: spectral normalization golden values, shapes, ranges, initialization,
+normalization epsilons."""
 
 import random
 import subprocess
@@ -114,10 +115,6 @@ class InitializationTest(tf.test.TestCase):
     self.assertEqual(out[0][1], "False")  # Two generators no longer start identical.
 
 
-if __name__ == "__main__":
-  tf.test.main()
-
-
 class OutputDtypeTest(tf.test.TestCase):
   """Under a mixed policy every network computes in half precision but returns
   float32 images and logits (its last layer is float32: models.blocks.OUTPUT_DTYPE)."""
@@ -148,3 +145,35 @@ class OutputDtypeTest(tf.test.TestCase):
       self.assertEqual(u(image, source="a", target="b").dtype, tf.float32)
     finally:
       keras.config.set_dtype_policy(previous)
+
+
+class NormalizationEpsilonTest(tf.test.TestCase):
+  """Each family keeps the norm epsilon its checkpoints and golden values were made with:
+  Keras's default (1e-3) in DCGAN, PyTorch's (1e-5) in pix2pix, CycleGAN and UNIT."""
+
+  def _epsilons(self, net, *inputs, **kwargs):
+    import keras  # pylint: disable=import-outside-toplevel
+    net(*inputs, **kwargs)
+    layers = net._flatten_layers(include_self=False)  # pylint: disable=protected-access
+    norms = [layer for layer in layers if isinstance(
+        layer, (keras.layers.BatchNormalization, keras.layers.GroupNormalization))]
+    self.assertNotEmpty(norms, net.name)
+    return {layer.epsilon for layer in norms}
+
+  def test_epsilon_per_family(self):
+    from models import cyclegan, pix2pix, unit  # pylint: disable=import-outside-toplevel
+    image, z = tf.zeros([1, 16, 16, 3]), tf.zeros([1, 8])
+    self.assertEqual(self._epsilons(dcgan.DCGANGenerator((16, 16, 3), 4), z), {1e-3})
+    self.assertEqual(self._epsilons(dcgan.DCGANDiscriminator((16, 16, 3), 4), image), {1e-3})
+    for norm in ("batch", "instance"):
+      nets = [(pix2pix.UNetGenerator(3, image_size=16, base_channels=4, norm=norm), image),
+              (pix2pix.PatchDiscriminator(4, norm=norm), tf.zeros([1, 32, 32, 3])),
+              (cyclegan.ResnetGenerator(3, 4, num_blocks=1, norm=norm), image)]
+      for net, x in nets:
+        self.assertEqual(self._epsilons(net, x), {1e-5}, f"{net.name} {norm}")
+      u = unit.UNIT(3, 3, 4, num_private_blocks=1, norm=norm)
+      self.assertEqual(self._epsilons(u, image, source="a", target="b"), {1e-5}, norm)
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,8 +1,8 @@
 """Pins the TF 2.21 / Keras 3.15 behaviours the trainer's design relies on.
 
-Each test states a fact from ../shared/notes/tf-distribute-facts.md (or found
-while building the trainer) and what in the code depends on it. When an
-upgrade changes a fact, its test fails and points at the code to revisit.
+Each test states a fact recorded in docs/tf-facts.md and what in the code
+depends on it. When an upgrade changes a fact, its test fails and points at
+the code to revisit.
 """
 
 import os
@@ -48,7 +48,7 @@ class DistributeFactsTest(tf.test.TestCase):
     tf.train.Checkpoint(iterator=iter(tf.data.Dataset.range(10)))  # This one is.
 
   def test_keras_list_held_layers_miss_tf_checkpoint(self):
-    # trainer._trackable_items saves models' weights by path because of this.
+    # training/run_dir.trackable_items saves models' weights by path because of this.
     class Net(keras.Model):
 
       def __init__(self):
@@ -84,7 +84,7 @@ class DistributeFactsTest(tf.test.TestCase):
                         [2.0, 3.0])
 
   def test_synchronized_batch_norm_uses_global_batch_statistics(self):
-    # models/dcgan.py relies on this for N replicas == 1 replica.
+    # models/blocks.GlobalBatchNormalization relies on this for N replicas == 1 replica.
     strategy = _two_cpus()
     with strategy.scope():
       bn = keras.layers.BatchNormalization(synchronized=True, center=False, scale=False,
