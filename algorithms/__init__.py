@@ -6,4 +6,5 @@ complete however it is reached.
 
 from algorithms import gans  # noqa: F401  (registers the sampling GANs)
 from algorithms import translation  # noqa: F401  (registers pix2pix, cyclegan, unit)
-from algorithms.base import Algorithm, DataInfo, Phase, get, names, register  # noqa: F401
+from algorithms.base import (  # noqa: F401
+    Algorithm, DataInfo, Phase, check_settings, get, names, register)

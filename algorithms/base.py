@@ -56,6 +56,29 @@ def names():
   return sorted(_REGISTRY)
 
 
+def check_settings(config):
+  """Refuses a setting that `config.algo` does not read.
+
+  A setting is an algorithm's when some registered algorithm declares it in
+  `hyperparameters()`; given to another algorithm (at a value other than its
+  default) it would be stored in config.json and silently ignored.
+
+  Raises:
+    ValueError: one line naming the setting and the algorithms that use it.
+  """
+  users = {}
+  for name in names():
+    for setting in _REGISTRY[name].hyperparameters():
+      users.setdefault(setting, []).append(name)
+  mine = get(config.algo).hyperparameters()
+  for field in dataclasses.fields(config):
+    if field.name in users and field.name not in mine:
+      value = getattr(config, field.name)
+      if value != field.default:
+        raise ValueError(f"--{field.name}={value} is not read by --algo={config.algo}; it is "
+                         f"used by {', '.join(sorted(users[field.name]))}")
+
+
 def get(name):
   """The Algorithm class registered as `name`.
 
@@ -75,6 +98,13 @@ class Algorithm:
   `after_update` (cross-replica context, after the optimizer step).
   """
   default_data = "builtin:shapes"
+
+  @classmethod
+  def hyperparameters(cls):
+    """The settings of its own (TrainConfig fields) that this algorithm reads;
+    the common ones (data, strategy, steps, ...) are everyone's.
+    `check_settings` refuses any other algorithm's setting."""
+    return frozenset()
 
   def __init__(self, config, data):
     self.config = config

@@ -40,7 +40,8 @@ class GANSpec:
   conditional: bool = False
   spectral_norm: bool = False
   d_norm: str = "batch"
-  gp_weight: float = 0.0
+  gp_weight: float = 0.0  # Applies `penalty` with this weight (--gp_weight) when > 0.
+  penalty: str = "wgan_gp"  # A name in models.penalties.PENALTIES.
   weight_clip: float = 0.0
   n_critic: int = 1
   optimizer: str = "adam"
@@ -91,15 +92,23 @@ class ImageGAN(base.Algorithm):
   spec = None  # set per registered subclass
 
   @classmethod
+  def hyperparameters(cls):
+    names = {"loss", "g_loss", "n_critic", "lr_g", "lr_d", "beta1", "beta2", "gp_weight",
+             "weight_clip", "lr_decay_start", "arch", "z_dim", "base_channels", "mlp_hidden",
+             "ema_decay"}
+    if cls.spec.conditional:
+      names.add("label_embedding")
+    return frozenset(names)
+
+  @classmethod
   def resolve(cls, config, data):
     spec = cls.spec
     vector = data.kind == "vector"
     loss = config.loss or spec.loss
-    if loss not in losses.LOSSES or loss == "bce_minimax":
-      raise ValueError(f"unknown --loss {loss!r}; valid: bce, hinge, least_squares, wasserstein")
-    g_loss = config.g_loss or ("ns" if loss == "bce" else "default")
-    if loss == "bce" and g_loss not in ("ns", "minimax"):
-      raise ValueError(f"--g_loss must be ns or minimax with the bce loss, got {g_loss!r}")
+    if loss not in losses.LOSSES:
+      raise ValueError(f"unknown --loss {loss!r}; valid: {', '.join(sorted(losses.LOSSES))}")
+    losses.get(loss, config.g_loss)  # Refuses a --g_loss that does not apply.
+    g_loss = config.g_loss or ("ns" if loss == "bce" else None)
     arch = config.arch or ("mlp" if vector else spec.arch)
     if vector and arch != "mlp":
       raise ValueError(f"--arch={arch} cannot model {data.shape}-vector data; use --arch=mlp")
@@ -159,8 +168,8 @@ class ImageGAN(base.Algorithm):
     # tf.function under a strategy fails (see shared notes).
     self.optimizers["d"].build(self.discriminator.trainable_variables)
     self.optimizers["g"].build(self.generator.trainable_variables)
-    g_loss, d_loss = losses.get("bce_minimax" if c.g_loss == "minimax" else c.loss)
-    self._g_loss, self._d_loss = g_loss, d_loss
+    self._g_loss, self._d_loss = losses.get(c.loss, c.g_loss)
+    self._penalty = penalties.get(spec.penalty)
 
   def _make_generator(self, name):
     c, shape = self.config, self.data.shape
@@ -231,7 +240,7 @@ class ImageGAN(base.Algorithm):
                  "d_fake": losses.per_example(fake_logits)}
       if self.config.gp_weight:
         alpha = rand.uniform("gp_alpha")
-        gp, norm = penalties.wasserstein_gradient_penalty(
+        gp, norm = self._penalty(
             lambda x: self.discriminator(x, labels, training=True), real, fake, alpha,
             loss_scale=rand.loss_scale)
         per_example = per_example + self.config.gp_weight * gp

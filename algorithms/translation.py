@@ -121,6 +121,10 @@ class Translation(base.Algorithm):
   preview_split = "test"
   preview_examples = 8
 
+  # Read by every translation algorithm; each adds its loss weights.
+  COMMON_SETTINGS = frozenset({"direction", "lr_g", "lr_d", "beta1", "beta2",
+                               "lr_decay_start", "base_channels"})
+
   @classmethod
   def resolve(cls, config, data):
     spec = cls.spec
@@ -129,9 +133,6 @@ class Translation(base.Algorithm):
                        f"--source={spec.kind}:...), got {data.kind} data")
     if config.direction not in ("AtoB", "BtoA"):
       raise ValueError(f"--direction must be AtoB or BtoA, got {config.direction!r}")
-    if config.n_critic not in (None, 1):
-      raise ValueError(f"{config.algo} updates its discriminators once per step; "
-                       f"--n_critic={config.n_critic} is not supported")
     pick = lambda value, default: default if value is None else value  # noqa: E731
     return dataclasses.replace(
         config, n_critic=1,
@@ -200,6 +201,10 @@ class Pix2Pix(Translation):
                          l1_weight=100.0,
                          reference="Isola et al. 2017: batch 1-10, lambda_L1 100")
   default_data = "builtin:shapes_paired"
+
+  @classmethod
+  def hyperparameters(cls):
+    return cls.COMMON_SETTINGS | {"l1_weight", "jitter"}
 
   def build(self):
     c = self.config
@@ -325,6 +330,10 @@ class CycleGAN(_Unpaired):
   g_metrics = ("g_loss", "g_gan", "cycle", "identity")
 
   @classmethod
+  def hyperparameters(cls):
+    return cls.COMMON_SETTINGS | {"cycle_weight", "identity_weight", "pool_size", "res_blocks"}
+
+  @classmethod
   def default_res_blocks(cls, data):
     return cyclegan_models.default_resnet_blocks(tuple(data.shape[:2]))
 
@@ -419,6 +428,10 @@ class UNIT(_Unpaired):
                          weight_decay=1e-4, reference="Liu et al. 2017; authors' code")
   default_data = "builtin:shapes_unpaired"
   g_metrics = ("g_loss", "g_gan", "reconstruction", "kl", "cycle", "cycle_kl")
+
+  @classmethod
+  def hyperparameters(cls):
+    return cls.COMMON_SETTINGS | {"l1_weight", "cycle_weight", "kl_weight", "res_blocks"}
 
   @classmethod
   def default_res_blocks(cls, data):

@@ -5,7 +5,7 @@
 
 - grid2d (25 modes, sigma 0.05, spacing 2; the PacGAN/VEEGAN protocol):
   target: wgan_gp and sngan cover all 25 modes with >= 90% of 2,500 samples
-  within 3 sigma of a mode (training/mode_coverage.py). VEEGAN reported 24.6
+  within 3 sigma of a mode (evaluation/mode_coverage.py). VEEGAN reported 24.6
   modes / 40% high quality, PacGAN2 23.8 modes / 91%.
 - shapes: target: a shape classifier trained here on real data labels >= 90%
   of cdcgan samples as the class they were conditioned on; unconditional sngan

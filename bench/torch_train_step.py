@@ -47,7 +47,7 @@ try:
 except ImportError:
   torch = None
 
-# The paper defaults of training/algorithms.py SPECS, for running this file on
+# The paper defaults of algorithms/gans.py SPECS, for running this file on
 # its own; bench/train_step.py passes the TF variants' resolved values as flags.
 DEFAULTS = {
     "wgan_gp": dict(loss="wasserstein", n_critic=5, lr=1e-4, beta1=0.5, beta2=0.9,

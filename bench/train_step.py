@@ -6,7 +6,7 @@ Training-step speed of one GAN written three ways, side by side in one run.
 The networks are always the project's `models.dcgan.DCGANGenerator` and
 `DCGANDiscriminator`, built by the algorithm's own `ImageGAN.build` (so with
 its normalization, spectral norm, LeakyReLU slope and base width 64), with the
-algorithm's Adam settings from `training/algorithms.py` SPECS, at the same
+algorithm's Adam settings from `algorithms/gans.py` SPECS, at the same
 global batch (`--batch_size`, 64). For each dataset of `--datasets`:
 
 - `shapes32`: `builtin:shapes` as the trainer converts it, 32x32x3;
@@ -248,8 +248,7 @@ class _HandWritten:
     self.generator, self.discriminator = algorithm.generator, algorithm.discriminator
     self.d_optimizer, self.g_optimizer = algorithm.optimizers["d"], algorithm.optimizers["g"]
     c = self.config
-    self.g_loss_fn, self.d_loss_fn = losses.get(
-        "bce_minimax" if c.g_loss == "minimax" else c.loss)
+    self.g_loss_fn, self.d_loss_fn = losses.get(c.loss, c.g_loss)
     # The trainer's shuffle buffer: the same records held in memory.
     manifest = manifest_lib.load(data_dir)
     shuffle = trainer._auto_shuffle_buffer(manifest)  # pylint: disable=protected-access

@@ -47,6 +47,8 @@ from input import cache
 from input import images as images_lib
 from input import manifest as manifest_lib
 from input import reader
+from settings import required, setting
+from training import run_dir
 
 STATS_FORMAT = 1
 PR_K = 3  # Kynkaanniemi et al. 2019.
@@ -55,28 +57,52 @@ MODE_COVERAGE_SAMPLES = 2500  # The VEEGAN / PacGAN protocol.
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
-  """What `pipeline.evaluate` does (field names match its flags, documented in
-  `pipeline/flags.py`). `run` needs exactly one of `model_dir` and `samples`;
-  `DuringTraining` sets neither (it samples the generator being trained)."""
-  real: str
-  model_dir: str | None = None
-  samples: str | None = None
-  checkpoint: str | None = None
-  real_split: str = "train"
-  features: str = "inception"
-  inception_weights: str | None = None
-  feature_layer: str | None = None
-  num_samples: int = 10_000
-  num_real: int = 10_000  # 0: the whole split.
-  seed: int = 0
-  batch_size: int = 100
-  kid_subsets: int = 100
-  kid_subset_size: int = 1000
-  max_features: int = 10_000
-  stats_cache: str | None = None  # None: <data cache>/eval_stats; "none": no cache.
-  data_cache: str | None = None
-  image_size: int | None = None
-  output: str | None = None
+  """What `pipeline.evaluate` does: each field is one of its flags (settings/:
+  default and help written here only). `run` needs exactly one of `model_dir`
+  and `samples`; `DuringTraining` sets neither (it samples the generator being
+  trained)."""
+  real: str = required(
+      "Real data: a directory made by pipeline.convert, a folder of images, or a source KIND:ARG "
+      "(builtin:NAME, folder:DIR, tfds:NAME, npz:FILE) converted into the data cache on first "
+      "use.")
+  model_dir: str | None = setting(None,
+      "Generated samples from this run directory of pipeline.train (a sampling algorithm). Give "
+      "--model_dir or --samples.")
+  samples: str | None = setting(None,
+      "Generated samples from a .npz (array x in [-1, 1], as written by pipeline.sample) or a "
+      "folder of images (searched recursively; e.g. the output of pipeline.translate).")
+  checkpoint: str | None = setting(None,
+      "With --model_dir: checkpoint path, step, or best (--keep_best's; default: the latest).")
+  real_split: str = setting("train",
+      "Split of the real data (unpaired data: name a domain, e.g. testB).")
+  features: str = setting("inception",
+      "Feature network: inception (InceptionV3 pool3 at 299x299, ImageNet weights), or the path "
+      "of a Keras model file or SavedModel.")
+  inception_weights: str | None = setting(None,
+      "Local InceptionV3 weights file (inception_v3_weights_tf_dim_ordering_tf_kernels.h5). "
+      "Default: Keras's cached download.")
+  feature_layer: str | None = setting(None,
+      "--features=PATH: the layer (Keras) or output (SavedModel) to use. Default: the penultimate"
+      " layer (Keras), the only output (SavedModel).")
+  num_samples: int = setting(10_000, "Generated samples to evaluate.")
+  num_real: int = setting(10_000, "Real examples to compare with (0: the whole split).")
+  seed: int = setting(0, "Seed of the latent draws and of KID's subsets.")
+  batch_size: int = setting(100, "Images per feature-network call.")
+  kid_subsets: int = setting(100, "KID: number of subsets.")
+  kid_subset_size: int = setting(1000,
+      "KID: samples per subset (capped at the number of kept features).")
+  max_features: int = setting(10_000,
+      "KID and precision/recall use a uniform random subset of at most this many feature vectors "
+      "per side (FID uses every sample).")
+  stats_cache: str | None = setting(None,
+      "Cache of real-data statistics (default: <data cache>/eval_stats).")
+  cache_stats: bool = setting(True,
+      "Read and write real-data statistics in --stats_cache (--nocache_stats: compute them "
+      "every time).")
+  data_cache: str | None = setting(None,
+      "Cache of converted sources (default: $GAN_PIPELINE_DATA or ~/.cache/gan_pipeline).")
+  image_size: int | None = setting(None, "Size to convert folder:/builtin: real data to.")
+  output: str | None = setting(None, "Write the results and the protocol to this JSON file.")
 
   def validate(self):
     """Raises ValueError naming the first bad value."""
@@ -254,7 +280,7 @@ def _accumulate(net, batches, max_kept, want_logits, quantize=None, keep_first=0
 
 
 def _cache_dir(config):
-  if config.stats_cache == "none":
+  if not config.cache_stats:
     return None
   return config.stats_cache or os.path.join(
       config.data_cache or cache.default_cache_dir(), "eval_stats")
@@ -388,6 +414,21 @@ def compare(reference, fake_info, fake_batches):
   return {"metrics": results, "protocol": protocol, "cache": reference.cache}
 
 
+def _check_named_inputs(config):
+  """Raises ValueError naming the first input path of `config` that is missing."""
+  if config.samples and not os.path.exists(config.samples):
+    raise ValueError(f"--samples {config.samples!r} does not exist")
+  if config.model_dir:
+    run_dir.load_run(config.model_dir)
+    run_dir.resolve_checkpoint(config.model_dir, config.checkpoint)
+  if config.features != "inception" and not os.path.exists(config.features):
+    raise ValueError(f"--features {config.features!r} is neither inception nor an existing "
+                     "Keras model file or SavedModel")
+  _, sep, _ = config.real.partition(":")
+  if not sep and not os.path.isdir(config.real):
+    raise ValueError(f"--real {config.real!r} does not exist")
+
+
 def run(config):
   """Evaluates generated samples against real data.
 
@@ -401,6 +442,7 @@ def run(config):
       (e.g. no InceptionV3 weights offline; the message says how to get them).
   """
   config.validate()
+  _check_named_inputs(config)  # Before anything slow (a conversion) or online (weights).
   start = time.time()
   real = resolve_real(config)
   net = _feature_network(config, real)  # A bad network fails before a model is loaded.

@@ -33,18 +33,22 @@ import tensorflow as tf
 
 from algorithms import translation
 from inference import sampling
+from settings import required, setting
 
 INFO_NAME = "export_info.json"
 
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig:
-  """What `pipeline.export` does (field names match its flags)."""
-  model_dir: str
-  output: str
-  checkpoint: str | None = None
-  direction: str | None = None  # Translation: None exports the trained direction.
-  overwrite: bool = False
+  """What `pipeline.export` does: each field is one of its flags (settings/)."""
+  model_dir: str = required("Run directory of pipeline.train.")
+  output: str = required("Directory to write the SavedModel to.")
+  checkpoint: str | None = setting(None,
+      "Checkpoint path, step, or best (--keep_best's; default: the latest).")
+  direction: str | None = setting(None,
+      "Translation models: the direction to export (default: the trained one; cyclegan and unit "
+      "can export either).", choices=["AtoB", "BtoA"])
+  overwrite: bool = setting(False, "Replace an existing --output directory.")
 
 
 def _pad_indices(size, stride):
@@ -57,7 +61,7 @@ def _pad_indices(size, stride):
 
 def pad_to_stride(x, stride):
   """Pads [B, H, W, C] on the bottom and right to multiples of `stride`
-  (the numpy padding of `training.translate._pad_to`, in graph ops)."""
+  (the numpy padding of `inference.translate._pad_to`, in graph ops)."""
   h, w = tf.shape(x)[1], tf.shape(x)[2]
   ih, rh = _pad_indices(h, stride)
   iw, rw = _pad_indices(w, stride)

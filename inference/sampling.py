@@ -1,10 +1,47 @@
-"""Loading a trained generator from a run directory and drawing samples."""
+"""Loading a trained generator from a run directory and drawing samples:
+the library behind `pipeline.sample` (`run`)."""
+
+import dataclasses
+import os
 
 import numpy as np
 import tensorflow as tf
 
 import algorithms
+from settings import required, setting
 from training import run_dir
+from training import samples as samples_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig:
+  """What `pipeline.sample` does: each field is one of its flags (settings/)."""
+  model_dir: str = required("Run directory of pipeline.train.")
+  output: str = required("*.npz, *.png (grid) or a directory of PNGs.")
+  checkpoint: str | None = setting(
+      None, "Checkpoint path, step, or best (--keep_best's; default: the latest).")
+  num: int = setting(64, "Number of samples (without --interpolate).")
+  labels: tuple = setting(
+      (), "Conditional algorithms: class indices to cycle over (default: all classes; with "
+      "--interpolate, one class per row).", kind="int_list")
+  seed: int = setting(0, "Seed of the latent draws: the same seed, checkpoint and flags give "
+                      "the same samples.")
+  interpolate: int = setting(
+      0, "N > 1: latent interpolation grid instead of independent samples: --rows rows of N "
+      "images, each row a spherical interpolation (slerp) between two latents drawn from "
+      "--seed.")
+  rows: int = setting(8, "Rows of the --interpolate grid.")
+
+  def validate(self):
+    """Raises ValueError naming the first bad value."""
+    if not self.model_dir or not self.output:
+      raise ValueError("--model_dir and --output are required")
+    if self.num < 1:
+      raise ValueError(f"--num must be >= 1, got {self.num}")
+    if self.interpolate < 0 or self.interpolate == 1:
+      raise ValueError(f"--interpolate must be 0 (off) or >= 2, got {self.interpolate}")
+    if self.rows < 1:
+      raise ValueError(f"--rows must be >= 1, got {self.rows}")
 
 
 def load_algorithm(model_dir, checkpoint=None):
@@ -131,3 +168,39 @@ def interpolate(algorithm, rows, steps, labels=None, seed=0, batch_size=256):
     yb = None if y is None else tf.constant(y[start:start + batch_size])
     out.append(algorithm.sample(path[start:start + batch_size], yb).numpy())
   return np.concatenate(out), y
+
+
+def run(config):
+  """Draws the samples `config` asks for and writes them to `config.output`.
+
+  Returns:
+    (number of samples written, the checkpoint's step).
+
+  Raises:
+    ValueError: bad settings, not a run directory, no such checkpoint, bad
+      labels, or 2-D samples asked for as a folder of PNGs.
+  """
+  config.validate()
+  out = config.output
+  algorithm, step = load_algorithm(config.model_dir, config.checkpoint)
+  labels = list(config.labels) or None
+  columns = None
+  if config.interpolate:
+    x, y = interpolate(algorithm, config.rows, config.interpolate, labels, config.seed)
+    columns = config.interpolate
+  else:
+    x, y = sample(algorithm, config.num, labels, config.seed)
+  if x.ndim == 2 and not out.endswith((".npz", ".png")):
+    raise ValueError("2-D samples go to .npz or .png")
+  if out.endswith(".npz"):
+    np.savez(out, x=x, **({"y": y} if y is not None else {}))
+  elif out.endswith(".png"):
+    picture = (samples_lib.scatter(x) if x.ndim == 2
+               else samples_lib.image_grid(x, columns=columns))
+    samples_lib.save_png(out, picture)
+  else:
+    os.makedirs(out, exist_ok=True)
+    for i, img in enumerate(x):
+      samples_lib.save_png(os.path.join(out, f"{i:05d}.png"),
+                           samples_lib.image_grid(img[None], columns=1, pad=0))
+  return len(x), step

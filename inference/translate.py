@@ -17,16 +17,20 @@ import tensorflow as tf
 from algorithms import translation
 from inference import sampling
 from input import images as images_lib
+from settings import required, setting
 
 
 @dataclasses.dataclass(frozen=True)
 class TranslateConfig:
-  """What `pipeline.translate` does (field names match its flags)."""
-  model_dir: str
-  input: str
-  output: str
-  direction: str | None = None  # None: the direction the model was trained in.
-  checkpoint: str | None = None
+  """What `pipeline.translate` does: each field is one of its flags (settings/)."""
+  model_dir: str = required("Run directory of a pix2pix, cyclegan or unit run.")
+  input: str = required("Folder of images to translate (searched recursively).")
+  output: str = required("Folder for the translated PNGs (same relative names).")
+  direction: str | None = setting(
+      None, "Default: the direction the model was trained in. cyclegan and unit translate "
+      "both ways; pix2pix only the trained way.", choices=("AtoB", "BtoA"))
+  checkpoint: str | None = setting(
+      None, "Checkpoint path, step, or best (--keep_best's; default: the latest).")
 
 
 @dataclasses.dataclass

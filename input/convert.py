@@ -11,10 +11,11 @@ How a conversion proceeds:
    gray).
 3. Each split is cut into contiguous shards; the plan, with a fingerprint of
    everything that determines the output, goes to `OUTPUT/.convert/plan.json`.
-4. This task's shards are written in parallel worker processes, each to a
-   temporary name, fsynced, then renamed; a sidecar `.convert/<shard>.json`
-   records its sha256, counts and skipped inputs. A re-run keeps every shard
-   whose sidecar matches the plan and whose file matches the recorded sha256.
+4. This task's shards are written in parallel worker processes
+   (`input/shards.py`), each to a temporary name, fsynced, then renamed; a
+   sidecar `.convert/<shard>.json` records its sha256, counts and skipped
+   inputs. A re-run keeps every shard whose sidecar matches the plan and whose
+   file matches the recorded sha256.
 5. Finalizing (automatic with one task, `--finalize` with several) checks that
    every planned shard is present and complete and merges the sidecars into
    `manifest.json`.
@@ -38,9 +39,10 @@ import numpy as np
 
 from input import images
 from input import manifest as manifest_lib
+from input import shards
 from input import sources
+from settings import required, setting
 
-_STATE_DIR = ".convert"
 _PLAN_NAME = "plan.json"
 
 # Exit codes of `pipeline.convert`.
@@ -58,29 +60,48 @@ class ConvertError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ConvertConfig:
-  """Everything that defines a conversion. Documented at the flags in
-  `pipeline/flags.py`; field names match the flag names."""
-  source: str
-  output: str
-  num_shards: int | None = None
-  min_shards: int = 16
-  target_shard_mb: float = 150.0
-  image_size: int | None = None
-  channels: int | None = None
-  resize: str = "crop"
-  bit_depth: int = 8
-  encoding: str = "raw"
-  labels: str = "auto"
-  num_workers: int | None = None
-  overwrite: bool = False
-  num_tasks: int = 1
-  task_index: int = 0
-  finalize: bool = False
-  max_skip_fraction: float = 0.01
-  max_examples: int | None = None
-  seed: int = 0
-  tfds_data_dir: str | None = None
-  command_line: str = ""
+  """Everything that defines a conversion: each field but `command_line` is a
+  flag of `pipeline.convert` (settings/: default and help written here only)."""
+  output: str = required("Output directory for shards and manifest.json.")
+  source: str | None = setting(  # None only with --finalize.
+      None,
+      "What to convert: folder:DIR | tfds:NAME[:SPLIT] | npz:FILE | paired:DIR_A,DIR_B | "
+      "paired:DIR (A|B side by side) | unpaired:DIR_A,DIR_B | builtin:NAME (shapes, ring2d, "
+      "grid2d, shapes_paired, shapes_unpaired).")
+  num_shards: int | None = setting(None,
+      "Shards per split. Default: about --target_shard_mb per shard, never fewer than "
+      "--min_shards (nor more than there are examples).")
+  min_shards: int = setting(16,
+      "Least number of shards per split, so that many workers can shard by file.")
+  target_shard_mb: float = setting(150.0, "Target shard size in MB for --num_shards.")
+  image_size: int | None = setting(None,
+      "Output size NxN. Default: keep the source's size (all images must then share one size). "
+      "For builtin: the size to draw at (32).")
+  channels: int | None = setting(None,
+      "Output channels. Default: the source's (1 if every image is gray).", choices=(1, 3))
+  resize: str = setting("crop",
+      "Fitting images of another aspect ratio: center-crop, pad with black to the target aspect, "
+      "or stretch.", choices=images.RESIZE_MODES)
+  bit_depth: int = setting(8,
+      "Stored bit depth; 16 keeps 16-bit PNGs (medical images) exact.", choices=(8, 16))
+  encoding: str = setting("raw",
+      "raw: fastest to read; png: lossless and smaller on disk.", choices=images.ENCODINGS)
+  labels: str = setting("auto",
+      "folder: labels from first-level subfolder names (auto: when every image is in one).",
+      choices=["auto", "subfolder", "none"])
+  num_workers: int | None = setting(None, "Parallel writer processes. Default: the CPUs available.")
+  overwrite: bool = setting(False, "Start over: rewrite every shard even if complete ones exist.")
+  num_tasks: int = setting(1,
+      "Split the conversion over this many tasks (Slurm array, Kubernetes Indexed Job); each "
+      "writes a disjoint range of shards.")
+  task_index: int = setting(0, "This task's index in [0, --num_tasks).")
+  finalize: bool = setting(False, "After all tasks: check every shard and write manifest.json.")
+  max_skip_fraction: float = setting(0.01,
+      "Fail (exit 1) when more than this fraction of inputs was skipped.")
+  max_examples: int | None = setting(None, "Convert at most this many examples per split.")
+  seed: int = setting(0, "Seed of the shard order shuffle and of builtin data generation.")
+  tfds_data_dir: str | None = setting(None, "tensorflow-datasets data_dir.")
+  command_line: str = ""  # Filled in by the binary: recorded in the manifest.
 
   def validate(self):
     """Raises ConvertError naming the first bad value."""
@@ -123,14 +144,6 @@ class _ShardJob:
   file: str
   items: list
   fingerprint: str
-
-
-def _sha256_file(path):
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def _hash(*parts):
@@ -272,133 +285,12 @@ class _Plan:
 
 
 # ---------------------------------------------------------------------------
-# Writing one shard (runs in worker processes).
-
-
-def _example(kind, key, arrays, label, spec, encoding):
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  feats = {"key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[key.encode()]))}
-  if kind == "vector":
-    v = np.asarray(arrays["vector"], np.float32).reshape(-1)
-    feats["vector"] = tf.train.Feature(float_list=tf.train.FloatList(value=v.tolist()))
-  else:
-    for name in manifest_lib.FEATURES_BY_KIND[kind]:
-      data = images.encode(images.to_spec(arrays[name], spec), encoding)
-      feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
-  if label >= 0:
-    feats["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
-  return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(
-      deterministic=True)
-
-
-class _ShardWriter:
-  """Writes one shard to a temporary file and commits it with its sidecar."""
-
-  def __init__(self, out_dir, job, kind, spec, encoding, label_names):
-    import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    self.out_dir, self.job, self.kind, self.spec = out_dir, job, kind, spec
-    self.encoding, self.label_names = encoding, label_names
-    self.tmp = os.path.join(out_dir, f".{job.file}.tmp-{os.getpid()}")
-    self.writer = tf.io.TFRecordWriter(self.tmp)
-    self.num_records = 0
-    self.skipped = []
-    self.label_counts = collections.Counter()
-
-  def add(self, key, arrays, label):
-    try:
-      label = int(arrays.pop("label", label))  # Generated and TFDS examples carry their own.
-      if self.label_names is not None and not 0 <= label < len(self.label_names):
-        raise images.BadImageError(f"label {label} outside 0..{len(self.label_names) - 1}")
-      record = _example(self.kind, key, arrays, label, self.spec, self.encoding)
-    except images.BadImageError as e:
-      self.skipped.append({"key": key, "reason": str(e)})
-      return
-    self.writer.write(record)
-    self.num_records += 1
-    if label >= 0:
-      self.label_counts[self.label_names[label]] += 1
-
-  def commit(self):
-    self.writer.flush()
-    self.writer.close()
-    with open(self.tmp, "rb") as f:
-      os.fsync(f.fileno())
-    final = os.path.join(self.out_dir, self.job.file)
-    record = {
-        "file": self.job.file,
-        "split": self.job.split,
-        "fingerprint": self.job.fingerprint,
-        "num_records": self.num_records,
-        "sha256": _sha256_file(self.tmp),
-        "bytes": os.path.getsize(self.tmp),
-        "label_counts": dict(sorted(self.label_counts.items())),
-        "skipped": self.skipped,
-    }
-    os.replace(self.tmp, final)
-    manifest_lib.write_json_atomic(_sidecar_path(self.out_dir, self.job.file), record)
-    return record
-
-
-def _sidecar_path(out_dir, file):
-  return os.path.join(out_dir, _STATE_DIR, file + ".json")
-
-
-def _write_indexed_shard(source, job, kind, spec, encoding, label_names, out_dir):
-  """Worker entry point: loads each item of `job` and writes the shard."""
-  w = _ShardWriter(out_dir, job, kind, spec, encoding, label_names)
-  for item in job.items:
-    try:
-      arrays = source.load(item)
-    except images.BadImageError as e:
-      w.skipped.append({"key": item.key, "reason": str(e)})
-      continue
-    w.add(item.key, arrays, item.label)
-  return w.commit()
-
-
-def _write_streaming(source, plan, todo, out_dir, log_progress):
-  """Writes the `todo` shards of a streaming source in one ordered pass."""
-  by_split = collections.defaultdict(list)
-  for job in todo:
-    by_split[job.split].append(job)
-  for split, jobs in by_split.items():
-    # Example position -> shard job, for the shards that need writing.
-    all_jobs = [j for j in plan.jobs if j.split == split]
-    bounds, start = [], 0
-    for j in all_jobs:
-      bounds.append((start, start + len(j.items), j))
-      start += len(j.items)
-    wanted = {id(j) for j in jobs}
-    it = iter(bounds)
-    lo, hi, job = next(it)
-    writer = None
-    for pos, ex in enumerate(source.stream(split)):
-      while pos >= hi:
-        if writer is not None:
-          log_progress(writer.commit())
-          writer = None
-        nxt = next(it, None)
-        if nxt is None:
-          break
-        lo, hi, job = nxt
-      if pos >= hi:
-        break
-      if id(job) not in wanted:
-        continue
-      if writer is None:
-        writer = _ShardWriter(out_dir, job, plan.kind, plan.spec, plan.config.encoding,
-                              plan.label_names)
-      writer.add(f"{split}/{pos}", ex, -1)
-    if writer is not None:
-      log_progress(writer.commit())
-
-
-# ---------------------------------------------------------------------------
 # The output directory.
 
 
 def _is_ours(name):
-  return (manifest_lib.is_shard_name(name) or name in (manifest_lib.MANIFEST_NAME, _STATE_DIR)
+  return (manifest_lib.is_shard_name(name)
+          or name in (manifest_lib.MANIFEST_NAME, shards.STATE_DIR)
           or (name.startswith(".") and ".tmp-" in name))
 
 
@@ -419,7 +311,7 @@ def _check_output(config, source):
 
 
 def _read_plan(out_dir):
-  path = os.path.join(out_dir, _STATE_DIR, _PLAN_NAME)
+  path = os.path.join(out_dir, shards.STATE_DIR, _PLAN_NAME)
   if not os.path.isfile(path):
     return None
   with open(path, encoding="utf-8") as f:
@@ -433,7 +325,7 @@ def _prepare_output(config, plan):
     raise ConvertError(f"--output {out!r} holds a different conversion (of "
                        f"{old.get('source')!r} with other settings); pass --overwrite to "
                        "replace it, or choose another directory")
-  os.makedirs(os.path.join(out, _STATE_DIR), exist_ok=True)
+  os.makedirs(os.path.join(out, shards.STATE_DIR), exist_ok=True)
   if config.overwrite:
     mine = {j.file for j in plan.jobs_for_task(config.task_index, config.num_tasks)}
     for name in os.listdir(out):
@@ -441,39 +333,13 @@ def _prepare_output(config, plan):
       if config.num_tasks == 1 or name in mine:
         if manifest_lib.is_shard_name(name):
           os.remove(os.path.join(out, name))
-          _remove_if_exists(_sidecar_path(out, name))
+          shards.remove_if_exists(shards.sidecar_path(out, name))
     if config.num_tasks == 1:
-      _remove_if_exists(os.path.join(out, manifest_lib.MANIFEST_NAME))
-      for name in os.listdir(os.path.join(out, _STATE_DIR)):
-        _remove_if_exists(os.path.join(out, _STATE_DIR, name))
-  manifest_lib.write_json_atomic(os.path.join(out, _STATE_DIR, _PLAN_NAME), plan.to_json())
-
-
-def _remove_if_exists(path):
-  try:
-    os.remove(path)
-  except FileNotFoundError:
-    pass
-
-
-def _shard_complete(out_dir, file, fingerprint, verify_sha=True):
-  """True when the shard and its sidecar exist and agree with the plan."""
-  path = os.path.join(out_dir, file)
-  side = _sidecar_path(out_dir, file)
-  if not (os.path.isfile(path) and os.path.isfile(side)):
-    return False
-  with open(side, encoding="utf-8") as f:
-    record = json.load(f)
-  if record.get("fingerprint") != fingerprint or os.path.getsize(path) != record.get("bytes"):
-    return False
-  return not verify_sha or _sha256_file(path) == record.get("sha256")
-
-
-def _remove_stale_tmp(out_dir, files):
-  prefixes = tuple(f".{f}.tmp-" for f in files)
-  for name in os.listdir(out_dir):
-    if name.startswith(prefixes):
-      _remove_if_exists(os.path.join(out_dir, name))
+      shards.remove_if_exists(os.path.join(out, manifest_lib.MANIFEST_NAME))
+      for name in os.listdir(os.path.join(out, shards.STATE_DIR)):
+        shards.remove_if_exists(os.path.join(out, shards.STATE_DIR, name))
+  manifest_lib.write_json_atomic(os.path.join(out, shards.STATE_DIR, _PLAN_NAME),
+                                 plan.to_json())
 
 
 # ---------------------------------------------------------------------------
@@ -512,9 +378,9 @@ def run(config):
   _prepare_output(config, plan)
   out = config.output
   mine = plan.jobs_for_task(config.task_index, config.num_tasks)
-  _remove_stale_tmp(out, [j.file for j in mine])
+  shards.remove_stale_tmp(out, [j.file for j in mine])
   todo = [j for j in mine if not (not config.overwrite and
-                                  _shard_complete(out, j.file, j.fingerprint))]
+                                  shards.shard_complete(out, j.file, j.fingerprint))]
   spec_text = (f"{plan.spec.height}x{plan.spec.width}x{plan.spec.channels} "
                f"{plan.spec.bit_depth}-bit {config.encoding}" if plan.spec else "vectors")
   logging.info("Converting %s -> %s: kind %s, %s, %d inputs, %d shards in all; task %d/%d "
@@ -532,17 +398,17 @@ def run(config):
                  record["file"], record["num_records"], len(record["skipped"]), rate)
 
   if source.streaming:
-    _write_streaming(source, plan, todo, out, log_progress)
+    shards.write_streaming(source, plan, todo, out, log_progress)
   else:
     workers = min(config.num_workers or _default_workers(), max(1, len(todo)))
     args = (plan.kind, plan.spec, config.encoding, plan.label_names, out)
     if workers == 1:
       for job in todo:
-        log_progress(_write_indexed_shard(source, job, *args))
+        log_progress(shards.write_indexed_shard(source, job, *args))
     else:
       ctx = multiprocessing.get_context("spawn")  # fork is unsafe once TF is loaded.
       with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        futures = [pool.submit(_write_indexed_shard, source, job, *args) for job in todo]
+        futures = [pool.submit(shards.write_indexed_shard, source, job, *args) for job in todo]
         try:
           for f in concurrent.futures.as_completed(futures):
             log_progress(f.result())
@@ -571,12 +437,12 @@ def finalize(out_dir, max_skip_fraction=0.01):
   num_tasks = plan["config"]["num_tasks"]
   for i, shard in enumerate(plan["shards"]):
     # The sha256 was taken when the shard was committed; here size is enough.
-    if not _shard_complete(out_dir, shard["file"], shard["fingerprint"], verify_sha=False):
+    if not shards.shard_complete(out_dir, shard["file"], shard["fingerprint"], verify_sha=False):
       missing.append(shard["file"])
       owners.add(next(t for t in range(num_tasks)
                       if i < (t + 1) * len(plan["shards"]) // num_tasks))
       continue
-    with open(_sidecar_path(out_dir, shard["file"]), encoding="utf-8") as f:
+    with open(shards.sidecar_path(out_dir, shard["file"]), encoding="utf-8") as f:
       records.append(json.load(f))
   if missing:
     raise ConvertError(f"{len(missing)} of {len(plan['shards'])} shards are missing or "
@@ -587,7 +453,7 @@ def finalize(out_dir, max_skip_fraction=0.01):
     if manifest_lib.is_shard_name(name) and name not in planned:
       logging.warning("Removing stale shard %s from an earlier conversion", name)
       os.remove(os.path.join(out_dir, name))
-      _remove_if_exists(_sidecar_path(out_dir, name))
+      shards.remove_if_exists(shards.sidecar_path(out_dir, name))
   splits = {}
   skipped = list(plan["pre_skipped"])
   for r in records:

@@ -9,9 +9,8 @@ Conventions (after TF-GAN's `losses_impl.py`):
   `tf.nn.compute_average_loss`. A local mean here would be wrong under a
   strategy, where the replicas' gradients are summed.
 
-The image-to-image terms at the end (`l1`, `squared_error`,
-`kl_unit_gaussian`) follow the same per-example contract; the caller applies
-their weights (lambda).
+The image-to-image terms at the end (`l1`, `kl_unit_gaussian`) follow the
+same per-example contract; the caller applies their weights (lambda).
 
 Golden values for each loss are in tests/test_losses.py (the image-to-image
 terms: tests/test_translation_models.py).
@@ -20,6 +19,7 @@ terms: tests/test_translation_models.py).
 import tensorflow as tf
 
 __all__ = [
+    "G_LOSS_VARIANTS",
     "LOSSES",
     "get",
     "per_example",
@@ -33,8 +33,6 @@ __all__ = [
     "least_squares_generator_loss",
     "least_squares_discriminator_loss",
     "l1",
-    "squared_error",
-    "l2",
     "kl_unit_gaussian",
 ]
 
@@ -202,22 +200,6 @@ def l1(a, b):
   return per_example(tf.abs(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
 
 
-def squared_error(a, b):
-  """Mean squared error (a - b)^2 per example.
-
-  Args:
-    a: [B, ...].
-    b: same shape as a.
-
-  Returns:
-    [B] float32: the mean over all non-batch axes.
-  """
-  return per_example(tf.square(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
-
-
-l2 = squared_error
-
-
 def kl_unit_gaussian(mu):
   """UNIT's KL term: the mean of mu^2 over the latent elements, per example.
 
@@ -238,22 +220,35 @@ def kl_unit_gaussian(mu):
 
 
 # name -> (generator loss, discriminator loss). "bce" uses the non-saturating
-# generator loss; "bce_minimax" the original one.
+# generator loss (`get(..., g_loss="minimax")` the original one).
 LOSSES = {
     "bce": (modified_generator_loss, minimax_discriminator_loss),
-    "bce_minimax": (minimax_generator_loss, minimax_discriminator_loss),
     "wasserstein": (wasserstein_generator_loss, wasserstein_discriminator_loss),
     "hinge": (hinge_generator_loss, hinge_discriminator_loss),
     "least_squares": (least_squares_generator_loss, least_squares_discriminator_loss),
 }
 
 
-def get(name):
+G_LOSS_VARIANTS = ("ns", "minimax")  # Of the bce loss.
+
+
+def get(name, g_loss=None):
   """Returns (generator_loss, discriminator_loss) registered under `name`.
 
+  Args:
+    name: a key of LOSSES.
+    g_loss: with "bce" only: "ns" (the non-saturating generator loss, the
+      default) or "minimax" (Goodfellow et al.'s original, saturating one).
+
   Raises:
-    ValueError: unknown name; the message lists the valid ones.
+    ValueError: unknown name (the message lists the valid ones), or a
+      g_loss that does not apply.
   """
   if name not in LOSSES:
     raise ValueError(f"unknown loss {name!r}; valid: {', '.join(sorted(LOSSES))}")
+  if g_loss is not None and (name != "bce" or g_loss not in G_LOSS_VARIANTS):
+    raise ValueError(f"--g_loss={g_loss} applies to the bce loss only, as one of "
+                     f"{', '.join(G_LOSS_VARIANTS)}; the loss is {name}")
+  if g_loss == "minimax":
+    return minimax_generator_loss, minimax_discriminator_loss
   return LOSSES[name]

@@ -69,7 +69,8 @@ def wasserstein_gradient_penalty(discriminator_fn, real, fake, alpha, target=1.0
   return tf.square(gap), norm
 
 
-PENALTIES = {"wasserstein_gradient_penalty": wasserstein_gradient_penalty}
+# name -> penalty; algorithms choose theirs by name (algorithms/gans.py GANSpec.penalty).
+PENALTIES = {"wgan_gp": wasserstein_gradient_penalty}
 
 
 def get(name):

@@ -8,7 +8,7 @@ r"""Evaluates generated samples against real data: FID, KID, IS, precision/recal
 
 Prints the figures and writes them, with the pinned protocol (feature network
 and its weights' sha256, resize, sample counts, seed), to --output. See
-`training/evaluate.py`. Exit codes: 0 done, 2 bad flags, data, model or
+`evaluation/evaluate.py`. Exit codes: 0 done, 2 bad flags, data, model or
 feature network (e.g. no InceptionV3 weights offline: the message says how
 to get them).
 """
@@ -19,27 +19,19 @@ import sys
 from absl import app
 from absl import flags
 
+from evaluation import evaluate
+from input import convert
 from pipeline import flags as pipeline_flags
 
-pipeline_flags.define_evaluate_flags()
+pipeline_flags.define_config_flags(evaluate.EvaluateConfig)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from input import convert  # pylint: disable=import-outside-toplevel
-  from evaluation import evaluate  # pylint: disable=import-outside-toplevel
-  config = evaluate.EvaluateConfig(
-      real=FLAGS.real, model_dir=FLAGS.model_dir, samples=FLAGS.samples,
-      checkpoint=FLAGS.checkpoint, real_split=FLAGS.real_split, features=FLAGS.features,
-      inception_weights=FLAGS.inception_weights, feature_layer=FLAGS.feature_layer,
-      num_samples=FLAGS.num_samples, num_real=FLAGS.num_real, seed=FLAGS.seed,
-      batch_size=FLAGS.batch_size, kid_subsets=FLAGS.kid_subsets,
-      kid_subset_size=FLAGS.kid_subset_size, max_features=FLAGS.max_features,
-      stats_cache=FLAGS.stats_cache, data_cache=FLAGS.data_cache,
-      image_size=FLAGS.image_size, output=FLAGS.output)
   try:
+    config = pipeline_flags.config_from_flags(evaluate.EvaluateConfig, FLAGS)
     result = evaluate.run(config)
   except (ValueError, convert.ConvertError) as e:  # Also FeatureNetworkError, ManifestError.
     print(f"evaluate: error: {e}", file=sys.stderr)

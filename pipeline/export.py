@@ -4,7 +4,7 @@ r"""Exports a trained generator as a SavedModel that needs only TensorFlow.
 
 Sampling algorithms get `serving_default(z[, labels]) -> images` (the EMA
 generator when the run has one); translation algorithms get
-`serving_default(images) -> images` at any size. See `training/export.py`.
+`serving_default(images) -> images` at any size. See `inference/export.py`.
 Exit codes: 0 written, 2 bad flags or model directory.
 """
 
@@ -13,24 +13,18 @@ import sys
 from absl import app
 from absl import flags
 
+from inference import export
 from pipeline import flags as pipeline_flags
 
-pipeline_flags.define_export_flags()
+pipeline_flags.define_config_flags(export.ExportConfig)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  missing = [n for n in ("model_dir", "output") if not FLAGS[n].value]
-  if missing:
-    print(f"export: error: --{', --'.join(missing)} required", file=sys.stderr)
-    sys.exit(2)
-  from inference import export  # pylint: disable=import-outside-toplevel
-  config = export.ExportConfig(model_dir=FLAGS.model_dir, output=FLAGS.output,
-                               checkpoint=FLAGS.checkpoint, direction=FLAGS.direction,
-                               overwrite=FLAGS.overwrite)
   try:
+    config = pipeline_flags.config_from_flags(export.ExportConfig, FLAGS)
     info = export.run(config)
   except ValueError as e:
     print(f"export: error: {e}", file=sys.stderr)

@@ -14,24 +14,18 @@ import sys
 from absl import app
 from absl import flags
 
+from inference import translate
 from pipeline import flags as pipeline_flags
 
-pipeline_flags.define_translate_flags()
+pipeline_flags.define_config_flags(translate.TranslateConfig)
 FLAGS = flags.FLAGS
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  missing = [n for n in ("model_dir", "input", "output") if not FLAGS[n].value]
-  if missing:
-    print(f"translate: error: --{', --'.join(missing)} required", file=sys.stderr)
-    sys.exit(2)
-  from inference import translate  # pylint: disable=import-outside-toplevel
-  config = translate.TranslateConfig(model_dir=FLAGS.model_dir, input=FLAGS.input,
-                                     output=FLAGS.output, direction=FLAGS.direction,
-                                     checkpoint=FLAGS.checkpoint)
   try:
+    config = pipeline_flags.config_from_flags(translate.TranslateConfig, FLAGS)
     result = translate.run(config)
   except ValueError as e:
     print(f"translate: error: {e}", file=sys.stderr)

@@ -394,15 +394,15 @@ class ShardingAndResumeTest(tf.test.TestCase):
     # Kill this process hard after 50 records: 2 shards of 20 done, the 3rd half written.
     script = f"""
 import os, signal
-from input import convert
+from input import convert, shards
 count = [0]
-orig = convert._ShardWriter.add
+orig = shards.ShardWriter.add
 def add(self, *a, **k):
   count[0] += 1
   if count[0] == 51:
     os.kill(os.getpid(), signal.SIGKILL)
   return orig(self, *a, **k)
-convert._ShardWriter.add = add
+shards.ShardWriter.add = add
 convert.run(convert.ConvertConfig(source="builtin:shapes", output={out!r}, num_workers=1,
                                   max_examples=120, min_shards=6))
 """

@@ -23,7 +23,7 @@ from tests.test_train import tiny_config
 from tests.test_train import weights
 from tests.test_translation import tiny_config as translation_config
 from training import config as config_lib
-from training import precision
+from training import precision as precision_lib
 from training import trainer
 
 
@@ -82,7 +82,7 @@ class XlaTest(tf.test.TestCase):
       trainer._Trainer(translation_config("pix2pix", os.path.join(tmp, "p"), xla="on"))  # pylint: disable=protected-access
     auto = trainer._Trainer(tiny_config("dcgan", os.path.join(tmp, "a"), cpu_replicas=1,  # pylint: disable=protected-access
                                         xla="auto", deterministic=False))
-    self.assertEqual(auto.xla, precision.XLA_AUTO["CPU"][0])
+    self.assertEqual(auto.xla, precision_lib.XLA_AUTO["CPU"][0])
     det = trainer._Trainer(tiny_config("gan", os.path.join(tmp, "d"), cpu_replicas=1,  # pylint: disable=protected-access
                                        xla="auto", deterministic=True))
     self.assertFalse(det.xla)
@@ -102,8 +102,8 @@ class PrecisionAutoTest(tf.test.TestCase):
     with open(path, "w", encoding="utf-8") as f:
       f.write("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n\n"
               "processor\t: 1\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
-    self.assertEqual(precision.cpu_flags(path), {"fpu", "sse2", "avx512f", "avx512_bf16"})
-    self.assertEqual(precision.cpu_flags(path + ".missing"), frozenset())
+    self.assertEqual(precision_lib.cpu_flags(path), {"fpu", "sse2", "avx512f", "avx512_bf16"})
+    self.assertEqual(precision_lib.cpu_flags(path + ".missing"), frozenset())
 
   def test_decisions(self):
     tmp = self.create_tempdir().full_path
@@ -117,7 +117,8 @@ class PrecisionAutoTest(tf.test.TestCase):
 
     def pick(t, flags, num_workers=1, **changes):
       config = dataclasses.replace(t.config, precision="auto", **changes)
-      return precision.use_precision(config.precision, config.deterministic, t.strategy, t.algorithm, num_workers, flags)[0]
+      return precision_lib.use_precision(config.precision, config.deterministic, t.strategy,
+                                         t.algorithm, num_workers, flags)[0]
 
     self.assertEqual(pick(dcgan, bf16), "mixed_bfloat16")
     self.assertEqual(pick(dcgan, none), "float32")  # Emulated bfloat16 is slower.
@@ -125,8 +126,10 @@ class PrecisionAutoTest(tf.test.TestCase):
     self.assertEqual(pick(dcgan, bf16, num_workers=2), "float32")
     self.assertEqual(pick(gan, bf16), "float32")  # MLPs on 2-D data: not checked.
     self.assertEqual(pick(pix, bf16), "float32")  # Translation networks: not measured.
-    self.assertEqual(precision.use_precision(dcgan.config.precision, dcgan.config.deterministic, dcgan.strategy, dcgan.algorithm,
-                                           1, bf16), ("float32", "set by the flag"))
+    self.assertEqual(precision_lib.use_precision(dcgan.config.precision,
+                                                 dcgan.config.deterministic, dcgan.strategy,
+                                                 dcgan.algorithm, 1, bf16),
+                     ("float32", "set by the flag"))
 
   def test_resume_across_precisions_but_not_into_float16(self):
     base = config_lib.TrainConfig(algo="dcgan", precision="float32")
@@ -150,7 +153,7 @@ class PrecisionAutoTest(tf.test.TestCase):
     tmp = self.create_tempdir().full_path
     t = trainer._Trainer(tiny_config("dcgan", tmp, cpu_replicas=1, precision="auto",  # pylint: disable=protected-access
                                      deterministic=False))
-    native = bool(precision.cpu_flags() & set(precision.BFLOAT16_CPU_FLAGS))
+    native = bool(precision_lib.cpu_flags() & set(precision_lib.BFLOAT16_CPU_FLAGS))
     self.assertEqual(t.precision, "mixed_bfloat16" if native else "float32")
     self.assertEqual(t.algorithm.generator.compute_dtype,
                      "bfloat16" if native else "float32")
@@ -201,7 +204,7 @@ class MixedPrecisionTest(tf.test.TestCase):
         for n in ("d", "g"):
           self.assertEqual(r.metrics[f"loss_scale_{n}"],
                            2.0**(15 - r.metrics[f"skipped_steps_{n}"]))
-      self.assertIsInstance(one.algorithm.optimizers["d"], precision.LossScaleOptimizer)
+      self.assertIsInstance(one.algorithm.optimizers["d"], precision_lib.LossScaleOptimizer)
       events = glob.glob(os.path.join(tmp, "one", "tensorboard", "*"))
       tags = set()
       for path in events:

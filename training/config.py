@@ -9,6 +9,9 @@ import dataclasses
 import json
 import os
 
+from distribute.strategy import STRATEGIES
+from settings import setting
+
 CONFIG_NAME = "config.json"
 
 # Fields that may change between a run and its resumption.
@@ -21,7 +24,7 @@ RESUMABLE_CHANGES = frozenset({
 })
 
 # --keep_best: lower is better for the distances, higher for the rest
-# (training.evaluate computes them).
+# (evaluation/evaluate.py computes them).
 BEST_METRICS = {"fid": "min", "kid": "min", "precision": "max", "recall": "max",
                 "inception_score": "max", "modes": "max", "high_quality": "max"}
 
@@ -34,71 +37,123 @@ HALF_PRECISION_STATE = "mixed_float16"
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Everything that defines a training run. Field names match the flags
-  (`pipeline/flags.py` documents each)."""
-  algo: str = "sngan"
-  data: str | None = None
-  model_dir: str | None = None
-  strategy: str = "mirrored"
-  cpu_replicas: int | None = None
-  cluster_timeout: float | None = None
-  cluster_workers: tuple = ()
-  task_index: int | None = None
-  global_batch_size: int | None = None
-  train_steps: int = 2000
-  steps_per_loop: int = 10
-  log_every: int = 100
-  sample_every: int = 500
-  checkpoint_every: int = 500
-  keep_checkpoints: int = 3
-  # Evaluation during training, on the chief (training.evaluate.DuringTraining).
-  eval_every: int = 0  # 0: off.
-  eval_features: str = "inception"
-  inception_weights: str | None = None
-  eval_feature_layer: str | None = None
-  eval_num_samples: int = 5000
-  keep_best: str | None = None
+  """Everything that defines a training run: each field is a flag of
+  `pipeline.train` (settings/: its default and help are written here only)."""
+  algo: str = setting("sngan",
+      "Algorithm: gan, cgan, dcgan, cdcgan, wgan, wgan_gp, sngan, sn_wgan_gp, lsgan; translation:"
+      " pix2pix, cyclegan, unit.")
+  data: str | None = setting(None,
+      "A directory made by pipeline.convert, or a source converted into the cache on first use: "
+      "builtin:NAME, folder:DIR, tfds:NAME, npz:FILE. Default: builtin:shapes (builtin:ring2d for"
+      " gan and cgan).")
+  model_dir: str | None = setting(None, "Run directory. Default: runs/<algo>-<dataset>.")
+  strategy: str = setting("mirrored",
+      "tf.distribute strategy. mirrored: every visible GPU, else the CPU.",
+      choices=STRATEGIES)
+  cpu_replicas: int | None = setting(None,
+      "Without GPUs: split the CPU into this many logical devices and mirror over them (tests, "
+      "trying a multi-replica config).")
+  cluster_timeout: float | None = setting(None,
+      "multi_worker: seconds every task waits at start-up for the others before failing with the "
+      "names of the missing ones (default 600).")
+  cluster_workers: tuple = setting((),
+      "multi_worker without TF_CONFIG or Slurm: every worker's host:port, the same list on every "
+      "worker (worker 0 is the chief).", kind="list")
+  task_index: int | None = setting(None,
+      "multi_worker with --cluster_workers: this worker's index in that list.")
+  global_batch_size: int | None = setting(None,
+      "Examples per step over all replicas. Default: 64 (256 for 2-D data).")
+  train_steps: int = setting(2000, "Generator steps to train for.")
+  steps_per_loop: int = setting(10,
+      "Generator steps per tf.function call (removes Python overhead).")
+  log_every: int = setting(100, "Console and TensorBoard scalars every N steps.")
+  sample_every: int = setting(500, "Sample grid PNG every N steps.")
+  checkpoint_every: int = setting(500, "Checkpoint every N steps (and at the end).")
+  keep_checkpoints: int = setting(3, "Checkpoints to keep.")
+  # Evaluation during training, on the chief (evaluation/during_training.py).
+  eval_every: int = setting(0,
+      "Every N steps (and at the end), the chief computes FID, KID, precision/recall (IS with a "
+      "classifier head; modes and high-quality share on 2-D data) and writes them to TensorBoard "
+      "(eval/*) and MODEL_DIR/eval.jsonl. 0: off.")
+  eval_features: str = setting("inception",
+      "--eval_every feature network: inception (InceptionV3 pool3, ImageNet weights: "
+      "--inception_weights or Keras's download), or the path of a Keras model file or SavedModel "
+      "(as pipeline.evaluate --features).")
+  inception_weights: str | None = setting(None,
+      "Local InceptionV3 weights file for --eval_features=inception.")
+  eval_feature_layer: str | None = setting(None,
+      "--eval_features=PATH: the layer or output to use (default: the penultimate layer, or the "
+      "only output).")
+  eval_num_samples: int = setting(5000,
+      "--eval_every: generated samples, and real examples, per evaluation.")
+  keep_best: str | None = setting(None,
+      "Keep the best checkpoint by this --eval_every metric in MODEL_DIR/checkpoints/best/ (read "
+      "it with --checkpoint=best).", choices=tuple(BEST_METRICS))
   # Speed: XLA-compiled per-replica gradients, and the Keras dtype policy.
-  xla: str = "auto"
-  precision: str = "auto"
+  xla: str = setting("auto",
+      "XLA-compile each replica's forward and backward pass (the all-reduce and the update stay "
+      "outside). auto: what bench/train_step.py measured faster on the device type (see "
+      "training/precision.py XLA_AUTO).", choices=XLA_SETTINGS)
+  precision: str = setting("auto",
+      "Keras dtype policy of the networks. mixed_float16 adds dynamic loss scaling, agreed over "
+      "all replicas; outputs, losses and the gradient penalty stay float32. auto: mixed_bfloat16 "
+      "for the convolutional networks on one CPU worker with native bfloat16 (measured faster, "
+      "samples checked), else float32 (see training/precision.py use_precision).",
+      choices=PRECISIONS)
   # Algorithm hyperparameters: None takes the algorithm's (paper) default.
-  loss: str | None = None
-  g_loss: str | None = None
-  n_critic: int | None = None
-  lr_g: float | None = None
-  lr_d: float | None = None
-  beta1: float | None = None
-  beta2: float | None = None
-  gp_weight: float | None = None
-  weight_clip: float | None = None
-  lr_decay_start: float | None = None
+  loss: str | None = setting(None,
+      "Override the algorithm's loss: bce, wasserstein, hinge, least_squares.")
+  g_loss: str | None = setting(None,
+      "With the bce loss: non-saturating (default) or the original minimax.",
+      choices=["ns", "minimax"])
+  n_critic: int | None = setting(None, "Discriminator steps per generator step.")
+  lr_g: float | None = setting(None, "Generator learning rate (default: the paper's).")
+  lr_d: float | None = setting(None, "Discriminator learning rate (default: the paper's).")
+  beta1: float | None = setting(None, "Adam beta1 (default: the paper's).")
+  beta2: float | None = setting(None, "Adam beta2 (default: the paper's).")
+  gp_weight: float | None = setting(None, "Gradient-penalty lambda (wgan_gp, sn_wgan_gp: 10).")
+  weight_clip: float | None = setting(None, "Critic weight clipping (wgan: 0.01).")
+  lr_decay_start: float | None = setting(None,
+      "Fraction of --train_steps after which every learning rate decays linearly to 0 at "
+      "--train_steps (default: the algorithm's; 1 = constant).")
   # Translation (pix2pix, cyclegan, unit); None takes the paper's value.
-  direction: str = "AtoB"
-  l1_weight: float | None = None
-  cycle_weight: float | None = None
-  identity_weight: float | None = None
-  kl_weight: float | None = None
-  pool_size: int | None = None
-  jitter: bool = True
-  res_blocks: int | None = None
+  direction: str = setting("AtoB",
+      "Translation algorithms: which domain is the input.", choices=["AtoB", "BtoA"])
+  l1_weight: float | None = setting(None,
+      "pix2pix: L1 weight (100); unit: reconstruction weight (10).")
+  cycle_weight: float | None = setting(None, "cyclegan, unit: cycle-consistency weight (10).")
+  identity_weight: float | None = setting(None,
+      "cyclegan: identity weight (5, i.e. 0.5 x the cycle weight).")
+  kl_weight: float | None = setting(None, "unit: KL weight of the latent codes (0.01).")
+  pool_size: int | None = setting(None,
+      "cyclegan: images in each discriminator's history (50; 0 disables it).")
+  jitter: bool = setting(True, "pix2pix: random jitter (1.12x resize, crop, mirror).")
+  res_blocks: int | None = setting(None,
+      "cyclegan: residual blocks per generator (6 below 256 px, 9 from 256 px); unit: private "
+      "blocks per encoder/decoder (3).")
   # Networks.
-  arch: str | None = None
-  z_dim: int | None = None
-  base_channels: int = 64
-  mlp_hidden: tuple = (512, 512, 512)
-  label_embedding: int = 0
-  ema_decay: float = 0.0
+  arch: str | None = setting(None,
+      "Network family (default: the algorithm's; mlp for 2-D data).", choices=["mlp", "dcgan"])
+  z_dim: int | None = setting(None, "Latent size. Default: 128 (2 for 2-D data).")
+  base_channels: int = setting(64, "Width of the conv nets.")
+  mlp_hidden: tuple = setting((512, 512, 512), "Hidden widths of the MLPs.", kind="int_list")
+  label_embedding: int = setting(0,
+      "Conditional algorithms: 0 for one-hot labels, else the size of a learned label embedding.")
+  ema_decay: float = setting(0.0, "Generator EMA decay (0: off); samples use the EMA.")
   # Data.
-  image_size: int | None = None
-  random_flip: bool = False
-  shuffle_buffer: int | None = None
-  skip_corrupt: bool = False
-  data_cache: str | None = None
+  image_size: int | None = setting(None, "Size to convert builtin:/folder: data to.")
+  random_flip: bool = setting(False, "Random left-right flips of real images.")
+  shuffle_buffer: int | None = setting(None,
+      "Shuffle buffer in examples (default: about 64 MB of records).")
+  skip_corrupt: bool = setting(False, "Log and skip corrupt shards instead of failing.")
+  data_cache: str | None = setting(None,
+      "Cache of converted sources (default: $GAN_PIPELINE_DATA or ~/.cache/gan_pipeline).")
   # Reproducibility.
-  seed: int = 0
-  deterministic: bool = False
-  fresh: bool = False
-  num_samples: int = 64
+  seed: int = setting(0, "Seed of initialization, noise and shuffling.")
+  deterministic: bool = setting(False,
+      "Bit-reproducible runs on the same hardware (slower input pipeline).")
+  fresh: bool = setting(False, "Start over, deleting the run in --model_dir.")
+  num_samples: int = setting(64, "Images in each sample grid.")
 
   def validate(self):
     """Raises ValueError naming the first bad value."""
@@ -147,6 +202,8 @@ class TrainConfig:
   def from_dict(cls, d):
     known = {f.name for f in dataclasses.fields(cls)}
     d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+    if d.get("g_loss") == "default":  # Runs stored before g_loss became None there.
+      d["g_loss"] = None
     return cls(**d)
 
 
