@@ -1,7 +1,7 @@
 """Sample-quality metrics on feature vectors: FID, KID, IS, precision/recall.
 
 Pure numpy (no scipy); the feature networks that produce the vectors live in
-`training/features.py` and the evaluation job in `training/evaluate.py`.
+`evaluation/features.py` and the evaluation job in `evaluation/evaluate.py`.
 
 | metric              | needs                          | reference                         |
 |---------------------|--------------------------------|-----------------------------------|

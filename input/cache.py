@@ -84,7 +84,8 @@ def ensure_converted(source, cache_dir=None, image_size=None, seed=0, max_exampl
     image_size, seed, max_examples: as for the conversion; part of the cache key.
 
   Raises:
-    ValueError: a source that does not exist or cannot be converted.
+    ValueError: a source that does not exist or cannot be converted (one
+      line, naming it).
   """
   cache_dir = cache_dir or default_cache_dir()
   kind, _, arg = source.partition(":")
@@ -129,6 +130,9 @@ def ensure_converted(source, cache_dir=None, image_size=None, seed=0, max_exampl
     convert.run(convert.ConvertConfig(
         source=source, output=tmp, image_size=image_size, seed=seed, max_examples=max_examples,
         num_workers=num_workers, command_line=f"ensure_converted({source!r})"))
+  except convert.ConvertError as e:  # Bad data, as bad flags are: a ValueError.
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise ValueError(str(e)) from None
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

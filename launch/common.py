@@ -1,7 +1,7 @@
 """What every launcher needs: TF_CONFIG and the training command line.
 
 Every launcher forms one `worker` job whose worker 0 is the chief, as
-Kubeflow's TFJob does with only workers, so `training.strategy.worker_info`
+Kubeflow's TFJob does with only workers, so `distribute.strategy.worker_info`
 sees the same cluster whichever launcher started the processes.
 """
 

@@ -19,7 +19,6 @@ Exit codes:
       command resumes from it. Schedulers can treat 75 as "retry".
 """
 
-import dataclasses
 import sys
 
 from absl import app
@@ -32,37 +31,22 @@ from training import config as config_lib
 from training import errors
 from training import trainer
 
-pipeline_flags.define_train_flags()
+pipeline_flags.define_config_flags(config_lib.TrainConfig)
 FLAGS = flags.FLAGS
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL in <sysexits.h>: temporary failure, retry.
 
 
-def config_from_flags():
-  """The frozen TrainConfig from the parsed flags (only `main` reads FLAGS)."""
-  values = {}
-  for field in dataclasses.fields(config_lib.TrainConfig):
-    value = FLAGS[field.name].value
-    if field.name == "mlp_hidden":
-      value = tuple(int(v) for v in value)
-    elif field.name == "cluster_workers":
-      value = tuple(value)
-    values[field.name] = value
-  return config_lib.TrainConfig(**values)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  config = config_from_flags()
   try:
+    config = pipeline_flags.config_from_flags(config_lib.TrainConfig, FLAGS)
     result = trainer.run(config, during_training.DuringTraining)
   except errors.Preempted as e:
-    logging.warning("%s", e)
     print(f"train: {e}", file=sys.stderr)
     sys.exit(EXIT_PREEMPTED)
-  except (ValueError, errors.TrainingError) as e:
-    logging.error("%s", e)
+  except (ValueError, errors.TrainingError) as e:  # One line, no traceback.
     print(f"train: error: {e}", file=sys.stderr)
     sys.exit(2 if isinstance(e, ValueError) else 1)
   logging.info("Done: step %d, checkpoint %s, samples in %s/samples", result.step,

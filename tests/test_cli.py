@@ -89,11 +89,57 @@ class TrainAndSampleTest(tf.test.TestCase):
     with np.load(npz) as data:
       self.assertEqual(data["x"].shape, (5, 2))
 
-  def test_bad_flags_exit_2_with_one_line(self):
-    proc = _train(["--algo=nope", f"--model_dir={self.create_tempdir().full_path}"])
-    out, _ = proc.communicate(timeout=300)
-    self.assertEqual(proc.returncode, 2)
-    self.assertIn("train: error: unknown --algo 'nope'; valid:", out)
+  def test_bad_flags_and_data_exit_2_with_one_line(self):
+    tmp = self.create_tempdir().full_path
+    empty = os.path.join(tmp, "empty")
+    os.makedirs(empty)
+    cases = [
+        (["--algo=nope"], "unknown --algo 'nope'; valid:"),
+        (["--algo=pix2pix", "--gp_weight=10"],
+         "--gp_weight=10.0 is not read by --algo=pix2pix; it is used by cdcgan, cgan, dcgan, "),
+        (["--data=folder:/nonexistent"], "folder source '/nonexistent' does not exist"),
+        ([f"--data=folder:{empty}"], f"source folder '{empty}' holds no images"),
+        (["--mlp_hidden=8,x"], "--mlp_hidden must be a comma list of integers, got '8,x'"),
+    ]
+    env = helpers.subprocess_env()
+    del env["TF_CPP_MIN_LOG_LEVEL"]  # What a user's shell has.
+    for args, message in cases:
+      proc = _train([*args, f"--model_dir={os.path.join(tmp, 'run')}",
+                     f"--data_cache={os.path.join(tmp, 'cache')}"], env=env)
+      out, _ = proc.communicate(timeout=300)
+      self.assertEqual(proc.returncode, 2, out[-3000:])
+      errors = [line for line in out.splitlines() if "error" in line.lower()]
+      self.assertLen(errors, 1, out[-3000:])
+      self.assertStartsWith(errors[0], f"train: error: {message}")
+      self.assertNotIn("Traceback", out)
+
+
+class ConsoleTest(tf.test.TestCase):
+
+  def test_the_console_shows_what_a_user_needs(self):
+    env = helpers.subprocess_env()
+    del env["TF_CPP_MIN_LOG_LEVEL"]  # What a user's shell has.
+    run_dir = os.path.join(self.create_tempdir().full_path, "run")
+    args = ["--algo=dcgan", f"--data={test_train.small_data('shapes')}",
+            f"--model_dir={run_dir}", "--train_steps=2", *TINY]
+    proc = _train(args, env=env)
+    out, _ = proc.communicate(timeout=600)
+    self.assertEqual(proc.returncode, 0, out[-3000:])
+    # No C++ start-up or Grappler lines, no TensorFlow INFO lines.
+    self.assertNotRegex(out, r"(?m)^[IWE]0000 ")
+    for noise in ("absl::InitializeLog", "remapper", "cuInit", "Sharding callback",
+                  "INFO:tensorflow"):
+      self.assertNotIn(noise, out)
+    self.assertRegex(out, r"(?m)XLA (on|off) \(--xla=auto\), precision \w+ "
+                          r"\(--precision=auto\)$")
+    self.assertNotIn("Why: XLA", out)
+    # The reasons are in train.log, and on the console at -v 1.
+    with open(os.path.join(run_dir, "train.log"), encoding="utf-8") as f:
+      self.assertIn("Why: XLA: auto on CPU", f.read())
+    proc = _train([*args, "-v", "1"], env=env)
+    out, _ = proc.communicate(timeout=600)
+    self.assertEqual(proc.returncode, 0, out[-3000:])
+    self.assertIn("Why: XLA: auto on CPU", out)
 
 
 class MultiWorkerTest(tf.test.TestCase):
@@ -143,7 +189,7 @@ class MultiWorkerTest(tf.test.TestCase):
     evaluated = ["eval.jsonl", "eval_protocol.json"] if from_flags else []
     self.assertEqual(sorted(os.listdir(run_dir)),
                      ["checkpoints", "config.json", "data_info.json", *evaluated, "samples",
-                      "tensorboard"])
+                      "tensorboard", "train.log"])
     state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))
     self.assertEqual(os.path.basename(state.model_checkpoint_path), "ckpt-2")
     if from_flags:

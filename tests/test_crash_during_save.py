@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from tests import helpers
 from tests import test_train
-from training import run_dir
+from training import run_dir as run_dir_lib
 
 _CHILD = r'''
 import glob, os, signal, sys
@@ -76,7 +76,7 @@ class CrashDuringSaveTest(tf.test.TestCase):
     killed = self._child(mode, model_dir)
     self.assertEqual(killed.returncode, -signal.SIGKILL, killed.stdout + killed.stderr[-3000:])
     self.assertIn("KILLING", killed.stdout)
-    ckpt_dir = os.path.join(model_dir, run_dir.CHECKPOINT_SUBDIR)
+    ckpt_dir = os.path.join(model_dir, run_dir_lib.CHECKPOINT_SUBDIR)
     latest = tf.train.latest_checkpoint(ckpt_dir)
     self.assertEqual(os.path.basename(latest), "ckpt-2")
     names = dict(tf.train.list_variables(latest))  # Loadable: its index and data read.

@@ -2,6 +2,7 @@
 a folder and a run directory, the statistics cache, 2-D mode coverage, the
 CLI; and (slow) FID of a trained sngan against its initial weights."""
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -182,6 +183,16 @@ class EvaluateTest(tf.test.TestCase):
     with self.assertRaisesRegex(features.FeatureNetworkError, "curl -L -o"):
       evaluate.run(self.config(samples=npz, features="inception",
                                inception_weights="/nonexistent/w.h5"))
+    # The inputs named on the command line are checked before the (online)
+    # feature network and before any conversion.
+    with self.assertRaisesRegex(ValueError, "^--samples '/nonexistent.npz' does not exist$"):
+      evaluate.run(self.config(samples="/nonexistent.npz", features="inception",
+                               inception_weights="/nonexistent/w.h5"))
+    with self.assertRaisesRegex(ValueError, "is not a run directory of pipeline.train"):
+      evaluate.run(self.config(model_dir=self.create_tempdir().full_path, features="inception"))
+    with self.assertRaisesRegex(ValueError, "^--real '/nonexistent' does not exist$"):
+      evaluate.run(dataclasses.replace(self.config(samples=npz, features="inception"),
+                                       real="/nonexistent"))
 
   def test_cli(self):
     npz = os.path.join(self.create_tempdir().full_path, "real.npz")
@@ -202,6 +213,11 @@ class EvaluateTest(tf.test.TestCase):
     bad = run(f"--samples={npz}", "--inception_weights=/nonexistent/w.h5")
     self.assertEqual(bad.returncode, 2)
     self.assertIn(features.INCEPTION_WEIGHTS_URL, bad.stderr)
+    missing = run("--samples=/nonexistent.npz")  # Not a word about the Inception weights.
+    self.assertEqual(missing.returncode, 2)
+    self.assertEqual(missing.stderr.strip().splitlines()[-1],
+                     "evaluate: error: --samples '/nonexistent.npz' does not exist")
+    self.assertNotIn("nception", missing.stderr)
 
 
 class TrainedBeatsInitialTest(tf.test.TestCase):

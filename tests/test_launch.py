@@ -221,7 +221,8 @@ class LocalTrainingTest(tf.test.TestCase):
                           r"per-replica batch 4")
     self.assertEqual(os.listdir(tmp), ["run"])
     self.assertEqual(sorted(os.listdir(run_dir)),
-                     ["checkpoints", "config.json", "data_info.json", "samples", "tensorboard"])
+                     ["checkpoints", "config.json", "data_info.json", "samples", "tensorboard",
+                      "train.log"])
     state = tf.train.get_checkpoint_state(os.path.join(run_dir, "checkpoints"))
     self.assertEqual(os.path.basename(state.model_checkpoint_path), "ckpt-2")
 
@@ -312,7 +313,7 @@ class SlurmClusterTest(tf.test.TestCase):
     """get_strategy("multi_worker") in 2 processes on loopback, cluster from Slurm."""
     script = (
         "import json\n"
-        "from training import strategy as s\n"
+        "from distribute import strategy as s\n"
         "import tensorflow as tf\n"
         "st = s.get_strategy('multi_worker')\n"
         "total = st.reduce('SUM', st.run(lambda: tf.constant(1.0)), axis=None)\n"

@@ -1,4 +1,4 @@
-"""Golden tests of training/metrics.py: FID, KID, IS, precision/recall and the
+"""Golden tests of evaluation/metrics.py: FID, KID, IS, precision/recall and the
 streaming feature statistics, against closed forms and brute-force sums."""
 
 import os

@@ -1,4 +1,4 @@
-"""Golden values of the 2-D mode-coverage metric (training/mode_coverage.py)."""
+"""Golden values of the 2-D mode-coverage metric (evaluation/mode_coverage.py)."""
 
 import numpy as np
 import tensorflow as tf

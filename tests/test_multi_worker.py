@@ -418,7 +418,7 @@ class TwoWorkersEqualOneProcessTest(tf.test.TestCase, parameterized.TestCase):
     tmp = self.create_tempdir().full_path
     config = tiny_config(algo, os.path.join(tmp, "one"), cpu_replicas=1)
     one = trainer._Trainer(config)  # pylint: disable=protected-access
-    one._save()  # pylint: disable=protected-access
+    one.checkpointer.save()
     for name in ("two", "swapped") if guard else ("two",):
       shutil.copytree(os.path.join(tmp, "one", "checkpoints"),
                       os.path.join(tmp, name, "checkpoints"))
@@ -490,7 +490,8 @@ class TwoWorkersEqualOneProcessTest(tf.test.TestCase, parameterized.TestCase):
     # positions, no temporary directories; samples and summaries by the chief.
     files = _run_dir_files(cluster_dir)
     self.assertEqual([f for f in files if "/" not in f],
-                     ["checkpoints", "config.json", "data_info.json", "samples", "tensorboard"])
+                     ["checkpoints", "config.json", "data_info.json", "samples", "tensorboard",
+                      "train.log"])
     self.assertLen([f for f in files if f.startswith("tensorboard/")], 1)
     self.assertEqual([f for f in files if f.startswith("samples/")],
                      [f"samples/step_{steps:07d}.png"])

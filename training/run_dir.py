@@ -10,6 +10,7 @@ writes into it, and what other programs read back from it.
     tensorboard/         event files
     eval.jsonl           --eval_every: one line {"step", "metrics", "seconds"} each
     eval_protocol.json   the protocol of the latest evaluation
+    train.log            every log line of the chief, -v 1's debug lines included
 
 `pipeline.sample`, `evaluate`, `export` and `translate` read runs through
 `load_data_info`, `resolve_checkpoint` and `trackable_items`, never through
@@ -18,6 +19,7 @@ the trainer.
 
 import dataclasses
 import json
+import logging as pylogging
 import os
 import shutil
 
@@ -36,6 +38,7 @@ TENSORBOARD_SUBDIR = "tensorboard"
 DATA_INFO_NAME = "data_info.json"  # What sampling needs to rebuild the models.
 EVAL_LOG_NAME = "eval.jsonl"
 EVAL_PROTOCOL_NAME = "eval_protocol.json"
+LOG_NAME = "train.log"  # Every log line of the chief's runs, -v 1's included.
 BEST_SUBDIR = "best"  # Inside CHECKPOINT_SUBDIR.
 BEST_RECORD_NAME = "best.json"
 
@@ -53,7 +56,7 @@ def prepare(config, is_chief):
       logging.warning("--fresh: removing the previous run in %s", model_dir)
       for name in (CHECKPOINT_SUBDIR, SAMPLES_SUBDIR, TENSORBOARD_SUBDIR):
         shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
-      for name in (config_lib.CONFIG_NAME, EVAL_LOG_NAME, EVAL_PROTOCOL_NAME):
+      for name in (config_lib.CONFIG_NAME, EVAL_LOG_NAME, EVAL_PROTOCOL_NAME, LOG_NAME):
         if os.path.exists(os.path.join(model_dir, name)):
           os.remove(os.path.join(model_dir, name))
     stored = None
@@ -69,6 +72,33 @@ def prepare(config, is_chief):
     os.makedirs(model_dir, exist_ok=True)
     manifest_lib.write_json_atomic(os.path.join(model_dir, config_lib.CONFIG_NAME),
                                    json.loads(config.to_json()))
+
+
+class LogFile:
+  """While active (a context manager), every absl log line of this process,
+  -v 1's debug lines included, is also appended to MODEL_DIR/train.log; the
+  console keeps its own level."""
+
+  def __init__(self, model_dir):
+    self.path = os.path.join(model_dir, LOG_NAME)
+    self._handler = None
+
+  def __enter__(self):
+    logger = logging.get_absl_logger()
+    self._levels = (logger.level, logging.get_absl_handler().level)
+    logging.get_absl_handler().setLevel(logger.getEffectiveLevel())
+    logger.setLevel(logging.DEBUG)
+    self._handler = pylogging.FileHandler(self.path, encoding="utf-8")
+    self._handler.setFormatter(logging.PythonFormatter())
+    logger.addHandler(self._handler)
+    return self
+
+  def __exit__(self, *exc_info):
+    logger = logging.get_absl_logger()
+    logger.removeHandler(self._handler)
+    self._handler.close()
+    logger.setLevel(self._levels[0])
+    logging.get_absl_handler().setLevel(self._levels[1])
 
 
 def write_data_info(model_dir, data):

@@ -37,6 +37,7 @@ evaluation during training is handed in by the caller (`run(config,
 evaluator_factory)`), so the trainer imports no evaluation code.
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -82,8 +83,10 @@ class TrainResult:
 class _Trainer:
   """Holds the pieces of one run; `run()` below is the public entry point."""
 
-  def __init__(self, config, evaluator_factory=None):
+  def __init__(self, config, evaluator_factory=None, exit_stack=None):
+    """`exit_stack`: holds the run's train.log open (none without one)."""
     config.validate()
+    algorithms.check_settings(config)  # Before resolve fills in the algorithm's defaults.
     try:
       self.strategy = strategy_lib.get_strategy(config.strategy, config.cpu_replicas,
                                                 config.cluster_timeout, config.cluster_workers,
@@ -113,6 +116,8 @@ class _Trainer:
     run_dir.prepare(config, self.is_chief)
     if self.is_chief:
       run_dir.write_data_info(config.model_dir, self.data)
+      if exit_stack is not None:
+        exit_stack.enter_context(run_dir.LogFile(config.model_dir))
     logging.info(
         "Training %s on %s (%s, %s%s): %d replica(s) on %d worker(s), global batch %d, "
         "per-replica batch %d, per-worker batch %d; model_dir %s", config.algo, spec,
@@ -132,9 +137,10 @@ class _Trainer:
       precision_lib.build_in_policy(self.algorithm, self.precision)
       self.xla, xla_reason = precision_lib.use_xla(config.xla, config.deterministic,
                                                    self.strategy, self.algorithm)
-      logging.info("XLA %s (--xla=%s: %s); precision %s (--precision=%s: %s)",
-                   "on" if self.xla else "off", config.xla, xla_reason, self.precision,
-                   config.precision, precision_reason)
+      # One short line on the console; the reasons at -v 1 and in train.log.
+      logging.info("XLA %s (--xla=%s), precision %s (--precision=%s)",
+                   "on" if self.xla else "off", config.xla, self.precision, config.precision)
+      logging.debug("Why: XLA: %s. Precision: %s.", xla_reason, precision_reason)
       # Before any restore: a checkpoint holds the decayed learning rates.
       self.base_lr = {name: float(keras.ops.convert_to_numpy(opt.learning_rate))
                       for name, opt in self.algorithm.optimizers.items()}
@@ -480,4 +486,5 @@ def run(config, evaluator_factory=None):
       multi-worker cluster that did not form or lost a worker.
     Preempted: a TrainingError: SIGTERM, and a checkpoint saved.
   """
-  return _Trainer(config, evaluator_factory).train()
+  with contextlib.ExitStack() as exit_stack:  # Closes the run's train.log.
+    return _Trainer(config, evaluator_factory, exit_stack).train()
