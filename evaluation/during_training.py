@@ -73,8 +73,10 @@ class DuringTraining:
 
   Sampling algorithms: `num` samples (the EMA generator where there is one)
   from the latents `pipeline.sample --seed=SEED` draws, against the first
-  `num` training examples: the figures `pipeline.evaluate --model_dir=RUN
-  --checkpoint=STEP` reports with the same settings. Translation algorithms:
+  `num` held-out examples (split `test`, e.g. from `pipeline.convert
+  --holdout`; `train` when the data has none): the figures `pipeline.evaluate
+  --model_dir=RUN --checkpoint=STEP --real_split=test` reports with the same
+  settings. Translation algorithms:
   the held-out source images (split test, else train) translated in the
   trained direction, against the same split's target images.
   """
@@ -89,7 +91,8 @@ class DuringTraining:
         real=data_dir, features=config.eval_features,
         inception_weights=config.inception_weights, feature_layer=config.eval_feature_layer,
         num_samples=num, num_real=num, seed=config.seed, data_cache=config.data_cache,
-        kid_subset_size=min(1000, num))
+        kid_subset_size=min(1000, num),
+        real_split="test" if "test" in manifest["splits"] else "train")
     if is_translation:
       real, self._source_split, self._source_feature = translation_real(
           data_dir, manifest, config.direction, num)

@@ -19,10 +19,11 @@ from absl import logging
 from input import builtin
 from input import convert
 from input import manifest as manifest_lib
+from input import medical
 from input import sources
 
 # Source kinds whose argument is one or more local paths (comma separated).
-_LOCAL_KINDS = ("folder", "paired", "unpaired", "npz")
+_LOCAL_KINDS = ("folder", "paired", "unpaired", "npz", "dicom", "nifti")
 
 
 def default_cache_dir():
@@ -61,6 +62,9 @@ def _local_paths(source):
     ValueError: a path that does not exist (one line, naming it).
   """
   kind, _, arg = source.partition(":")
+  fmt, _, rest = arg.partition(":")
+  if kind in ("paired", "unpaired") and fmt in medical.FORMATS:
+    arg = rest  # paired:dicom:A,B
   paths = [p for p in arg.split(",") if p]
   if not paths:
     raise sources.SourceError(f"source {source!r} names no path")

@@ -27,36 +27,30 @@ whatever the number of workers or tasks.
 import collections
 import concurrent.futures
 import dataclasses
-import hashlib
 import json
-import math
 import multiprocessing
 import os
 import time
 
 from absl import logging
-import numpy as np
 
 from input import images
 from input import manifest as manifest_lib
+from input import medical
+from input import medical_base
+from input import plan as plan_lib
 from input import shards
 from input import sources
+from input import splits
+from input import window as window_lib
 from settings import required, setting
 
 _PLAN_NAME = "plan.json"
 
-# Exit codes of `pipeline.convert`.
-EXIT_USAGE = 2  # Bad flags or source; nothing was written.
-EXIT_INCOMPLETE = 1  # Too many skipped inputs, or shards missing at finalize.
-
-
-class ConvertError(Exception):
-  """A conversion that cannot proceed; `exit_code` says which kind."""
-
-  def __init__(self, message, exit_code=EXIT_USAGE):
-    super().__init__(message)
-    self.exit_code = exit_code
-
+# The error and exit codes of `pipeline.convert` (planning raises them too).
+ConvertError = plan_lib.ConvertError
+EXIT_USAGE = plan_lib.EXIT_USAGE  # Bad flags or source; nothing was written.
+EXIT_INCOMPLETE = plan_lib.EXIT_INCOMPLETE  # Too many skipped inputs, or missing shards.
 
 @dataclasses.dataclass(frozen=True)
 class ConvertConfig:
@@ -67,7 +61,8 @@ class ConvertConfig:
       None,
       "What to convert: folder:DIR | tfds:NAME[:SPLIT] | npz:FILE | paired:DIR_A,DIR_B | "
       "paired:DIR (A|B side by side) | unpaired:DIR_A,DIR_B | builtin:NAME (shapes, ring2d, "
-      "grid2d, shapes_paired, shapes_unpaired).")
+      "grid2d, shapes_paired, shapes_unpaired) | dicom:DIR | nifti:FILE_OR_DIR | "
+      "paired:dicom:DIR_A,DIR_B | paired:nifti:A,B | unpaired:dicom:A,B | unpaired:nifti:A,B.")
   num_shards: int | None = setting(None,
       "Shards per split. Default: about --target_shard_mb per shard, never fewer than "
       "--min_shards (nor more than there are examples).")
@@ -82,8 +77,26 @@ class ConvertConfig:
   resize: str = setting("crop",
       "Fitting images of another aspect ratio: center-crop, pad with black to the target aspect, "
       "or stretch.", choices=images.RESIZE_MODES)
-  bit_depth: int = setting(8,
-      "Stored bit depth; 16 keeps 16-bit PNGs (medical images) exact.", choices=(8, 16))
+  bit_depth: int | None = setting(None,
+      "Stored bit depth. Default: 16 for dicom: and nifti: sources (the window maps onto all "
+      "65536 levels), else 8; 16 also keeps 16-bit PNGs exact.", choices=(8, 16))
+  window: str = setting("auto",
+      "dicom/nifti: intensity window in modality units: CENTER,WIDTH (e.g. 40,80), a preset "
+      "(" + ", ".join(window_lib.PRESETS) + "), percentile:LOW,HIGH per volume (e.g. "
+      "percentile:0.5,99.5), or auto (ct_full for CT, percentile:0.5,99.5 otherwise).")
+  slice_axis: str = setting("axial", "nifti: the axis volumes are sliced along.",
+                            choices=medical.SLICE_AXES)
+  volume_index: str = setting("0", "nifti: the volume of a 4-D file to take, or 'all'.")
+  min_foreground: float = setting(0.0,
+      "Skip images (slices) whose fraction of pixels above the window's minimum (above 0) is "
+      "below this, e.g. air-only slices; counted in the manifest, not errors.")
+  holdout: float = setting(0.0,
+      "Hold out this fraction of the --split_by groups as split 'test' (train* -> test*).")
+  split_by: str = setting("patient",
+      "--holdout groups: patient (DICOM PatientID; a folder or BIDS sub-* otherwise), series "
+      "(a DICOM series, a NIfTI file, a folder) or file.", choices=splits.SPLIT_BY)
+  max_image_pixels: int | None = setting(None,
+      "Raise Pillow's decompression-bomb limit (pixels) for very large images (histology).")
   encoding: str = setting("raw",
       "raw: fastest to read; png: lossless and smaller on disk.", choices=images.ENCODINGS)
   labels: str = setting("auto",
@@ -116,7 +129,14 @@ class ConvertConfig:
         (self.channels in (None, 1, 3), f"--channels must be 1 or 3, got {self.channels}"),
         (self.resize in images.RESIZE_MODES,
          f"--resize must be one of {', '.join(images.RESIZE_MODES)}, got {self.resize!r}"),
-        (self.bit_depth in (8, 16), f"--bit_depth must be 8 or 16, got {self.bit_depth}"),
+        (self.bit_depth in (None, 8, 16), f"--bit_depth must be 8 or 16, got {self.bit_depth}"),
+        (0.0 <= self.min_foreground < 1.0,
+         f"--min_foreground must be in [0, 1), got {self.min_foreground}"),
+        (0.0 <= self.holdout < 1.0, f"--holdout must be in [0, 1), got {self.holdout}"),
+        (self.split_by in splits.SPLIT_BY,
+         f"--split_by must be one of {', '.join(splits.SPLIT_BY)}, got {self.split_by!r}"),
+        (self.max_image_pixels is None or self.max_image_pixels > 0,
+         f"--max_image_pixels must be > 0, got {self.max_image_pixels}"),
         (self.encoding in images.ENCODINGS,
          f"--encoding must be one of {', '.join(images.ENCODINGS)}, got {self.encoding!r}"),
         (self.labels in ("auto", "subfolder", "none"),
@@ -134,154 +154,6 @@ class ConvertConfig:
     for ok, message in checks:
       if not ok:
         raise ConvertError(message)
-
-
-@dataclasses.dataclass
-class _ShardJob:
-  split: str
-  index: int
-  count: int
-  file: str
-  items: list
-  fingerprint: str
-
-
-def _hash(*parts):
-  h = hashlib.sha256()
-  for p in parts:
-    h.update(p.encode() if isinstance(p, str) else p)
-    h.update(b"\0")
-  return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------
-# Planning.
-
-
-def _resolve_image_spec(source, items, config):
-  """The ImageSpec every example is brought to, from flags or probed headers."""
-  fixed = source.fixed_info()
-  size = (config.image_size, config.image_size) if config.image_size else None
-  channels = config.channels
-  if (size is None or channels is None) and fixed is None:
-    all_items = [it for split_items in items.values() for it in split_items]
-    if isinstance(source, sources.TfdsSource):
-      raise ConvertError(f"tfds dataset {source.name!r} has images of varying size; "
-                         "pass --image_size")
-    logging.info("Probing the headers of %d files (pass --image_size and --channels "
-                 "to skip this)", len(all_items))
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-      infos = [i for i in pool.map(source.probe, all_items, chunksize=64) if i is not None]
-    if not infos:
-      raise ConvertError(f"no readable image in {source.spec!r}")
-    if size is None:
-      sizes = collections.Counter((i.height, i.width) for i in infos)
-      if len(sizes) > 1:
-        common = ", ".join(f"{w}x{h} ({n} files)" for (h, w), n in sizes.most_common(3))
-        raise ConvertError(f"images in {source.spec!r} have {len(sizes)} different sizes "
-                           f"(most common: {common}); pass --image_size=N to resize them "
-                           "all to NxN (and --resize=crop|pad|stretch)")
-      size = next(iter(sizes))
-    if channels is None:
-      channels = 1 if all(i.channels == 1 for i in infos) else 3
-  elif fixed is not None:
-    size = size or (fixed.height, fixed.width)
-    channels = channels or fixed.channels
-  return images.ImageSpec(size[0], size[1], channels, config.bit_depth, config.resize)
-
-
-def _features(kind, spec, config, vector_dim):
-  if kind == "vector":
-    return {"vector": {"shape": [vector_dim], "dtype": "float32"}}
-  return {name: {"shape": list(spec.shape), "dtype": np.dtype(spec.dtype).name,
-                 "encoding": config.encoding}
-          for name in manifest_lib.FEATURES_BY_KIND[kind]}
-
-
-def _example_bytes(features):
-  total = 64  # key and framing
-  for f in features.values():
-    n = int(np.prod(f["shape"]))
-    total += n * (4 if f["dtype"] == "float32" else np.dtype(f["dtype"]).itemsize)
-  return total
-
-
-class _Plan:
-  """What a conversion will write; identical in every task for the same flags."""
-
-  def __init__(self, source, config):
-    self.source = source
-    self.config = config
-    items, pre_skipped = source.items()
-    rng = np.random.default_rng(config.seed)
-    for split in items:
-      if not source.streaming:  # Shuffle so that classes mix across shards.
-        order = rng.permutation(len(items[split]))
-        items[split] = [items[split][i] for i in order]
-      if config.max_examples:
-        items[split] = items[split][:config.max_examples]
-    if not any(items.values()):
-      raise ConvertError(f"source {source.spec!r} holds no examples")
-    self.kind = source.kind
-    self.pre_skipped = pre_skipped
-    self.spec = None
-    vector_dim = None
-    if self.kind == "vector":
-      vector_dim = source.vector_dim()
-    else:
-      self.spec = _resolve_image_spec(source, items, config)
-    self.features = _features(self.kind, self.spec, config, vector_dim)
-    self.label_names = source.label_names()
-    self.num_inputs = sum(len(v) for v in items.values()) + len(pre_skipped)
-    keys_digest = _hash(*[f"{s}:{it.key}" for s in sorted(items) for it in items[s]])
-    counts = {}
-    for split, split_items in items.items():
-      n = len(split_items)
-      if config.num_shards:
-        count = config.num_shards
-      else:
-        target = config.target_shard_mb * 1e6
-        count = max(config.min_shards, math.ceil(n * _example_bytes(self.features) / target))
-      if count > n:
-        logging.warning("Split %s has %d examples; writing %d shards instead of %d", split, n,
-                        n, count)
-        count = n
-      counts[split] = count
-    self.fingerprint = _hash(json.dumps({
-        "source": source.spec, "kind": self.kind, "features": self.features,
-        "resize": config.resize, "labels": config.labels, "label_names": self.label_names,
-        "seed": config.seed, "max_examples": config.max_examples, "shards": counts,
-        "keys": keys_digest, "extra": source.extra_manifest(),
-    }, sort_keys=True))
-    self.jobs = []
-    for split in sorted(items):
-      split_items, count = items[split], counts[split]
-      n = len(split_items)
-      for i in range(count):
-        chunk = split_items[i * n // count:(i + 1) * n // count]
-        name = manifest_lib.shard_name(split, i, count)
-        fp = _hash(self.fingerprint, name, *[it.key for it in chunk])
-        self.jobs.append(_ShardJob(split, i, count, name, chunk, fp))
-
-  def to_json(self):
-    return {
-        "fingerprint": self.fingerprint,
-        "kind": self.kind,
-        "features": self.features,
-        "label_names": self.label_names,
-        "num_inputs": self.num_inputs,
-        "pre_skipped": [dataclasses.asdict(s) for s in self.pre_skipped],
-        "shards": [{"split": j.split, "file": j.file, "num_items": len(j.items),
-                    "fingerprint": j.fingerprint} for j in self.jobs],
-        "source": self.config.source,
-        "command_line": self.config.command_line,
-        "config": dataclasses.asdict(self.config),
-        "extra": self.source.extra_manifest(),
-    }
-
-  def jobs_for_task(self, task_index, num_tasks):
-    n = len(self.jobs)
-    return self.jobs[task_index * n // num_tasks:(task_index + 1) * n // num_tasks]
 
 
 # ---------------------------------------------------------------------------
@@ -337,7 +209,8 @@ def _prepare_output(config, plan):
     if config.num_tasks == 1:
       shards.remove_if_exists(os.path.join(out, manifest_lib.MANIFEST_NAME))
       for name in os.listdir(os.path.join(out, shards.STATE_DIR)):
-        shards.remove_if_exists(os.path.join(out, shards.STATE_DIR, name))
+        if name != medical_base.SALT_NAME:  # Pseudonyms stay the same.
+          shards.remove_if_exists(os.path.join(out, shards.STATE_DIR, name))
   manifest_lib.write_json_atomic(os.path.join(out, shards.STATE_DIR, _PLAN_NAME),
                                  plan.to_json())
 
@@ -367,13 +240,19 @@ def run(config):
   config.validate()
   if config.finalize:
     return finalize(config.output, config.max_skip_fraction)
+  images.set_max_image_pixels(config.max_image_pixels)
   try:
-    source = sources.parse_source(config.source, labels=config.labels, seed=config.seed,
-                                  image_size=config.image_size,
-                                  tfds_data_dir=config.tfds_data_dir)
+    source = sources.parse_source(
+        config.source, labels=config.labels, seed=config.seed, image_size=config.image_size,
+        tfds_data_dir=config.tfds_data_dir,
+        medical_options=medical.MedicalOptions(config.window, config.slice_axis,
+                                               config.volume_index))
     _check_output(config, source)
-    plan = _Plan(source, config)
-  except sources.SourceError as e:
+    if isinstance(source, medical.MedicalSource):
+      source.salt = medical_base.load_or_create_salt(
+          os.path.join(config.output, shards.STATE_DIR))
+    plan = plan_lib.Plan(source, config)
+  except (sources.SourceError, medical_base.MissingExtraError) as e:
     raise ConvertError(str(e)) from None
   _prepare_output(config, plan)
   out = config.output
@@ -401,13 +280,15 @@ def run(config):
     shards.write_streaming(source, plan, todo, out, log_progress)
   else:
     workers = min(config.num_workers or _default_workers(), max(1, len(todo)))
-    args = (plan.kind, plan.spec, config.encoding, plan.label_names, out)
+    args = (plan.kind, plan.spec, config.encoding, plan.label_names, out, config.min_foreground)
     if workers == 1:
       for job in todo:
         log_progress(shards.write_indexed_shard(source, job, *args))
     else:
       ctx = multiprocessing.get_context("spawn")  # fork is unsafe once TF is loaded.
-      with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+      with concurrent.futures.ProcessPoolExecutor(
+          workers, mp_context=ctx, initializer=images.set_max_image_pixels,
+          initargs=(config.max_image_pixels,)) as pool:
         futures = [pool.submit(shards.write_indexed_shard, source, job, *args) for job in todo]
         try:
           for f in concurrent.futures.as_completed(futures):
@@ -454,33 +335,43 @@ def finalize(out_dir, max_skip_fraction=0.01):
       logging.warning("Removing stale shard %s from an earlier conversion", name)
       os.remove(os.path.join(out_dir, name))
       shards.remove_if_exists(shards.sidecar_path(out_dir, name))
-  splits = {}
+  split_table = {}
   skipped = list(plan["pre_skipped"])
+  below_foreground = 0
+  windows = {}
   for r in records:
-    s = splits.setdefault(r["split"], {"num_examples": 0, "label_counts": collections.Counter(),
-                                       "shards": []})
+    s = split_table.setdefault(r["split"], {"num_examples": 0, "shards": [],
+                                            "label_counts": collections.Counter()})
     s["num_examples"] += r["num_records"]
     s["label_counts"].update(r["label_counts"])
     s["shards"].append({k: r[k] for k in ("file", "num_records", "sha256", "bytes")})
     skipped.extend(r["skipped"])
-  for s in splits.values():
+    below_foreground += r.get("below_min_foreground", 0)
+    windows.update(r.get("windows", {}))
+  for s in split_table.values():
     s["label_counts"] = dict(sorted(s["label_counts"].items()))
+  extra = dict(plan["extra"])
+  if "series" in extra:
+    extra.update(_windows_json(extra["series"], windows))
   manifest = {
       "format_version": manifest_lib.FORMAT_VERSION,
       "kind": plan["kind"],
       "features": plan["features"],
       "label_names": plan["label_names"],
-      "splits": splits,
+      "splits": split_table,
       "num_inputs": plan["num_inputs"],
       "skipped": skipped,
+      "below_min_foreground": below_foreground,
       "source": plan["source"],
       "command_line": plan["command_line"],
       "config": plan["config"],
       "fingerprint": plan["fingerprint"],
-      **plan["extra"],
+      **extra,
   }
+  if plan.get("holdout"):
+    manifest["holdout"] = plan["holdout"]
   manifest_lib.write_json_atomic(os.path.join(out_dir, manifest_lib.MANIFEST_NAME), manifest)
-  total = sum(s["num_examples"] for s in splits.values())
+  total = sum(s["num_examples"] for s in split_table.values())
   logging.info("Wrote %s: %d examples in %d shards, %d inputs skipped",
                os.path.join(out_dir, manifest_lib.MANIFEST_NAME), total, len(records),
                len(skipped))
@@ -491,3 +382,19 @@ def finalize(out_dir, max_skip_fraction=0.01):
                        f"'skipped' in {os.path.join(out_dir, manifest_lib.MANIFEST_NAME)}",
                        EXIT_INCOMPLETE)
   return manifest
+
+
+def _windows_json(series, windows):
+  """The series table with each volume's window, and one summary window per
+  feature (`image`, or `image_a`/`image_b`, or per domain `A`/`B`) for
+  mapping generated images back to modality units."""
+  table = {sid: ({**entry, "window": windows[sid]} if sid in windows else dict(entry))
+           for sid, entry in series.items()}
+  by_side = collections.defaultdict(list)
+  for sid, entry in table.items():
+    if "window" in entry:
+      by_side[entry.get("side", "")].append(window_lib.Window.from_json(entry["window"]))
+  summary = {}
+  for side, ws in sorted(by_side.items()):
+    summary[side or "image"] = window_lib.summary(ws)
+  return {"series": table, "window": summary}

@@ -13,11 +13,12 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff")
 RESIZE_MODES = ("crop", "pad", "stretch")
 ENCODINGS = ("raw", "png")
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 # ITU-R 601-2 luma, the weights Pillow uses for RGB -> L.
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -162,7 +163,7 @@ def decode_bytes(data):
     try:
       arr = tf.io.decode_png(data, channels=0, dtype=tf.uint16).numpy()
     except Exception as e:  # pylint: disable=broad-except
-      raise BadImageError(f"unreadable 16-bit PNG: {_first_line(e)}") from None
+      raise BadImageError(f"unreadable 16-bit PNG: {first_line(e)}") from None
     if arr.shape[-1] in (2, 4):
       arr = _composite_on_black(arr[..., :-1], arr[..., -1:], 65535.0)
     return arr
@@ -212,13 +213,30 @@ def read_file(path):
   return decode_bytes(data)
 
 
-def _first_line(e):
+def first_line(e):
   text = str(e).strip().splitlines()
   return text[0] if text else type(e).__name__
 
 
+def set_max_image_pixels(pixels):
+  """Raises (or with None, restores) Pillow's decompression-bomb limit."""
+  Image.MAX_IMAGE_PIXELS = pixels or _DEFAULT_MAX_PIXELS
+
+
+def foreground_fraction(arr):
+  """The fraction of pixels above the minimum code (0): for windowed slices,
+  the pixels above the window's low end."""
+  arr = np.asarray(arr)
+  if arr.ndim == 3 and arr.shape[-1] > 1:
+    arr = arr.max(axis=-1)
+  return float(np.count_nonzero(arr)) / max(1, arr.size)
+
+
 def _pil_reason(e):
-  text = _first_line(e)
+  text = first_line(e)
+  if type(e).__name__ == "DecompressionBombError":
+    return (f"larger than Pillow's decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} "
+            f"pixels; pass --max_image_pixels=N to convert it ({text})")
   if "truncated" in text.lower():
     return f"truncated image: {text}"
   if type(e).__name__ == "UnidentifiedImageError":

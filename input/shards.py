@@ -18,6 +18,7 @@ from input import images
 from input import manifest as manifest_lib
 
 STATE_DIR = ".convert"  # Inside the output: the plan and the shards' sidecars.
+WINDOWS_KEY = "_windows"  # In a source's loaded arrays: {volume id: window}, not a feature.
 
 
 def sha256_file(path):
@@ -29,7 +30,8 @@ def sha256_file(path):
 
 
 
-def serialize_example(kind, key, arrays, label, spec, encoding):
+def serialize_example(kind, key, arrays, label, encoding):
+  """One tf.train.Example; image `arrays` are already brought to the spec."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   feats = {"key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[key.encode()]))}
   if kind == "vector":
@@ -37,7 +39,7 @@ def serialize_example(kind, key, arrays, label, spec, encoding):
     feats["vector"] = tf.train.Feature(float_list=tf.train.FloatList(value=v.tolist()))
   else:
     for name in manifest_lib.FEATURES_BY_KIND[kind]:
-      data = images.encode(images.to_spec(arrays[name], spec), encoding)
+      data = images.encode(arrays[name], encoding)
       feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
   if label >= 0:
     feats["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
@@ -48,10 +50,13 @@ def serialize_example(kind, key, arrays, label, spec, encoding):
 class ShardWriter:
   """Writes one shard to a temporary file and commits it with its sidecar."""
 
-  def __init__(self, out_dir, job, kind, spec, encoding, label_names):
+  def __init__(self, out_dir, job, kind, spec, encoding, label_names, min_foreground=0.0):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     self.out_dir, self.job, self.kind, self.spec = out_dir, job, kind, spec
     self.encoding, self.label_names = encoding, label_names
+    self.min_foreground = min_foreground
+    self.below_min_foreground = 0
+    self.windows = {}
     self.tmp = os.path.join(out_dir, f".{job.file}.tmp-{os.getpid()}")
     self.writer = tf.io.TFRecordWriter(self.tmp)
     self.num_records = 0
@@ -59,14 +64,22 @@ class ShardWriter:
     self.label_counts = collections.Counter()
 
   def add(self, key, arrays, label):
+    windows = arrays.pop(WINDOWS_KEY, {})
     try:
       label = int(arrays.pop("label", label))  # Generated and TFDS examples carry their own.
       if self.label_names is not None and not 0 <= label < len(self.label_names):
         raise images.BadImageError(f"label {label} outside 0..{len(self.label_names) - 1}")
-      record = serialize_example(self.kind, key, arrays, label, self.spec, self.encoding)
+      if self.kind != "vector":
+        arrays = {k: images.to_spec(v, self.spec) for k, v in arrays.items()}
+        if self.min_foreground and any(images.foreground_fraction(v) < self.min_foreground
+                                       for v in arrays.values()):
+          self.below_min_foreground += 1
+          return
+      record = serialize_example(self.kind, key, arrays, label, self.encoding)
     except images.BadImageError as e:
       self.skipped.append({"key": key, "reason": str(e)})
       return
+    self.windows.update(windows)
     self.writer.write(record)
     self.num_records += 1
     if label >= 0:
@@ -87,6 +100,8 @@ class ShardWriter:
         "bytes": os.path.getsize(self.tmp),
         "label_counts": dict(sorted(self.label_counts.items())),
         "skipped": self.skipped,
+        "below_min_foreground": self.below_min_foreground,
+        "windows": dict(sorted(self.windows.items())),
     }
     os.replace(self.tmp, final)
     manifest_lib.write_json_atomic(sidecar_path(self.out_dir, self.job.file), record)
@@ -97,10 +112,17 @@ def sidecar_path(out_dir, file):
   return os.path.join(out_dir, STATE_DIR, file + ".json")
 
 
-def write_indexed_shard(source, job, kind, spec, encoding, label_names, out_dir):
-  """Worker entry point: loads each item of `job` and writes the shard."""
-  w = ShardWriter(out_dir, job, kind, spec, encoding, label_names)
-  for item in job.items:
+def write_indexed_shard(source, job, kind, spec, encoding, label_names, out_dir,
+                        min_foreground=0.0):
+  """Worker entry point: loads each item of `job` and writes the shard.
+
+  Items are written in `source.load_order` when the source has one (the
+  slices of one volume together, so that it is read once), else in plan
+  order.
+  """
+  w = ShardWriter(out_dir, job, kind, spec, encoding, label_names, min_foreground)
+  order = getattr(source, "load_order", None)
+  for item in (sorted(job.items, key=order) if order else job.items):
     try:
       arrays = source.load(item)
     except images.BadImageError as e:
@@ -141,7 +163,7 @@ def write_streaming(source, plan, todo, out_dir, log_progress):
         continue
       if writer is None:
         writer = ShardWriter(out_dir, job, plan.kind, plan.spec, plan.config.encoding,
-                              plan.label_names)
+                              plan.label_names, plan.config.min_foreground)
       writer.add(f"{split}/{pos}", ex, -1)
     if writer is not None:
       log_progress(writer.commit())

@@ -14,85 +14,23 @@ exception is `tfds:`, which streams its split in order in the main process.
 | `paired:DIR`             | paired   | train           | none (each image is A|B) |
 | `unpaired:DIR_A,DIR_B`   | unpaired | trainA, trainB  | none                    |
 | `builtin:NAME`           | see `input.builtin` |      |                         |
+| `dicom:DIR`              | image    | train           | none (see `input.medical`) |
+| `nifti:FILE_OR_DIR`      | image    | train           | none                    |
+| `paired:dicom:A,B`, `paired:nifti:A,B` | paired | train | none                 |
+| `unpaired:dicom:A,B`, `unpaired:nifti:A,B` | unpaired | trainA, trainB | none   |
 """
 
 import collections
-import dataclasses
 import os
 
 import numpy as np
 
 from input import builtin
 from input import images
+from input import medical
+from input.source_base import Item, Skip, Source, SourceError, group_of
 
-SOURCE_KINDS = ("folder", "tfds", "npz", "paired", "unpaired", "builtin")
-
-
-class SourceError(ValueError):
-  """A source that cannot be converted at all (bad spec, empty, unreadable)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Item:
-  """One example to convert.
-
-  Attributes:
-    key: a stable, unique name (a relative path or an index), kept in the record.
-    paths: the files the example is read from (none for generated data).
-    label: class index, or -1 when the source has no labels.
-    index: position in an array or generated sequence.
-  """
-  key: str
-  paths: tuple = ()
-  label: int = -1
-  index: int = -1
-
-
-@dataclasses.dataclass(frozen=True)
-class Skip:
-  """An input left out before loading (for example an unmatched pair)."""
-  key: str
-  reason: str
-
-
-class Source:
-  """Base class. Subclasses set `kind` and implement `items` and `load`."""
-  kind = "image"  # image | vector | paired | unpaired
-  streaming = False
-
-  def __init__(self, spec):
-    self.spec = spec
-
-  def items(self):
-    """Returns ({split: [Item, ...]}, [Skip, ...]) in a deterministic order."""
-    raise NotImplementedError
-
-  def label_names(self):
-    return None
-
-  def load(self, item):
-    """Returns {feature: native array} for one item; raises BadImageError."""
-    raise NotImplementedError
-
-  def probe(self, item):
-    """Header-only `ImageInfo` of an item, or None when unknown/unreadable."""
-    if not item.paths:
-      return None
-    infos = [images.probe_file(p) for p in item.paths]
-    if any(i is None for i in infos):
-      return None
-    return infos[0]
-
-  def fixed_info(self):
-    """An `ImageInfo` that holds for every item without probing, or None."""
-    return None
-
-  def source_dirs(self):
-    """Directories the output must not be inside of."""
-    return ()
-
-  def extra_manifest(self):
-    return {}
+SOURCE_KINDS = ("folder", "tfds", "npz", "paired", "unpaired", "builtin", "dicom", "nifti")
 
 
 def _require_dir(path, spec):
@@ -138,12 +76,17 @@ class FolderSource(Source):
     if use_labels and top:
       raise SourceError(
           f"--labels=subfolder but {top[0]!r} is not inside a class subfolder of {self.root!r}")
+    out = []
     if use_labels:
       self._names = sorted({f.split(os.sep, 1)[0] for f in files})
       ids = {n: i for i, n in enumerate(self._names)}
-      out = [Item(f, (os.path.join(self.root, f),), ids[f.split(os.sep, 1)[0]]) for f in files]
-    else:
-      out = [Item(f, (os.path.join(self.root, f),)) for f in files]
+    for f in files:
+      label, rel = -1, f
+      if use_labels:
+        cls, rel = f.split(os.sep, 1)
+        label = ids[cls]
+      patient, series = group_of(rel)
+      out.append(Item(f, (os.path.join(self.root, f),), label, patient=patient, series=series))
     return {"train": out}, []
 
   def label_names(self):
@@ -455,17 +398,30 @@ class TfdsSource(Source):
       yield out
 
 
-def parse_source(spec, *, labels="auto", seed=0, image_size=None, tfds_data_dir=None):
+def parse_source(spec, *, labels="auto", seed=0, image_size=None, tfds_data_dir=None,
+                 medical_options=None):
   """Builds a `Source` from a `KIND:ARG` spec.
+
+  Args:
+    medical_options: `medical.MedicalOptions` for dicom and nifti sources.
 
   Raises:
     SourceError: unknown kind (the message lists the valid ones) or a bad
       argument.
+    medical_base.MissingExtraError: a dicom or nifti source without the
+      `[medical]` extra installed.
   """
   kind, sep, arg = spec.partition(":")
   if not sep or kind not in SOURCE_KINDS:
     raise SourceError(f"unknown source {spec!r}; expected KIND:ARG with KIND one of "
                       f"{', '.join(SOURCE_KINDS)}")
+  options = medical_options or medical.MedicalOptions()
+  if kind in medical.FORMATS:
+    return medical.MedicalSource(spec, kind, [arg] if arg else [], "image", options)
+  if kind in ("paired", "unpaired"):
+    fmt, roots = medical.split_format(arg)
+    if fmt:
+      return medical.MedicalSource(spec, fmt, roots, kind, options)
   if kind == "folder":
     return FolderSource(spec, arg, labels)
   if kind == "paired":

@@ -61,7 +61,7 @@ def evaluate_checkpoint(config, checkpoint, **kwargs):
   settings = dict(real=config.data, model_dir=config.model_dir, checkpoint=checkpoint,
                   num_samples=config.eval_num_samples, num_real=config.eval_num_samples,
                   seed=config.seed, kid_subset_size=min(1000, config.eval_num_samples),
-                  cache_stats=False)
+                  cache_stats=False, real_split="test")  # Evaluation during training uses test.
   settings.update(kwargs)
   return evaluate.run(evaluate.EvaluateConfig(**settings))["metrics"]
 

@@ -1,0 +1,231 @@
+"""Reading DICOM series with pydicom (the `[medical]` extra).
+
+`scan(root, pseudonym)` finds every DICOM file under `root` whatever its
+extension, groups the image files into series by SeriesInstanceUID and orders
+each series' slices by ImagePositionPatient along the slice normal (falling
+back to InstanceNumber, then the file name). Multi-frame files contribute one
+slice per frame. `slice_values(ref)` decodes one slice in modality units:
+RescaleSlope/Intercept (or a Modality LUT) applied, MONOCHROME1 inverted.
+
+Nothing read from a header that identifies a patient (PatientName, PatientID,
+birth date, accession number, institution) leaves this module: series and
+patients are named by the salted hashes that `pseudonym` makes.
+"""
+
+import collections
+import dataclasses
+import logging
+import os
+import warnings
+
+import numpy as np
+
+from input import images
+from input import medical_base as base
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceRef:
+  """One 2-D slice: a file, and the frame within it (-1: a single-frame file)."""
+  path: str
+  frame: int = -1
+
+
+def _pydicom():
+  module = base.require("pydicom", "dicom:")
+  # pydicom logs (as well as warns) every lenient read; the manifest lists
+  # what matters, so keep the console for our own lines.
+  logging.getLogger("pydicom").setLevel(logging.ERROR)
+  return module
+
+
+def _float_list(value, n):
+  try:
+    out = [float(v) for v in value]
+  except (TypeError, ValueError):
+    return None
+  return out if len(out) == n else None
+
+
+def _position(ds):
+  """The slice's position along its normal, or None when the header lacks it."""
+  orient = _float_list(ds.get("ImageOrientationPatient"), 6)
+  pos = _float_list(ds.get("ImagePositionPatient"), 3)
+  if orient is None or pos is None:
+    return None
+  normal = np.cross(orient[:3], orient[3:])
+  return float(np.dot(normal, pos))
+
+
+def _int(ds, name, default=None):
+  try:
+    return int(ds.get(name, default))
+  except (TypeError, ValueError):
+    return default
+
+
+def decoder_hint(message):
+  """The package a pixel-data decode error asks for, in one line."""
+  text = str(message)
+  for needle, package in (("JPEG-LS", "pylibjpeg-libjpeg (or pyjpegls)"),
+                          ("JPEG 2000", "pylibjpeg-openjpeg"),
+                          ("JPEG Lossless", "pylibjpeg-libjpeg"),
+                          ("JPEG Extended", "pylibjpeg-libjpeg"),
+                          ("RLE", "pylibjpeg-rle")):
+    if needle in text:
+      return package
+  return None
+
+
+def _decode_reason(e):
+  text = " ".join(str(e).split())
+  text = text[:200] + ("..." if len(text) > 200 else "")
+  package = decoder_hint(text)
+  if package and ("missing dependencies" in text or "Unable to decode" in text):
+    return f"cannot decode pixel data: no decoder installed; install {package} ({text})"
+  if "less than expected" in text or "truncated" in text.lower():
+    return f"truncated file: {text}"
+  return f"cannot decode pixel data: {text}"
+
+
+def scan(root, pseudonym):
+  """Finds the image series under `root`.
+
+  Args:
+    root: a folder, searched recursively (hidden files and folders skipped).
+    pseudonym: `f(kind, value) -> str`, the salted hash naming series and
+      patients.
+
+  Returns:
+    (volumes, skipped, non_images, ignored): `base.Volume`s in a fixed order
+    (by series id); skip records ({"key": relative path, "reason"}) for
+    DICOM files that cannot be used; records for DICOM objects that hold no
+    image (structured reports, RT plans, DICOMDIR), which are not errors;
+    and the number of non-DICOM files ignored.
+  """
+  pydicom = _pydicom()
+  from pydicom.errors import InvalidDicomError  # pylint: disable=import-outside-toplevel
+  headers = collections.defaultdict(list)
+  skipped, non_images, ignored = [], [], 0
+  for rel in base.walk_files(root):
+    path = os.path.join(root, rel)
+    try:
+      with warnings.catch_warnings():  # pydicom warns about lenient reads.
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+      if rel.lower().endswith((".dcm", ".dicom", ".ima")):
+        skipped.append({"key": rel, "reason": "not a DICOM file (no DICM preamble)"})
+      else:
+        ignored += 1
+      continue
+    except Exception as e:  # pylint: disable=broad-except
+      skipped.append({"key": rel, "reason": f"unreadable DICOM header: {images.first_line(e)}"})
+      continue
+    if "Rows" not in ds or "Columns" not in ds:
+      sop = ds.get("SOPClassUID")
+      name = getattr(sop, "name", "") or "unknown SOP class"
+      non_images.append({"key": rel, "reason": f"no image in this DICOM object ({name})"})
+      continue
+    uid = str(ds.get("SeriesInstanceUID", "")) or f"file:{rel}"
+    headers[uid].append((rel, ds))
+  volumes = []
+  for uid, members in headers.items():
+    vol, vol_skipped = _series(root, uid, members, pseudonym)
+    skipped.extend(vol_skipped)
+    if vol is not None:
+      volumes.append(vol)
+  volumes.sort(key=lambda v: v.id)
+  return volumes, skipped, non_images, ignored
+
+
+def _series(root, uid, members, pseudonym):
+  """One `base.Volume` from the headers of a series' files."""
+  shapes = collections.Counter((int(ds.Rows), int(ds.Columns)) for _, ds in members)
+  shape = shapes.most_common(1)[0][0]
+  skipped, slices = [], []
+  for rel, ds in members:
+    if (int(ds.Rows), int(ds.Columns)) != shape:
+      skipped.append({"key": rel, "reason": f"{ds.Rows}x{ds.Columns} slice in a series of "
+                                            f"{shape[0]}x{shape[1]} slices"})
+      continue
+    frames = _int(ds, "NumberOfFrames", 1) or 1
+    if "NumberOfFrames" in ds and _int(ds, "NumberOfFrames") is None:
+      skipped.append({"key": rel, "reason": "bad NumberOfFrames in the header"})
+      continue
+    pos, inst = _position(ds), _int(ds, "InstanceNumber")
+    for f in range(frames):
+      slices.append((pos, inst, rel, f, frames))
+  if not slices:
+    return None, skipped
+  if all(s[0] is not None for s in slices) and len({s[0] for s in slices}) == len(
+      {(s[2]) for s in slices}):
+    slices.sort(key=lambda s: (s[0], s[2], s[3]))
+    order = "ImagePositionPatient"
+  elif all(s[1] is not None for s in slices):
+    slices.sort(key=lambda s: (s[1], s[2], s[3]))
+    order = "InstanceNumber"
+  else:
+    slices.sort(key=lambda s: (s[2], s[3]))
+    order = "file name"
+  ds = members[0][1]
+  refs = tuple(SliceRef(os.path.join(root, rel), f if n > 1 else -1)
+               for _, _, rel, f, n in slices)
+  folders = sorted({os.path.dirname(rel) for rel, _ in members})
+  patient = str(ds.get("PatientID", "") or ds.get("PatientName", "") or "")
+  spacing = _float_list(ds.get("PixelSpacing"), 2)
+  return base.Volume(
+      id=pseudonym("series", uid),
+      match=folders[0] if len(folders) == 1 else "",
+      patient=pseudonym("patient", patient) if patient else pseudonym("series", uid),
+      modality=str(ds.get("Modality", "") or ""),
+      shape=shape,
+      refs=refs,
+      info={"slice_order": order, "pixel_spacing": spacing,
+            "samples_per_pixel": _int(ds, "SamplesPerPixel", 1)},
+  ), skipped
+
+
+def slice_values(ref):
+  """Decodes one slice into modality units.
+
+  Returns:
+    float32 [H, W] (grayscale) or uint8/uint16 [H, W, 3] (colour, no
+    modality units).
+
+  Raises:
+    images.BadImageError: undecodable pixel data (the reason names the
+      decoder package to install), a truncated file, or an unsupported layout.
+  """
+  pydicom = _pydicom()
+  from pydicom import pixels  # pylint: disable=import-outside-toplevel
+  try:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      ds = pydicom.dcmread(ref.path)
+      arr = ds.pixel_array
+  except Exception as e:  # pylint: disable=broad-except
+    raise images.BadImageError(_decode_reason(e)) from None
+  if ref.frame >= 0:
+    arr = arr[ref.frame]
+  samples = _int(ds, "SamplesPerPixel", 1)
+  if samples == 3:
+    if arr.dtype not in (np.uint8, np.uint16):
+      raise images.BadImageError(f"{arr.dtype} colour pixel data is not supported")
+    return arr
+  if arr.ndim != 2:
+    raise images.BadImageError(f"unsupported pixel array shape {arr.shape}")
+  if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
+    # Higher stored values are darker: flip within the stored range, so that
+    # brighter is higher as in MONOCHROME2, before the modality transform.
+    bits = _int(ds, "BitsStored", 16)
+    if _int(ds, "PixelRepresentation", 0) == 1:
+      lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    else:
+      lo, hi = 0, (1 << bits) - 1
+    arr = (lo + hi) - arr.astype(np.int64)
+  try:
+    values = pixels.apply_modality_lut(arr, ds)
+  except Exception as e:  # pylint: disable=broad-except
+    raise images.BadImageError(f"cannot apply the modality LUT: {images.first_line(e)}") from None
+  return np.asarray(values, np.float32)

@@ -1,0 +1,271 @@
+"""DICOM and NIfTI conversion sources: `dicom:DIR`, `nifti:PATH`, and
+`paired:`/`unpaired:` with `dicom:` or `nifti:` before their two folders.
+
+Each series (DICOM) or 3-D volume (NIfTI) becomes a stack of 2-D slices, one
+example each, keyed `<volume id>/<slice>`. A slice is windowed (see
+`input.window`) onto 16-bit codes; the shard writer then brings it to the
+output spec (so `--bit_depth=8` keeps the top 8 bits of the same window).
+Each volume's window travels with its slices into the shard sidecars and the
+manifest (`series.<id>.window`), so that generated or translated images can
+be mapped back to modality units.
+
+Paired volumes are matched by name (a DICOM series' folder relative to its
+root, a NIfTI file's relative name without extension), then slice by slice;
+a pair whose slice counts or in-plane shapes differ is skipped and listed.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from input import dicom
+from input import images
+from input import medical_base as base
+from input import nifti
+from input import shards
+from input import window as window_lib
+from input.source_base import Item, Skip, Source, SourceError
+
+FORMATS = ("dicom", "nifti")
+SLICE_AXES = tuple(nifti.AXES)
+
+
+@dataclasses.dataclass(frozen=True)
+class MedicalOptions:
+  """The conversion settings that only medical sources read."""
+  window: str = "auto"
+  slice_axis: str = "axial"
+  volume_index: str = "0"
+
+  def validate(self):
+    try:
+      window_lib.parse(self.window)
+    except window_lib.WindowError as e:
+      raise SourceError(str(e)) from None
+    if self.slice_axis not in SLICE_AXES:
+      raise SourceError(f"--slice_axis must be one of {', '.join(SLICE_AXES)}, "
+                        f"got {self.slice_axis!r}")
+    if self.volume_index != "all" and not (self.volume_index.isdigit()):
+      raise SourceError(f"--volume_index must be an index >= 0 or 'all', "
+                        f"got {self.volume_index!r}")
+
+
+def split_format(arg):
+  """`dicom:A,B` -> ("dicom", ["A", "B"]); anything else -> (None, None)."""
+  fmt, sep, rest = arg.partition(":")
+  if sep and fmt in FORMATS:
+    return fmt, [p for p in rest.split(",") if p]
+  return None, None
+
+
+class MedicalSource(Source):
+  """Slices of DICOM series or NIfTI volumes.
+
+  Args:
+    spec: the source spec, for messages.
+    fmt: "dicom" or "nifti".
+    roots: one path (mode "image") or two (modes "paired" and "unpaired").
+    mode: "image", "paired" or "unpaired".
+    options: `MedicalOptions`.
+  """
+
+  def __init__(self, spec, fmt, roots, mode, options):
+    super().__init__(spec)
+    options.validate()
+    base.require("pydicom" if fmt == "dicom" else "nibabel", f"{fmt}:")
+    want = 1 if mode == "image" else 2
+    if len(roots) != want:
+      raise SourceError(f"{spec!r}: a {mode} {fmt} source takes "
+                        f"{'one path' if want == 1 else 'two paths A,B'}")
+    for r in roots:
+      if fmt == "dicom" and not os.path.isdir(r):
+        raise SourceError(f"DICOM folder {r!r} does not exist (from {spec!r})")
+      if fmt == "nifti" and not os.path.exists(r):
+        raise SourceError(f"NIfTI path {r!r} does not exist (from {spec!r})")
+    self.fmt, self.roots, self.kind, self.options = fmt, tuple(roots), mode, options
+    self._window_spec = window_lib.parse(options.window)
+    self.salt = None  # Set by the conversion (kept in its output, never in the manifest).
+    self._volumes = {}  # id -> Volume
+    self._pairs = {}  # pair id -> (id A, id B)
+    self._table = {}
+    self._non_images, self._ignored = [], 0
+    self._windows = {}  # Per process: id -> Window.
+
+  @property
+  def _reader(self):
+    return dicom if self.fmt == "dicom" else nifti
+
+  def _scan(self, root, side, pseudonym):
+    if self.fmt == "dicom":
+      vols, skipped, non_images, ignored = dicom.scan(root, pseudonym)
+      self._non_images += [{**n, "key": f"{side}{n['key']}"} for n in non_images]
+      self._ignored += ignored
+    else:
+      vols, skipped = nifti.scan(root, self.options.slice_axis, self.options.volume_index,
+                                 pseudonym)
+    if side:  # Two roots: ids must not collide (a NIfTI id is its file name).
+      vols = [dataclasses.replace(v, id=f"{side}{v.id}") for v in vols]
+    return vols, [Skip(f"{side}{s['key']}", s["reason"]) for s in skipped]
+
+  def items(self):
+    if self.salt is None:
+      raise RuntimeError("MedicalSource.salt must be set before items()")
+    pseudonym = base.Pseudonym(self.salt)
+    sides = ("",) if self.kind == "image" else ("A/", "B/")
+    scanned, skips = [], []
+    for root, side in zip(self.roots, sides):
+      vols, skipped = self._scan(root, side, pseudonym)
+      skips += skipped
+      if not vols:
+        raise SourceError(f"no readable {self.fmt.upper() if self.fmt == 'dicom' else 'NIfTI'} "
+                          f"image volume in {root!r}" + (f" ({len(skipped)} files skipped, "
+                                                         f"e.g. {skipped[0].key}: "
+                                                         f"{skipped[0].reason})"
+                                                         if skipped else ""))
+      for v in vols:
+        self._volumes[v.id] = v
+        self._table[v.id] = self._describe(v, side.rstrip("/"))
+      scanned.append(vols)
+    if self.kind == "image":
+      out = {"train": self._slices(scanned[0])}
+    elif self.kind == "unpaired":
+      out = {"trainA": self._slices(scanned[0]), "trainB": self._slices(scanned[1])}
+    else:
+      out, pair_skips = self._pair(scanned, pseudonym)
+      skips += pair_skips
+      if not out["train"]:
+        raise SourceError(f"no volume names match between {self.roots[0]!r} and "
+                          f"{self.roots[1]!r}")
+    return out, skips
+
+  def _describe(self, v, side):
+    entry = {"modality": v.modality, "num_slices": v.num_slices, "shape": list(v.shape),
+             "patient": v.patient, **{k: val for k, val in v.info.items()}}
+    if side:
+      entry["side"] = side
+    return entry
+
+  @staticmethod
+  def _slices(vols):
+    return [Item(f"{v.id}/{k:04d}", (), -1, k, series=v.id, patient=v.patient)
+            for v in vols for k in range(v.num_slices)]
+
+  def _pair(self, scanned, pseudonym):
+    by_name = [{}, {}]
+    skips = []
+    for side, vols in enumerate(scanned):
+      names = {}
+      for v in vols:
+        names.setdefault(v.match, []).append(v)
+      for name, vs in names.items():
+        if not name or len(vs) > 1:
+          for v in vs:
+            skips.append(Skip(v.id, "ambiguous pair: several series in one "
+                              "folder" if name else "series spread over several folders"))
+          continue
+        by_name[side][name] = vs[0]
+    out = []
+    for side in (0, 1):
+      for name, v in sorted(by_name[side].items()):
+        if name not in by_name[1 - side]:
+          skips.append(Skip(v.id, f"no matching volume in "
+                            f"{'AB'[1 - side]} (matched by "
+                            f"{'folder' if self.fmt == 'dicom' else 'file name'})"))
+    for name in sorted(set(by_name[0]) & set(by_name[1])):
+      a, b = by_name[0][name], by_name[1][name]
+      pid = pseudonym("pair", name) if self.fmt == "dicom" else name
+      if a.num_slices != b.num_slices or a.shape != b.shape:
+        skips.append(Skip(pid, f"pair differs: A has {a.num_slices} slices of "
+                          f"{a.shape[0]}x{a.shape[1]}, B {b.num_slices} of "
+                          f"{b.shape[0]}x{b.shape[1]}"))
+        continue
+      self._pairs[pid] = (a.id, b.id)
+      out += [Item(f"{pid}/{k:04d}", (), -1, k, series=pid, patient=a.patient)
+              for k in range(a.num_slices)]
+    return {"train": out}, skips
+
+  def probe(self, item):
+    vid = self._pairs[item.series][0] if self.kind == "paired" else item.series
+    v = self._volumes[vid]
+    channels = 3 if v.info.get("samples_per_pixel", 1) == 3 else 1
+    return images.ImageInfo(v.shape[0], v.shape[1], channels, 16)
+
+  def load_order(self, item):
+    return (item.series, item.index)
+
+  def _relative(self, ref):
+    path = os.path.abspath(ref.path if self.fmt == "dicom" else ref[0])
+    for root in self.roots:
+      root = os.path.abspath(root)
+      if os.path.isdir(root) and path.startswith(root + os.sep):
+        return os.path.relpath(path, root)
+    return os.path.basename(path)
+
+  def _window(self, v):
+    if v.id not in self._windows:
+      values = None
+      if self._window_spec.kind != "fixed" and not (self._window_spec.kind == "auto"
+                                                   and v.modality == "CT"):
+        values = self._volume_values(v)
+      self._windows[v.id] = window_lib.resolve(self._window_spec, values, v.modality)
+    return self._windows[v.id]
+
+  def _volume_values(self, v):
+    if self.fmt == "nifti":
+      return nifti.volume_values(v)
+    parts = []
+    for ref in v.refs:
+      try:
+        x = dicom.slice_values(ref)
+      except images.BadImageError:
+        continue  # Skipped (with its reason) when its own slice is loaded.
+      if x.ndim == 2:
+        parts.append(x.reshape(-1))
+    if not parts:
+      raise images.BadImageError("no decodable slice in this series")
+    return np.concatenate(parts)
+
+  def _load_slice(self, vid, index, windows):
+    v = self._volumes[vid]
+    try:
+      values = self._reader.slice_values(v.refs[index])
+    except images.BadImageError as e:
+      raise images.BadImageError(f"{e} (file {self._relative(v.refs[index])})") from None
+    if values.ndim == 3:  # Colour: no modality units, no window.
+      return values
+    w = self._window(v)
+    windows[vid] = w.to_json()
+    return w.to_codes(values, 16)[..., None]
+
+  def load(self, item):
+    windows = {}
+    if self.kind == "paired":
+      a, b = self._pairs[item.series]
+      out = {"image_a": self._load_slice(a, item.index, windows),
+             "image_b": self._load_slice(b, item.index, windows)}
+    else:
+      out = {"image": self._load_slice(item.series, item.index, windows)}
+    out[shards.WINDOWS_KEY] = windows
+    return out
+
+  def source_dirs(self):
+    return tuple(r for r in self.roots if os.path.isdir(r))
+
+  def extra_manifest(self):
+    extra = {"medical": {"format": self.fmt, "window": self.options.window,
+                         "slice_axis": self.options.slice_axis,
+                         "volume_index": self.options.volume_index},
+             "series": self._table}
+    if self._pairs:
+      extra["pairs"] = {pid: {"A": a, "B": b} for pid, (a, b) in sorted(self._pairs.items())}
+    if self.fmt == "dicom":
+      extra["non_image_dicom"] = self._non_images
+      extra["ignored_non_dicom_files"] = self._ignored
+    return extra
+
+  def __getstate__(self):
+    state = dict(self.__dict__)
+    state["_windows"] = {}
+    return state
+

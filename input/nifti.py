@@ -1,0 +1,239 @@
+"""Reading and writing NIfTI volumes with nibabel (the `[medical]` extra).
+
+Every volume is first reoriented to the closest canonical orientation (RAS+:
+x to the patient's right, y anterior, z superior), then cut into 2-D slices
+along one axis:
+
+| axis     | slices along | slice rows (top to bottom) | slice columns |
+|----------|--------------|----------------------------|---------------|
+| axial    | z            | anterior to posterior      | x (L to R)    |
+| coronal  | y            | superior to inferior       | x (L to R)    |
+| sagittal | x            | superior to inferior       | y (P to A)    |
+
+(the neurological convention: the patient's left on the image's left).
+`volume_to_slices` and `slices_to_volume` are exact inverses, so a volume
+translated slice by slice is written back with the input's shape, affine and
+header (`write_like`).
+"""
+
+import collections
+import os
+
+import numpy as np
+
+from input import images
+from input import medical_base as base
+
+AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+EXTENSIONS = (".nii", ".nii.gz")
+
+
+def _nib():
+  return base.require("nibabel", "nifti:")
+
+
+def is_nifti(path):
+  return path.lower().endswith(EXTENSIONS)
+
+
+def stem(path):
+  """A NIfTI file's name without .nii / .nii.gz."""
+  base_name = os.path.basename(path)
+  for ext in (".nii.gz", ".nii"):
+    if base_name.lower().endswith(ext):
+      return base_name[:-len(ext)]
+  return base_name
+
+
+def list_files(path):
+  """(root, [relative paths]) of the NIfTI files that `path` names: one file,
+  or every .nii/.nii.gz under a folder, recursively."""
+  if os.path.isfile(path):
+    return os.path.dirname(os.path.abspath(path)), [os.path.basename(path)]
+  return path, [f for f in base.walk_files(path) if is_nifti(f)]
+
+
+def canonical_shape(header_shape, affine):
+  """The shape after reorientation to RAS+ (a permutation of the first 3 axes)."""
+  nib = _nib()
+  ornt = nib.orientations.io_orientation(affine)
+  out = [0, 0, 0]
+  for src in range(3):
+    out[int(ornt[src, 0])] = header_shape[src]
+  return tuple(out) + tuple(header_shape[3:])
+
+
+def volume_to_slices(volume, axis):
+  """A canonical [X, Y, Z] array -> [S, rows, cols] slices (see the table)."""
+  a = AXES[axis]
+  moved = np.moveaxis(volume, a, 0)  # [S, u, v] with u < v the remaining axes.
+  return np.flip(np.swapaxes(moved, 1, 2), axis=1)
+
+
+def slices_to_volume(slices, axis):
+  """The inverse of `volume_to_slices`."""
+  a = AXES[axis]
+  moved = np.swapaxes(np.flip(slices, axis=1), 1, 2)
+  return np.moveaxis(moved, 0, a)
+
+
+def scan(path, axis, volume_index, pseudonym):
+  """The volumes of a NIfTI file or folder, read from headers only.
+
+  Args:
+    path: a .nii/.nii.gz file or a folder of them (recursive).
+    axis: `axial`, `coronal` or `sagittal`.
+    volume_index: for 4-D files, an int or "all".
+    pseudonym: unused for NIfTI (ids are file names), kept for symmetry.
+
+  Returns:
+    (volumes, skipped): `base.Volume`s sorted by id, and skip records.
+  """
+  del pseudonym
+  nib = _nib()
+  root, files = list_files(path)
+  volumes, skipped = [], []
+  for rel in files:
+    full = os.path.join(root, rel)
+    try:
+      img = nib.load(full)
+      shape = canonical_shape(img.shape, img.affine)
+    except Exception as e:  # pylint: disable=broad-except
+      skipped.append({"key": rel, "reason": f"unreadable NIfTI: {images.first_line(e)}"})
+      continue
+    if len(shape) < 3:
+      skipped.append({"key": rel, "reason": f"not a 3-D volume (shape {shape})"})
+      continue
+    frames = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+    if len(shape) > 4:
+      skipped.append({"key": rel, "reason": f"{len(shape)}-D volumes are not supported"})
+      continue
+    if volume_index == "all":
+      ts = list(range(frames)) if len(shape) == 4 else [-1]
+    elif len(shape) == 4:
+      if not 0 <= int(volume_index) < frames:
+        skipped.append({"key": rel, "reason": f"--volume_index={volume_index} but the file "
+                                              f"holds {frames} volumes"})
+        continue
+      ts = [int(volume_index)]
+    else:
+      ts = [-1]
+    a = AXES[axis]
+    plane = [shape[i] for i in range(3) if i != a]  # (u, v) -> rows v, cols u.
+    name = rel[:-len(".nii.gz")] if rel.lower().endswith(".nii.gz") else rel[:-len(".nii")]
+    for t in ts:
+      vid = name if t < 0 else f"{name}@{t}"
+      volumes.append(base.Volume(
+          id=vid,
+          match=vid,
+          patient=_patient_of(rel),
+          modality="",
+          shape=(plane[1], plane[0]),
+          refs=tuple((full, t, axis, k) for k in range(shape[a])),
+          info={"file": rel, "volume_index": t, "axis": axis,
+                "zooms": [float(z) for z in img.header.get_zooms()[:3]]},
+      ))
+  volumes.sort(key=lambda v: v.id)
+  return volumes, skipped
+
+
+def _patient_of(rel):
+  """The patient of a file: its BIDS `sub-` folder or name part, else its folder,
+  else the file itself."""
+  parts = rel.replace(os.sep, "/").split("/")
+  for p in parts:
+    if p.startswith("sub-"):
+      return p.split("_", 1)[0]
+  return parts[-2] if len(parts) > 1 else stem(rel)
+
+
+class _VolumeCache:
+  """The last few canonical volumes read in this process (slices of one
+  volume are usually read together)."""
+
+  def __init__(self, size=3):
+    self.size = size
+    self.entries = collections.OrderedDict()
+
+  def get(self, path, t):
+    key = (path, t)
+    if key in self.entries:
+      self.entries.move_to_end(key)
+      return self.entries[key]
+    nib = _nib()
+    try:
+      img = nib.as_closest_canonical(nib.load(path))
+      data = img.dataobj[..., t] if t >= 0 else img.dataobj[...]
+      data = np.asarray(data, np.float32)  # Applies scl_slope / scl_inter.
+    except Exception as e:  # pylint: disable=broad-except
+      raise images.BadImageError(f"unreadable NIfTI data: {images.first_line(e)}") from None
+    if data.ndim != 3:
+      raise images.BadImageError(f"NIfTI volume has shape {data.shape}, expected 3-D")
+    self.entries[key] = data
+    while len(self.entries) > self.size:
+      self.entries.popitem(last=False)
+    return data
+
+
+_CACHE = _VolumeCache()
+
+
+def volume_values(volume):
+  """All values of a `base.Volume` (for percentile windows)."""
+  path, t, _, _ = volume.refs[0]
+  return _CACHE.get(path, t)
+
+
+def slice_values(ref):
+  """One slice [rows, cols] of a reference made by `scan`, float32."""
+  path, t, axis, k = ref
+  data = _CACHE.get(path, t)
+  a = AXES[axis]
+  plane = np.take(data, k, axis=a)  # [u, v]
+  return np.ascontiguousarray(np.flipud(plane.T))
+
+
+def read_slices(path, axis, volume_index=None):
+  """Every slice of a file, for translation.
+
+  Returns:
+    (slices [T, S, rows, cols] float32 with T the 3-D volumes (1 for 3-D
+    files), the loaded nibabel image).
+  """
+  nib = _nib()
+  img = nib.load(path)
+  canon = nib.as_closest_canonical(img)
+  data = np.asarray(canon.dataobj, np.float32)
+  if data.ndim == 3:
+    data = data[..., None]
+  if data.ndim != 4:
+    raise images.BadImageError(f"NIfTI volume of shape {data.shape} is not 3-D or 4-D")
+  ts = range(data.shape[3]) if volume_index in (None, "all") else [int(volume_index)]
+  return np.stack([volume_to_slices(data[..., t], axis) for t in ts]), img
+
+
+def write_like(reference, slices, axis, out_path):
+  """Writes translated `slices` [T, S, rows, cols] as a NIfTI with the
+  reference image's shape, affine and header (data type float32)."""
+  nib = _nib()
+  vols = np.stack([slices_to_volume(s, axis) for s in slices], axis=-1)  # RAS+ [X,Y,Z,T]
+  ornt = nib.orientations.io_orientation(reference.affine)
+  back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), ornt)
+  data = nib.orientations.apply_orientation(vols, back)
+  if len(reference.shape) == 3:
+    data = data[..., 0]
+  header = reference.header.copy()
+  header.set_data_dtype(np.float32)
+  out = nib.Nifti1Image(data.astype(np.float32), reference.affine, header)
+  out.header.set_slope_inter(1.0, 0.0)
+  nib.save(out, out_path)
+
+
+def write_stack(slices, out_path, zooms=(1.0, 1.0, 1.0)):
+  """Writes [N, rows, cols] images (samples) as one axial NIfTI stack, RAS+."""
+  nib = _nib()
+  vol = slices_to_volume(np.asarray(slices, np.float32), "axial")
+  affine = np.diag([float(zooms[0]), float(zooms[1]), float(zooms[2]), 1.0])
+  img = nib.Nifti1Image(vol, affine)
+  img.header.set_xyzt_units("mm")
+  nib.save(img, out_path)

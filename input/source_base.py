@@ -1,0 +1,94 @@
+"""The base of conversion sources: `Source`, the `Item`s it lists and the
+`Skip`s it reports (`input/sources.py` has the sources themselves)."""
+
+import dataclasses
+import os
+
+from input import images
+
+class SourceError(ValueError):
+  """A source that cannot be converted at all (bad spec, empty, unreadable)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  """One example to convert.
+
+  Attributes:
+    key: a stable, unique name (a relative path or an index), kept in the record.
+    paths: the files the example is read from (none for generated data).
+    label: class index, or -1 when the source has no labels.
+    index: position in an array or generated sequence (a slice index for
+      volumes).
+    series: the series or volume the example belongs to (`--split_by=series`).
+    patient: the patient it belongs to (`--split_by=patient`); never a
+      patient-identifying value, only a pseudonym or a folder name.
+  """
+  key: str
+  paths: tuple = ()
+  label: int = -1
+  index: int = -1
+  series: str = ""
+  patient: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Skip:
+  """An input left out before loading (for example an unmatched pair)."""
+  key: str
+  reason: str
+
+
+class Source:
+  """Base class. Subclasses set `kind` and implement `items` and `load`."""
+  kind = "image"  # image | vector | paired | unpaired
+  streaming = False
+
+  def __init__(self, spec):
+    self.spec = spec
+
+  def items(self):
+    """Returns ({split: [Item, ...]}, [Skip, ...]) in a deterministic order."""
+    raise NotImplementedError
+
+  def label_names(self):
+    return None
+
+  def load(self, item):
+    """Returns {feature: native array} for one item; raises BadImageError."""
+    raise NotImplementedError
+
+  def probe(self, item):
+    """Header-only `ImageInfo` of an item, or None when unknown/unreadable."""
+    if not item.paths:
+      return None
+    infos = [images.probe_file(p) for p in item.paths]
+    if any(i is None for i in infos):
+      return None
+    return infos[0]
+
+  def fixed_info(self):
+    """An `ImageInfo` that holds for every item without probing, or None."""
+    return None
+
+  def source_dirs(self):
+    """Directories the output must not be inside of."""
+    return ()
+
+  def extra_manifest(self):
+    return {}
+
+
+
+
+def group_of(rel):
+  """The patient and series of an image file at relative path `rel` (below a
+  class folder, if any): a BIDS `sub-*` folder or file-name part names the
+  patient; otherwise the file's folder is both. Files directly in the root
+  have neither ("")."""
+  parts = rel.replace(os.sep, "/").split("/")
+  folder = "/".join(parts[:-1])
+  for p in parts:
+    if p.startswith("sub-"):
+      return p.split("_", 1)[0], folder or p.split(".", 1)[0]
+  return folder, folder
