@@ -27,6 +27,11 @@ data reads them instead of recomputing.
 points themselves, and the figures add modes covered and the fraction of
 high-quality samples (`evaluation.mode_coverage`, the VEEGAN/PacGAN protocol)
 on the first 2,500 generated samples.
+
+`--memorization` adds a memorization audit (`evaluation.memorization`): each
+sample's distance to its nearest training image against the held-out
+images', under "memorization" in the results, with the picture
+`memorization_pairs.png` beside `--output`.
 """
 
 import dataclasses
@@ -40,6 +45,7 @@ import numpy as np
 
 from algorithms import translation
 from evaluation import features as features_lib
+from evaluation import memorization as memorization_lib
 from evaluation import metrics
 from evaluation import mode_coverage
 from inference import sampling
@@ -103,6 +109,14 @@ class EvaluateConfig:
       "Cache of converted sources (default: $GAN_PIPELINE_DATA or ~/.cache/gan_pipeline).")
   image_size: int | None = setting(None, "Size to convert folder:/builtin: real data to.")
   output: str | None = setting(None, "Write the results and the protocol to this JSON file.")
+  memorization: bool = setting(False,
+      "Also audit memorization: each sample's distance to its nearest training image (features "
+      "and pixels) against the held-out (test split) images'; flags more than "
+      f"{memorization_lib.MEMORIZED_FRACTION:.0%} of samples closer than the held-out 1st "
+      "percentile. Needs a test split (pipeline.convert --holdout). The pairs picture goes "
+      "beside --output.")
+  memorization_k: int = setting(8,
+      "--memorization: (sample, nearest training image) pairs in memorization_pairs.png.")
 
   def validate(self):
     """Raises ValueError naming the first bad value."""
@@ -112,7 +126,7 @@ class EvaluateConfig:
     if not self.real:
       raise ValueError("--real is required")
     for name in ("num_samples", "batch_size", "kid_subsets", "kid_subset_size",
-                 "max_features"):
+                 "max_features", "memorization_k"):
       if getattr(self, name) < 1:
         raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
     if self.num_real < 0:
@@ -260,9 +274,11 @@ def _fake_source(config, real):
 # --- Features and statistics ------------------------------------------------------
 
 
-def _accumulate(net, batches, max_kept, want_logits, quantize=None, keep_first=0):
+def _accumulate(net, batches, max_kept, want_logits, quantize=None, keep_first=0,
+                observe=None):
   """Features of every batch: (FeatureStats, logits or None, the first
-  `keep_first` inputs as given, for mode coverage)."""
+  `keep_first` inputs as given, for mode coverage); `observe(x, features)`
+  also sees each (quantized) batch."""
   stats = metrics.FeatureStats(max_kept=max_kept)
   logits, first, kept = [], [], 0
   for x in batches:
@@ -273,6 +289,8 @@ def _accumulate(net, batches, max_kept, want_logits, quantize=None, keep_first=0
       kept += len(first[-1])
     feats, lg = net(x)
     stats.update(feats)
+    if observe is not None:
+      observe(x, feats)
     if want_logits and lg is not None:
       logits.append(lg)
   return (stats, (np.concatenate(logits) if logits else None),
@@ -357,8 +375,9 @@ def prepare(config, real=None, net=None):
   return Reference(config, real, net, stats, cache)
 
 
-def compare(reference, fake_info, fake_batches):
-  """Generated batches (in [-1, 1]) against `reference`.
+def compare(reference, fake_info, fake_batches, observe=None):
+  """Generated batches (in [-1, 1]) against `reference`; `observe(x, features)`
+  also sees each quantized batch.
 
   Returns:
     {"metrics": {...}, "protocol": {...}, "cache": {...}}.
@@ -368,7 +387,7 @@ def compare(reference, fake_info, fake_batches):
   logging.info("Computing features of the generated samples")
   fake_stats, logits, points = _accumulate(
       net, fake_batches, config.max_features, True, quantize=real.max_value,
-      keep_first=MODE_COVERAGE_SAMPLES if real.is_vector else 0)
+      keep_first=MODE_COVERAGE_SAMPLES if real.is_vector else 0, observe=observe)
   if fake_stats.count < 2 or real_stats.count < 2:
     raise ValueError(f"need at least 2 samples per side, got {fake_stats.count} generated and "
                      f"{real_stats.count} real")
@@ -414,6 +433,43 @@ def compare(reference, fake_info, fake_batches):
   return {"metrics": results, "protocol": protocol, "cache": reference.cache}
 
 
+def _whole_split(real, split):
+  return dataclasses.replace(real, split=split,
+                             count=real.manifest["splits"][split]["num_examples"])
+
+
+def _memorization_audit(config, real, net, train_split):
+  """A memorization audit holding every training image and its features."""
+  train = _whole_split(real, train_split)
+  logging.info("Memorization: features of the %d training images (%s)", train.count, train_split)
+  audit = memorization_lib.Audit(real.shape, real.max_value, config.memorization_k)
+  for x in real_batches(train, config.batch_size):
+    audit.add_train(x, net(x)[0])
+  return audit
+
+
+def _memorization_report(config, real, net, audit, test_split):
+  """Adds the held-out images to `audit`; its report, the picture written
+  beside `config.output` (none without it)."""
+  test = _whole_split(real, test_split)
+  logging.info("Memorization: features of the %d held-out images (%s)", test.count, test_split)
+  for x in real_batches(test, config.batch_size):
+    audit.add_test(x, net(x)[0])
+  png = None
+  if config.output:
+    out_dir = os.path.dirname(os.path.abspath(config.output))
+    os.makedirs(out_dir, exist_ok=True)
+    png = os.path.join(out_dir, memorization_lib.PAIRS_NAME)
+  report = audit.report(png)
+  for space in memorization_lib.SPACES:
+    if report[space]["test_p01"] == 0.0:
+      logging.warning("Memorization: held-out images duplicate training images in %s space "
+                      "(1st percentile 0): this space cannot flag copies", space)
+  (logging.warning if report["memorized"] else logging.info)(
+      "%s", memorization_lib.summary_line(report))
+  return report
+
+
 def _check_named_inputs(config):
   """Raises ValueError naming the first input path of `config` that is missing."""
   if config.samples and not os.path.exists(config.samples):
@@ -433,8 +489,9 @@ def run(config):
   """Evaluates generated samples against real data.
 
   Returns:
-    {"metrics": {...}, "protocol": {...}, "cache": {...}, "seconds": float};
-    also written to `config.output` when set.
+    {"metrics": {...}, "protocol": {...}, "cache": {...}, "seconds": float},
+    with "memorization": {...} under `config.memorization`; also written to
+    `config.output` when set.
 
   Raises:
     ValueError: bad config, data, samples or model directory.
@@ -445,9 +502,15 @@ def run(config):
   _check_named_inputs(config)  # Before anything slow (a conversion) or online (weights).
   start = time.time()
   real = resolve_real(config)
+  splits = (memorization_lib.split_names(real.manifest, real.split, config.real)
+            if config.memorization else None)
   net = _feature_network(config, real)  # A bad network fails before a model is loaded.
   fake_info, fake_batches, _ = _fake_source(config, real)
-  out = compare(prepare(config, real, net), fake_info, fake_batches)
+  audit = _memorization_audit(config, real, net, splits[0]) if splits else None
+  out = compare(prepare(config, real, net), fake_info, fake_batches,
+                observe=audit.add_samples if audit else None)
+  if audit:
+    out["memorization"] = _memorization_report(config, real, net, audit, splits[1])
   out["seconds"] = round(time.time() - start, 1)
   if config.output:
     os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)

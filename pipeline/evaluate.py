@@ -5,12 +5,16 @@ r"""Evaluates generated samples against real data: FID, KID, IS, precision/recal
         --output=runs/sngan-shapes/eval.json
     python -m pipeline.evaluate --samples=samples.npz --real=/data/faces-tfr \
         --features=classifier.keras --feature_layer=embedding
+    python -m pipeline.evaluate --model_dir=runs/sngan-ct --real=/data/ct-tfr \
+        --features=classifier.keras --memorization --output=runs/sngan-ct/eval.json
 
 Prints the figures and writes them, with the pinned protocol (feature network
 and its weights' sha256, resize, sample counts, seed), to --output. See
 `evaluation/evaluate.py`. Exit codes: 0 done, 2 bad flags, data, model or
 feature network (e.g. no InceptionV3 weights offline: the message says how
-to get them).
+to get them). `--memorization` adds a memorization audit
+(`evaluation/memorization.py`): a summary line, its figures under
+"memorization" in --output, and memorization_pairs.png beside it.
 """
 
 import json
@@ -20,6 +24,7 @@ from absl import app
 from absl import flags
 
 from evaluation import evaluate
+from evaluation import memorization
 from input import convert
 from pipeline import flags as pipeline_flags
 
@@ -41,6 +46,10 @@ def main(argv):
         f"{protocol['feature_network']['features']} {protocol['feature_network']['layer']}")
   for name, value in result["metrics"].items():
     print(f"{name}: {value:.6g}" if isinstance(value, float) else f"{name}: {value}")
+  if "memorization" in result:
+    print(memorization.summary_line(result["memorization"]))
+    if result["memorization"]["pairs_png"]:
+      print(f"Wrote {result['memorization']['pairs_png']}")
   if config.output:
     print(f"Wrote {config.output}")
   else:
