@@ -20,6 +20,13 @@ class DataInfo:
   shape: tuple  # per-example shape of the main feature
   num_classes: int  # 0 when unlabeled
   name: str  # short name for the run directory
+  # Medical data (converted from dicom: or nifti:): the manifest's "window",
+  # {"image": W} or {"A": W, "B": W} with W a window in modality units
+  # (`input.window.Window.from_json`), to map the model's [-1, 1] back; and
+  # its "medical" settings (format, window spec, slice_axis, volume_index).
+  # None for other data and for run directories written before they existed.
+  window: dict | None = dataclasses.field(default=None, hash=False)
+  medical: dict | None = dataclasses.field(default=None, hash=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,9 +10,9 @@ TensorFlow and nothing of this project:
     out = serve(images=x)["images"]                                     # translation
 
 Sampling algorithms: `serving_default(z [None, z_dim] float32[, labels [None]
-int32])` -> `images` [None, H, W, C] (or [None, D] vectors) in [-1, 1], from
-the EMA generator when the run has one. `labels` is an input only for
-conditional algorithms.
+int32])` -> `images` [None, H, W, C] in [-1, 1] (or [None, D] vectors,
+unbounded: the MLP of 2-D data has a linear output), from the EMA generator
+when the run has one. `labels` is an input only for conditional algorithms.
 
 Translation algorithms: `serving_default(images [None, None, None, C] float32
 in [-1, 1])` -> `images`, of the same size. Any size is accepted: inside the
@@ -20,8 +20,22 @@ signature the input is reflection-padded on the bottom and right to a
 multiple of the network's stride (edge-padded where the image is too small to
 reflect) and the output is cropped back, as `pipeline.translate` does.
 
+The range: every signature takes and returns the model's [-1, 1], as in
+training: the input is not rescaled inside (translation models expect
+images already in [-1, 1]), and every image generator ends in tanh. Stored
+8-bit or 16-bit codes map to it as `code / max_code * 2 - 1` and back.
+
 `export_info.json` beside `saved_model.pb` records the algorithm, step,
-signature and shapes.
+signature and shapes, and for data converted from DICOM or NIfTI the data's
+windows (`window`: {"image": W} or {"A": W, "B": W}, W in modality units,
+e.g. Hounsfield units) and conversion settings (`medical`), with the domain
+of the inputs and outputs (`input_domain`, `output_domain`), so that users
+can map back: `modality = low + (images + 1) / 2 * (high - low)` with the
+output domain's window. A translation input is windowed as the conversion
+did: `images = 2 * (clip(v, low, high) - low) / (high - low) - 1`, with the
+input domain's window for a fixed `medical.window` (or `auto` of CT data,
+whose window is in HU), otherwise (`percentile:`, `auto` of other data) with
+the same percentiles of the input volume.
 """
 
 import dataclasses
@@ -33,6 +47,7 @@ import tensorflow as tf
 
 from algorithms import translation
 from inference import sampling
+from inference import volumes
 from settings import required, setting
 
 INFO_NAME = "export_info.json"
@@ -141,6 +156,7 @@ def export(algorithm, output, direction=None, step=None):
     module = TranslationModule(lambda x: algorithm.translate(x, reverse=reverse),
                                algorithm.stride, channels, networks)
     info.update(kind="translation", direction=direction, channels=channels,
+                input_domain=direction[0], output_domain=direction[-1],
                 stride=algorithm.stride,
                 inputs={"images": f"[None, None, None, {channels}] float32 in [-1, 1]"},
                 note="any size: padded to a multiple of the stride inside, cropped back")
@@ -155,9 +171,15 @@ def export(algorithm, output, direction=None, step=None):
     if num_classes:
       inputs["labels"] = f"[None] int32 in [0, {num_classes})"
     info.update(kind="sampling", z_dim=z_dim, num_classes=num_classes,
+                output_domain=volumes.generated_domain(algorithm.data),
                 generator="ema_generator" if algorithm.ema_generator is not None
                 else "generator", inputs=inputs)
   info["output_shape"] = [None] + list(algorithm.data.shape)
+  info["window"] = algorithm.data.window  # None unless the data came from DICOM or NIfTI.
+  info["medical"] = algorithm.data.medical
+  if algorithm.data.window:
+    info["to_modality"] = ("low + (images + 1) / 2 * (high - low), with the output domain's "
+                           "window")
   tf.saved_model.save(module, output, signatures={"serving_default": module.serve})
   with open(os.path.join(output, INFO_NAME), "w", encoding="utf-8") as f:
     json.dump(info, f, indent=2, sort_keys=True)

@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 import algorithms
+from inference import volumes
 from settings import required, setting
 from training import run_dir
 from training import samples as samples_lib
@@ -17,7 +18,13 @@ from training import samples as samples_lib
 class SampleConfig:
   """What `pipeline.sample` does: each field is one of its flags (settings/)."""
   model_dir: str = required("Run directory of pipeline.train.")
-  output: str = required("*.npz, *.png (grid) or a directory of PNGs.")
+  output: str = required("*.npz, *.png (grid) or a directory of PNGs (see --format).")
+  format: str | None = setting(
+      None, "Samples in the --output directory: png (one 8-bit PNG each), png16 (one 16-bit "
+      "PNG each, the codes of the data's window) or nifti (one stack samples.nii.gz in "
+      "modality units; 1-channel DICOM/NIfTI data only); png16 and nifti also write "
+      "window.json. Default: by --output's name (*.npz, *.png grid, else png).",
+      choices=volumes.SAMPLE_FORMATS)
   checkpoint: str | None = setting(
       None, "Checkpoint path, step, or best (--keep_best's; default: the latest).")
   num: int = setting(64, "Number of samples (without --interpolate).")
@@ -42,6 +49,9 @@ class SampleConfig:
       raise ValueError(f"--interpolate must be 0 (off) or >= 2, got {self.interpolate}")
     if self.rows < 1:
       raise ValueError(f"--rows must be >= 1, got {self.rows}")
+    if self.format and self.output.endswith((".npz", ".png")):
+      raise ValueError(f"--format={self.format} writes a directory; --output must not end in "
+                       f".npz or .png, got {self.output!r}")
 
 
 def load_algorithm(model_dir, checkpoint=None):
@@ -178,11 +188,13 @@ def run(config):
 
   Raises:
     ValueError: bad settings, not a run directory, no such checkpoint, bad
-      labels, or 2-D samples asked for as a folder of PNGs.
+      labels, 2-D samples asked for as a folder of PNGs, or a --format the
+      data cannot take (`volumes.check_sample_format`).
   """
   config.validate()
   out = config.output
   algorithm, step = load_algorithm(config.model_dir, config.checkpoint)
+  volumes.check_sample_format(config.format, algorithm.data)
   labels = list(config.labels) or None
   columns = None
   if config.interpolate:
@@ -192,7 +204,9 @@ def run(config):
     x, y = sample(algorithm, config.num, labels, config.seed)
   if x.ndim == 2 and not out.endswith((".npz", ".png")):
     raise ValueError("2-D samples go to .npz or .png")
-  if out.endswith(".npz"):
+  if config.format in ("png16", "nifti"):
+    volumes.write_samples(out, x, config.format, algorithm.data)
+  elif out.endswith(".npz"):
     np.savez(out, x=x, **({"y": y} if y is not None else {}))
   elif out.endswith(".png"):
     picture = (samples_lib.scatter(x) if x.ndim == 2

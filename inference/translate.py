@@ -1,10 +1,22 @@
-"""Applying a trained translation model to a folder of images (`pipeline.translate`).
+"""Applying a trained translation model to images, NIfTI volumes or DICOM
+series (`pipeline.translate`).
 
-Every image is translated at its own size: the networks are fully
-convolutional, so an image is padded (by reflection) to a multiple of the
-network's stride, translated, and cropped back. Files that cannot be decoded
-are skipped and listed; the others keep their names (and relative folders),
-written as PNG in the input's bit depth (`photo.jpg` becomes `photo.png`).
+A folder of images: every image is translated at its own size: the networks
+are fully convolutional, so an image is padded (by reflection) to a multiple
+of the network's stride, translated, and cropped back. Files that cannot be
+decoded are skipped and listed; the others keep their names (and relative
+folders), written as PNG in the input's bit depth (`photo.jpg` becomes
+`photo.png`; `--format=png16`: always 16-bit).
+
+A NIfTI file or a folder with NIfTI files, or a folder of DICOM files (found
+by their content; `input_format`), from a run trained on DICOM or NIfTI data:
+each volume is translated slice by slice along the run's slice axis, mapped
+in with the source domain's window and back with the target domain's, each
+slice resized to the model's size and back (`inference.volumes`). NIfTI
+files keep their names, shape, affine and header; DICOM series become
+`series-<pseudonym>.nii.gz`, never DICOM. `--format=png16` writes a folder of
+16-bit PNGs per volume instead. `window.json` in the output records the
+windows used.
 """
 
 import dataclasses
@@ -16,6 +28,7 @@ import tensorflow as tf
 
 from algorithms import translation
 from inference import sampling
+from inference import volumes
 from input import images as images_lib
 from settings import required, setting
 
@@ -24,19 +37,27 @@ from settings import required, setting
 class TranslateConfig:
   """What `pipeline.translate` does: each field is one of its flags (settings/)."""
   model_dir: str = required("Run directory of a pix2pix, cyclegan or unit run.")
-  input: str = required("Folder of images to translate (searched recursively).")
-  output: str = required("Folder for the translated PNGs (same relative names).")
+  input: str = required("Folder of images to translate (searched recursively), a NIfTI file, "
+                        "a folder with NIfTI files, or a folder of DICOM files.")
+  output: str = required("Folder for the translated files (same relative names; DICOM series "
+                         "as series-<pseudonym>).")
   direction: str | None = setting(
       None, "Default: the direction the model was trained in. cyclegan and unit translate "
       "both ways; pix2pix only the trained way.", choices=("AtoB", "BtoA"))
   checkpoint: str | None = setting(
       None, "Checkpoint path, step, or best (--keep_best's; default: the latest).")
+  format: str | None = setting(
+      None, "NIfTI and DICOM inputs: nifti (the default: one NIfTI volume per input volume, in "
+      "the target window's modality units) or png16 (a folder of 16-bit PNG slices per "
+      "volume, codes of that window). Image folders: png16 writes 16-bit PNGs; by default "
+      "each keeps its input's bit depth.", choices=volumes.VOLUME_FORMATS)
 
 
 @dataclasses.dataclass
 class TranslateResult:
   written: list  # output paths
   skipped: list  # (input path, reason)
+  kind: str = "images"  # What --input held: images, nifti or dicom.
 
 
 def _pad_to(x, stride):
@@ -48,6 +69,16 @@ def _pad_to(x, stride):
   return np.pad(x, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
+def _check_paths(config):
+  """Refuses an output that would overwrite or nest in the input."""
+  src, dst = os.path.realpath(config.input), os.path.realpath(config.output)
+  if os.path.isfile(src):
+    if dst == os.path.dirname(src):
+      raise ValueError(f"--output {config.output!r} must not be the folder of --input")
+  elif dst == src or dst.startswith(src + os.sep):
+    raise ValueError(f"--output {config.output!r} must not be inside --input")
+
+
 def run(config):
   """Translates every file of `config.input` into `config.output`.
 
@@ -56,13 +87,12 @@ def run(config):
 
   Raises:
     ValueError: not a translation run, a direction it cannot translate, a
-      missing input folder, or an output folder inside the input.
+      missing input, an output inside the input, NIfTI/DICOM input to a run
+      whose data has no window, or --format=nifti for a folder of images.
   """
-  if not os.path.isdir(config.input):
-    raise ValueError(f"--input {config.input!r} is not a directory")
-  src, dst = os.path.realpath(config.input), os.path.realpath(config.output)
-  if dst == src or dst.startswith(src + os.sep):
-    raise ValueError(f"--output {config.output!r} must not be inside --input")
+  if not os.path.exists(config.input):
+    raise ValueError(f"--input {config.input!r} does not exist")
+  _check_paths(config)
   algorithm, step = sampling.load_algorithm(config.model_dir, config.checkpoint)
   if not isinstance(algorithm, translation.Translation):
     raise ValueError(f"{config.model_dir!r} holds a {algorithm.config.algo} run, not a "
@@ -76,10 +106,32 @@ def run(config):
     raise ValueError(f"this pix2pix model translates {trained} only; --direction={direction} "
                      "needs a model trained with that direction")
   channels = algorithm.image_shape[-1]
-  stride = algorithm.stride
   fn = tf.function(lambda x: algorithm.translate(x, reverse=reverse), reduce_retracing=True)
-  logging.info("Translating %s -> %s with %s (step %d, %s)", config.input, config.output,
-               algorithm.config.algo, step, direction)
+  kind = volumes.input_format(config.input, (algorithm.data.medical or {}).get("format"))
+  if kind == "images" and config.format == "nifti":
+    raise ValueError(f"--format=nifti is for NIfTI and DICOM inputs; {config.input!r} holds "
+                     "images (use --format=png16 or leave it out)")
+  logging.info("Translating %s (%s) -> %s with %s (step %d, %s)", config.input, kind,
+               config.output, algorithm.config.algo, step, direction)
+  if kind == "images":
+    result = _translate_images(config, fn, channels, algorithm.stride)
+  else:
+    translator = volumes.VolumeTranslator(fn, algorithm.data, direction, channels)
+    os.makedirs(config.output, exist_ok=True)
+    fmt = config.format or "nifti"
+    if kind == "nifti":
+      written, skipped = volumes.translate_nifti(translator, config.input, config.output, fmt)
+    else:
+      written, skipped = volumes.translate_dicom(translator, config.input, config.output, fmt)
+    volumes.write_window_json(config.output, translator.record(direction))
+    result = TranslateResult(written, skipped, kind)
+  logging.info("Wrote %d file(s) to %s; skipped %d", len(result.written), config.output,
+               len(result.skipped))
+  return result
+
+
+def _translate_images(config, fn, channels, stride):
+  """A folder of images, each at its own size (see the module docstring)."""
   result = TranslateResult([], [])
   names, ignored = images_lib.list_image_files(config.input)
   if ignored:
@@ -98,13 +150,14 @@ def run(config):
     max_value = 65535.0 if bit_depth == 16 else 255.0
     x = _pad_to(x / max_value * 2.0 - 1.0, stride)
     y = fn(tf.constant(x[None]))[0].numpy()[:h, :w]
-    out = np.clip(np.round((y + 1.0) / 2.0 * max_value), 0, max_value).astype(spec.dtype)
+    if config.format == "png16":
+      out = volumes.to_codes16(y)
+    else:
+      out = np.clip(np.round((y + 1.0) / 2.0 * max_value), 0, max_value).astype(spec.dtype)
     rel = os.path.splitext(os.path.relpath(path, config.input))[0] + ".png"
     target = os.path.join(config.output, rel)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     with open(target, "wb") as f:
       f.write(images_lib.encode(out, "png"))
     result.written.append(target)
-  logging.info("Wrote %d image(s) to %s; skipped %d", len(result.written), config.output,
-               len(result.skipped))
   return result

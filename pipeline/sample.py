@@ -5,10 +5,18 @@ r"""Draws samples from a trained generator.
         --output=interpolation.png
 
 --output: `*.npz` (arrays `x` in [-1, 1] and `y` labels), `*.png` (one grid),
-or a directory (one PNG per sample). The latents are a pure function of
---seed, so the same seed, checkpoint and flags give the same samples.
---interpolate=N draws --rows rows of N images, each a spherical interpolation
-(slerp) between two latents; conditional models keep one class per row.
+or a directory (one PNG per sample). For a directory, --format=png16 writes
+one 16-bit PNG per sample (the codes of the data's window) and --format=nifti
+one NIfTI stack `samples.nii.gz` in modality units (1-channel DICOM or NIfTI
+data), both with window.json, the window used:
+
+    python -m pipeline.sample --model_dir=runs/dcgan-ct --num=16 --output=ct/ \
+        --format=nifti
+
+The latents are a pure function of --seed, so the same seed, checkpoint and
+flags give the same samples. --interpolate=N draws --rows rows of N images,
+each a spherical interpolation (slerp) between two latents; conditional
+models keep one class per row.
 """
 
 import sys

@@ -1,12 +1,21 @@
-r"""Translates a folder of images with a trained pix2pix, CycleGAN or UNIT model.
+r"""Translates images, NIfTI volumes or DICOM series with a trained pix2pix,
+CycleGAN or UNIT model.
 
     python -m pipeline.translate --model_dir=runs/cyclegan-shapes_unpaired \
         --input=photos/ --output=translated/ [--direction=BtoA]
+    python -m pipeline.translate --model_dir=runs/pix2pix-t1 --input=scan.nii.gz \
+        --output=translated/ [--format=png16]
+    python -m pipeline.translate --model_dir=runs/pix2pix-ct --input=dicom_dir/ \
+        --output=translated/
 
 Each image is translated at its own size (padded to the network's stride and
-cropped back) and written as PNG under its own name; files that cannot be read
-are skipped and listed. Exit codes: 0 all translated, 1 some files skipped,
-2 bad flags or model directory.
+cropped back) and written as PNG under its own name. A NIfTI volume is
+translated slice by slice (windowed as the run's data was) and written as
+NIfTI with its own name, shape, affine and header; a DICOM series as
+`series-<pseudonym>.nii.gz` (never as DICOM). --format=png16 writes 16-bit
+PNG slices instead; window.json records the windows. Files that cannot be
+read are skipped and listed. Exit codes: 0 all translated, 1 some files
+skipped, 2 bad flags or model directory.
 """
 
 import sys
@@ -30,7 +39,11 @@ def main(argv):
   except ValueError as e:
     print(f"translate: error: {e}", file=sys.stderr)
     sys.exit(2)
-  print(f"Translated {len(result.written)} image(s) into {config.output}")
+  if result.kind == "images":
+    print(f"Translated {len(result.written)} image(s) into {config.output}")
+  else:
+    print(f"Translated {result.kind} volumes into {len(result.written)} file(s) in "
+          f"{config.output}")
   for path, reason in result.skipped:
     print(f"skipped {path}: {reason}")
   sys.exit(1 if result.skipped else 0)

@@ -10,7 +10,8 @@ from input import manifest as manifest_lib
 
 
 def describe(manifest, spec):
-  """A `DataInfo` from a manifest."""
+  """A `DataInfo` from a manifest (with its window and medical settings, for
+  medical data)."""
   kind = manifest["kind"]
   feature = manifest_lib.FEATURES_BY_KIND[kind][0]
   shape = tuple(manifest["features"][feature]["shape"])
@@ -20,7 +21,8 @@ def describe(manifest, spec):
   else:
     name = os.path.basename(os.path.normpath(spec if ":" not in spec
                                              else spec.split(":", 1)[1].split(",")[0]))
-  return base.DataInfo(kind=kind, shape=shape, num_classes=len(names), name=name)
+  return base.DataInfo(kind=kind, shape=shape, num_classes=len(names), name=name,
+                       window=manifest.get("window"), medical=manifest.get("medical"))
 
 
 def auto_shuffle_buffer(manifest):

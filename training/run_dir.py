@@ -2,7 +2,8 @@
 writes into it, and what other programs read back from it.
 
     config.json          the resolved TrainConfig (training/config.py)
-    data_info.json       the DataInfo the models were built for
+    data_info.json       the DataInfo the models were built for (with the data's
+                         window and medical settings for DICOM/NIfTI data)
     checkpoints/         ckpt-N (the format of `trackable_items`), and with
                          several workers input-worker<i>-of-<n>/
     checkpoints/best/    --keep_best's copy of one checkpoint and best.json
@@ -13,7 +14,7 @@ writes into it, and what other programs read back from it.
     train.log            every log line of the chief, -v 1's debug lines included
 
 `pipeline.sample`, `evaluate`, `export` and `translate` read runs through
-`load_data_info`, `resolve_checkpoint` and `trackable_items`, never through
+`load_run`, `resolve_checkpoint` and `trackable_items`, never through
 the trainer.
 """
 
@@ -119,8 +120,10 @@ def load_run(model_dir):
                      f"(no {config_lib.CONFIG_NAME} and {DATA_INFO_NAME})")
   with open(info_path, encoding="utf-8") as f:
     info = json.load(f)
+  # window and medical: absent from run directories written before they existed.
   return config, base.DataInfo(kind=info["kind"], shape=tuple(info["shape"]),
-                               num_classes=info["num_classes"], name=info["name"])
+                               num_classes=info["num_classes"], name=info["name"],
+                               window=info.get("window"), medical=info.get("medical"))
 
 
 def trackable_items(items):
