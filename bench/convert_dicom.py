@@ -1,0 +1,572 @@
+r"""python bench/convert_dicom.py --results_dir=bench/results
+
+DICOM conversion throughput, side by side in one run, on the same files: the
+pipeline's `dicom:DIR` conversion against the loop of pydicom reads into
+16-bit PNG files that a user would write instead.
+
+1. Builds a synthetic but realistic DICOM folder in a temp dir from pydicom's
+   test file `CT_small.dcm` (128x128 CT, int16, RescaleIntercept -1024; never
+   copied into the repository): `--num_series` series of `--slices` slices
+   each (`--slice_size` upsamples them, e.g. to a clinical 512x512), spread
+   over `--num_patients` patients. Every slice gets its own
+   SOPInstanceUID, its series' SeriesInstanceUID, StudyInstanceUID and
+   FrameOfReferenceUID (`pydicom.uid.generate_uid`), InstanceNumber, and an
+   ImagePositionPatient stepped along z by the slice thickness; its pixels are
+   the original's rolled by a per-slice offset plus Gaussian noise, so that
+   no two files are alike. The files lie in nested folders
+   `PATnn/<study date>/SER<hex>/`, named `IMnnnnn` from a shuffled index (so
+   that name order is not slice order), about half of them without the `.dcm`
+   extension.
+2. Times, in rounds taking turns (the order reversed every other round),
+   after one untimed warm-up round:
+   - "pipeline": `input.convert.run` with `source=dicom:DIR`, the fixed
+     `--window`, `encoding=raw`, 16-bit output, `num_workers` 1 and the CPUs
+     available. It finds every DICOM file whatever its name, groups the
+     slices into series by SeriesInstanceUID, orders them by
+     ImagePositionPatient, windows each slice onto 16-bit codes, writes
+     TFRecord shards (fsynced, sha256 sidecars) and a manifest with the
+     series table and the windows: a training-ready dataset. With 1 worker it
+     runs in this process (TensorFlow already imported after the warm-up);
+     with more, the time includes spawning the workers, importing TensorFlow
+     in each, and waiting for them to exit.
+   - "baseline": for every file under the folder, `pydicom.dcmread`,
+     `pixel_array * RescaleSlope + RescaleIntercept`, the same window onto
+     uint16 codes (the same rounding), and a 16-bit grayscale PNG with Pillow
+     (`Image.fromarray(uint16)`, mode I;16). One process, which is what such
+     a loop is, and a `multiprocessing` pool (spawn) of the same number of
+     workers as the pipeline, pool start-up included.
+   - with `--diag` (the default), two fixed costs of the pipeline, in the same
+     rounds: its header scan alone (`input.dicom.scan`), and `import
+     tensorflow` in a fresh interpreter (what each worker, or a fresh
+     `python -m pipeline.convert`, pays).
+3. Checks, untimed, that both produced the same images: the multiset of
+   slices is identical, and the pipeline's slices of each series are the
+   files of one SeriesInstanceUID in InstanceNumber order.
+4. Prints a markdown table (slices/s, median of the rounds, and the ratios
+   pipeline / baseline) and, with `--results_dir`, writes it to
+   RESULTS_DIR/convert_dicom-YYYY-MM-DD.md with the machine line, the CPU
+   model and whether it has avx512_bf16, the load average, and the commit and
+   state of input/ (the pipeline code timed).
+
+The default run (8 series x 64 slices, 3 rounds) takes about 1.5 minutes on
+a 2-core CPU. Absolute numbers depend on the machine and its load; compare the
+ratios taken in the same run.
+"""
+
+import copy
+import datetime
+import hashlib
+import multiprocessing
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # pylint: disable=wrong-import-position
+from absl import flags  # pylint: disable=wrong-import-position
+from absl import logging  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+from PIL import Image  # pylint: disable=wrong-import-position
+import pydicom  # pylint: disable=wrong-import-position
+from pydicom import data as pydicom_data  # pylint: disable=wrong-import-position
+from pydicom import uid as pydicom_uid  # pylint: disable=wrong-import-position
+
+# TensorFlow (through bench/report.py and input.convert) is imported in
+# `main` only: the baseline's spawned pool workers import this module, and a
+# user's loop would not pay for TensorFlow.
+
+flags.DEFINE_integer("num_series", 8, "DICOM series to generate.")
+flags.DEFINE_integer("slices", 64, "Slices per series.")
+flags.DEFINE_integer("num_patients", 3, "Patients the series are spread over.")
+flags.DEFINE_integer("slice_size", 128,
+                     "Slice size NxN: 128 is CT_small.dcm's own; a multiple of it upsamples "
+                     "the pixels (nearest neighbour), e.g. 512 as in clinical CT.")
+flags.DEFINE_string("window", "ct_brain",
+                    "A fixed window for both sides: a preset of input/window.py, CENTER,WIDTH, "
+                    "or auto (ct_full: the data is CT). Percentile windows are per series and "
+                    "have no one-line baseline.")
+flags.DEFINE_list("workers", None,
+                  "Worker counts to time (pipeline num_workers and baseline pool size). "
+                  "Default: 1 and the CPUs available.")
+flags.DEFINE_integer("repeats", 3, "Timed rounds (after one warm-up round); median shown.")
+flags.DEFINE_bool("baseline_pool", True,
+                  "Also time the baseline loop in a multiprocessing pool of each worker "
+                  "count > 1.")
+flags.DEFINE_bool("diag", True,
+                  "Also time, in the same rounds, two fixed costs of the pipeline: its header "
+                  "scan alone (input.dicom.scan) and `import tensorflow` in a fresh process.")
+flags.DEFINE_integer("seed", 0, "Seed of the synthetic data.")
+flags.DEFINE_string("work_dir", None, "Where to put the DICOM files and the outputs "
+                    "(default: a temp dir, removed).")
+flags.DEFINE_string("results_dir", None,
+                    "If set, also write the report to RESULTS_DIR/convert_dicom-YYYY-MM-DD.md.")
+
+FLAGS = flags.FLAGS
+
+TEST_FILE = "CT_small.dcm"
+NOISE_SIGMA = 4.0  # Stored values (= HU here: slope 1) of per-pixel noise.
+MAX_CODE = 65535
+PIPELINE = "pipeline dicom: convert (raw, 16-bit)"
+BASELINE = "baseline loop: dcmread -> HU -> window -> 16-bit PNG"
+DIAG_SCAN = "[diag] pipeline header scan alone (input.dicom.scan)"
+DIAG_TF = "[diag] import tensorflow in a fresh process"
+
+
+# ---------------------------------------------------------------------------
+# Data.
+
+
+def _make_dicom_folder(root, num_series, slices, num_patients, slice_size, seed):
+  """Writes the synthetic DICOM folder.
+
+  Args:
+    root: the folder to fill (created).
+    num_series: series to write.
+    slices: slices per series.
+    num_patients: patients the series are spread over (round robin).
+    slice_size: rows and columns of every slice, a multiple of the template's.
+    seed: seeds the pixel noise and the file names.
+
+  Returns:
+    (number of files written, their total bytes).
+  """
+  template = pydicom.dcmread(pydicom_data.get_testdata_file(TEST_FILE))
+  pixels = template.pixel_array  # int16 [128, 128]
+  factor = slice_size // pixels.shape[0]
+  if pixels.shape[0] != pixels.shape[1] or factor < 1 or factor * pixels.shape[0] != slice_size:
+    raise app.UsageError(f"--slice_size must be a multiple of {pixels.shape[0]}, "
+                         f"got {slice_size}")
+  if factor > 1:
+    pixels = np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
+    template.Rows = template.Columns = slice_size
+    template.PixelSpacing = [float(v) / factor for v in template.PixelSpacing]
+  info = np.iinfo(pixels.dtype)
+  rng = np.random.default_rng(seed)
+  thickness = float(template.get("SliceThickness", 5.0) or 5.0)
+  x0, y0, z0 = (float(v) for v in template.ImagePositionPatient)
+  studies = {p: (pydicom_uid.generate_uid(), f"2026{1 + p % 12:02d}{1 + (7 * p) % 28:02d}")
+             for p in range(num_patients)}
+  total = num_series * slices
+  names = rng.permutation(total)  # File k of the whole folder gets name IM<names[k]>.
+  extension = rng.random(total) < 0.5
+  count, size = 0, 0
+  for s in range(num_series):
+    patient = s % num_patients
+    study_uid, study_date = studies[patient]
+    series_uid = pydicom_uid.generate_uid()
+    frame_uid = pydicom_uid.generate_uid()
+    folder = os.path.join(root, f"PAT{patient:02d}", study_date, f"SER{series_uid[-8:]}")
+    os.makedirs(folder, exist_ok=True)
+    for k in range(slices):
+      ds = copy.deepcopy(template)
+      sop_uid = pydicom_uid.generate_uid()
+      ds.SOPInstanceUID = sop_uid
+      ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+      ds.StudyInstanceUID = study_uid
+      ds.StudyDate = study_date
+      ds.SeriesInstanceUID = series_uid
+      ds.FrameOfReferenceUID = frame_uid
+      ds.SeriesNumber = s + 1
+      ds.SeriesDescription = f"BENCH SERIES {s + 1}"
+      ds.PatientID = f"BENCH{patient:03d}"
+      ds.PatientName = f"Bench^Patient{patient:03d}"
+      ds.InstanceNumber = k + 1
+      z = z0 + k * thickness
+      ds.ImagePositionPatient = [x0, y0, z]
+      ds.SliceLocation = z
+      arr = np.roll(pixels, (k % 16, s % 16), axis=(0, 1)).astype(np.float64)
+      arr += rng.normal(0.0, NOISE_SIGMA, arr.shape)
+      arr = np.clip(np.round(arr), info.min, info.max).astype(pixels.dtype)
+      ds.PixelData = arr.tobytes()
+      index = s * slices + k
+      name = f"IM{names[index]:05d}" + (".dcm" if extension[index] else "")
+      path = os.path.join(folder, name)
+      ds.save_as(path, enforce_file_format=True)
+      count += 1
+      size += os.path.getsize(path)
+  return count, size
+
+
+def _all_files(root):
+  """Every file under `root`, sorted: the baseline's discovery."""
+  return sorted(os.path.join(d, f) for d, _, files in os.walk(root) for f in files)
+
+
+def _total_bytes(folder, suffix):
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(folder)
+             for f in files if f.endswith(suffix))
+
+
+def _cpus():
+  """The CPUs this process may use: the pipeline's default num_workers."""
+  try:
+    return max(1, len(os.sched_getaffinity(0)))
+  except AttributeError:
+    return max(1, os.cpu_count() or 1)
+
+
+def _fixed_window(spec):
+  """(low, high) in HU of `--window`, via input/window.py's parser."""
+  from input import window as window_lib  # pylint: disable=import-outside-toplevel
+  parsed = window_lib.parse(spec)
+  if parsed.kind == "auto":  # The synthetic series are CT: auto means ct_full.
+    parsed = window_lib.parse("ct_full")
+  if parsed.kind != "fixed":
+    raise app.UsageError(f"--window={spec}: the baseline needs a fixed window "
+                         "(a preset, CENTER,WIDTH or auto)")
+  return parsed.low, parsed.high
+
+
+# ---------------------------------------------------------------------------
+# The baseline: what a user writes.
+
+
+def _baseline_file(task):
+  """One file: read, rescale to HU, window onto uint16, write a 16-bit PNG."""
+  path, out_path, low, high = task
+  ds = pydicom.dcmread(path)
+  hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+  codes = np.clip(np.round((hu - low) * (MAX_CODE / (high - low))), 0, MAX_CODE)
+  Image.fromarray(codes.astype(np.uint16)).save(out_path)
+  return 1
+
+
+def _baseline(root, out_dir, window, workers):
+  """Converts every file under `root`; returns the number of PNG files."""
+  os.makedirs(out_dir)
+  tasks = [(p, os.path.join(out_dir, os.path.relpath(p, root).replace(os.sep, "_") + ".png"),
+            *window) for p in _all_files(root)]
+  if workers == 1:
+    return sum(_baseline_file(t) for t in tasks)
+  # spawn, as the pipeline: this process has TensorFlow loaded after the first
+  # pipeline run, and fork is unsafe then.
+  ctx = multiprocessing.get_context("spawn")
+  with ctx.Pool(workers) as pool:
+    return sum(pool.imap_unordered(_baseline_file, tasks, chunksize=16))
+
+
+def _pipeline(root, out_dir, window_spec, workers):
+  """Converts `root` with the pipeline; returns the number of examples."""
+  from input import convert  # pylint: disable=import-outside-toplevel
+  manifest = convert.run(convert.ConvertConfig(
+      source=f"dicom:{root}", output=out_dir, num_workers=workers, window=window_spec,
+      encoding="raw"))
+  return manifest["splits"]["train"]["num_examples"]
+
+
+def _scan(root):
+  """The pipeline's header scan alone; returns the number of slices found."""
+  from input import dicom  # pylint: disable=import-outside-toplevel
+  from input import medical_base  # pylint: disable=import-outside-toplevel
+  volumes = dicom.scan(root, medical_base.Pseudonym("0" * 64))[0]
+  return sum(v.num_slices for v in volumes)
+
+
+def _import_tensorflow():
+  """`import tensorflow` in a fresh interpreter, as each pipeline worker does."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  subprocess.run([sys.executable, "-c", "import tensorflow"], check=True, env=env,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  return None
+
+
+# ---------------------------------------------------------------------------
+# The check: both made the same images, and the pipeline ordered them.
+
+
+def _digest(arr):
+  return hashlib.sha256(np.ascontiguousarray(arr, np.uint16).tobytes()).hexdigest()
+
+
+def _check(root, pipeline_dir, baseline_dir):
+  """Raises AssertionError unless both outputs hold the same slices and the
+  pipeline's series are the files' series in InstanceNumber order."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from input import manifest as manifest_lib  # pylint: disable=import-outside-toplevel
+  by_digest = {}  # baseline digest -> (SeriesInstanceUID, InstanceNumber)
+  for path in _all_files(root):
+    png = os.path.join(baseline_dir, os.path.relpath(path, root).replace(os.sep, "_") + ".png")
+    with Image.open(png) as im:
+      if im.mode != "I;16":
+        raise AssertionError(f"{png}: PNG mode {im.mode}, want I;16")
+      arr = np.array(im)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    by_digest[_digest(arr)] = (str(ds.SeriesInstanceUID), int(ds.InstanceNumber))
+  manifest = manifest_lib.load(pipeline_dir)
+  feature = manifest["features"]["image"]
+  shape = feature["shape"]
+  series = {}  # pipeline series id -> {SeriesInstanceUID}
+  found = 0
+  for path in manifest_lib.shard_paths(pipeline_dir, manifest, "train"):
+    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+      ex = tf.train.Example.FromString(record).features.feature
+      key = ex["key"].bytes_list.value[0].decode()
+      arr = np.frombuffer(ex["image"].bytes_list.value[0], "<u2").reshape(shape)[..., 0]
+      hit = by_digest.get(_digest(arr))
+      if hit is None:
+        raise AssertionError(f"pipeline slice {key} matches no baseline PNG")
+      vid, index = key.rsplit("/", 1)
+      if hit[1] != int(index) + 1:
+        raise AssertionError(f"pipeline slice {key} is InstanceNumber {hit[1]}")
+      series.setdefault(vid, set()).add(hit[0])
+      found += 1
+  if found != len(by_digest):
+    raise AssertionError(f"pipeline wrote {found} slices, baseline {len(by_digest)}")
+  if any(len(uids) != 1 for uids in series.values()) or len(series) != FLAGS.num_series:
+    raise AssertionError(f"pipeline series do not match the files' series: {series}")
+  return found
+
+
+# ---------------------------------------------------------------------------
+# Reporting.
+
+
+def _cpu_line(report):
+  """The CPU model, whether it has avx512_bf16, and the usable cores."""
+  flags_line = ""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("flags"):
+          flags_line = line
+          break
+  except OSError:
+    pass
+  bf16 = "avx512_bf16" in flags_line.split()
+  try:
+    usable = len(os.sched_getaffinity(0))
+  except AttributeError:
+    usable = os.cpu_count()
+  return (f"{report.cpu_model()}, avx512_bf16 {'yes' if bf16 else 'no'}, "
+          f"{usable} usable core(s) (os.cpu_count {os.cpu_count()})")
+
+
+def _code_state():
+  """The commit and whether input/ differs from it, to tell runs apart while
+  the pipeline changes (read-only git; no index refresh)."""
+  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  digest = hashlib.sha256()
+  folder = os.path.join(here, "input")
+  for name in sorted(os.listdir(folder)):
+    if name.endswith(".py"):
+      with open(os.path.join(folder, name), "rb") as f:
+        digest.update(name.encode() + b"\0" + f.read() + b"\0")
+  try:
+    git = ["git", "--no-optional-locks", "-C", here]
+    head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(git + ["status", "--porcelain", "--", "input"], check=True,
+                             capture_output=True, text=True).stdout.splitlines()
+  except (OSError, subprocess.CalledProcessError):
+    return f"input/*.py sha256 {digest.hexdigest()[:12]} (no git)"
+  state = (f"{len(changed)} uncommitted or untracked file(s) in input/" if changed
+           else "input/ as committed")
+  return f"commit {head}, {state}; input/*.py sha256 {digest.hexdigest()[:12]}"
+
+
+def _load():
+  try:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+  except OSError:
+    return "unknown"
+
+
+def _report(report, context, methods, diags, times, data):
+  """The whole report as markdown text."""
+  n = data["slices"]
+  med = {m: statistics.median(ts) for m, ts in times.items() if ts}
+  base1 = med[(BASELINE, 1)]
+  rows = []
+  for name, w in methods:
+    ts, t = times[(name, w)], med[(name, w)]
+    same = (BASELINE, w)
+    vs_same = f"{med[same] / t:.2f}x" if same in med else "-"
+    rows.append([name, w, f"{n:,}", f"{t:.2f}", f"{min(ts):.2f} - {max(ts):.2f}",
+                 f"{n / t:,.0f}", f"{base1 / t:.2f}x", vs_same])
+  header = ["method", "workers", "slices", "seconds (median)", "min - max", "slices/s",
+            "vs baseline, 1 process", "vs baseline, same workers"]
+  patients = min(FLAGS.num_patients, FLAGS.num_series)
+  lines = [
+      f"# DICOM conversion benchmark, {context['when']:%Y-%m-%d %H:%M:%S}",
+      "",
+      f"Command: `{' '.join(['python bench/convert_dicom.py'] + sys.argv[1:])}`",
+      "",
+      f"Machine: {context['machine']}",
+      "",
+      f"CPU: {context['cpu']}. Load average (1/5/15 min) at start {context['load_start']}, "
+      f"at end {context['load_end']}.",
+      "",
+      f"Pipeline code: {context['code']}.",
+      "",
+      f"Data: {FLAGS.num_series} CT series x {FLAGS.slices} slices = {n:,} files "
+      f"({patients} patient{'s' if patients > 1 else ''}), made from pydicom's `{TEST_FILE}`"
+      f"{' upsampled' if data['height'] != 128 else ''}: {data['height']}x{data['width']} "
+      "int16 slices, explicit VR little endian, uncompressed; each slice rolled and with "
+      f"Gaussian noise (sigma {NOISE_SIGMA:g}), own UIDs, InstanceNumber and z position; "
+      "nested folders, shuffled file names, about half without `.dcm`. Window "
+      f"`{FLAGS.window}` = [{data['window'][0]:g}, {data['window'][1]:g}] HU onto 16-bit "
+      f"codes on both sides. Bytes per slice: DICOM file {data['dicom_bytes']:,.0f}, 16-bit "
+      f"PNG {data['png_bytes']:,.0f}, raw TFRecord {data['tfrecord_bytes']:,.0f}.",
+      "",
+      f"{FLAGS.repeats} timed rounds after one warm-up round, methods taking turns (order "
+      "reversed every other round); median and range of the wall time per method.",
+      "",
+      report.table(header, rows),
+      "",
+  ]
+  for name, w in methods:
+    if name == PIPELINE:
+      line = (f"- pipeline ({w} worker{'s' if w > 1 else ''}) / baseline loop (1 process) = "
+              f"{base1 / med[(name, w)]:.2f}x")
+      if w > 1 and (BASELINE, w) in med:
+        line += (f"; / baseline pool ({w} workers) = "
+                 f"{med[(BASELINE, w)] / med[(name, w)]:.2f}x")
+      lines.append(line)
+  lines += [
+      f"- check: both sides wrote the same {data['checked']:,} slices (bit-identical 16-bit "
+      "codes), and the pipeline's slices of each series are one SeriesInstanceUID in "
+      "InstanceNumber order",
+      "",
+  ]
+  if diags:
+    diag_rows = []
+    for name in diags:
+      ts = times[(name, 1)]
+      t = med[(name, 1)]
+      diag_rows.append([name, f"{t:.2f}", f"{min(ts):.2f} - {max(ts):.2f}",
+                        f"{t / n * 1e3:.2f}" if name == DIAG_SCAN else "-"])
+    lines += [
+        "Fixed costs inside the pipeline rows, timed in the same rounds:",
+        "",
+        report.table(["diagnostic", "seconds (median)", "min - max", "ms per slice"],
+                     diag_rows),
+        "",
+    ]
+  lines += [
+      "The sides do not do the same work. The baseline writes one PNG per file and "
+      "nothing else. The pipeline first reads every header (finding DICOM files "
+      "whatever their names, grouping series by SeriesInstanceUID, ordering slices by "
+      "ImagePositionPatient, pseudonymizing series and patients; one process), then reads "
+      "each file again for its pixels, writes TFRecord shards (temp name, fsync, rename, "
+      "sha256 sidecar) and a manifest with the series table and each series' window: a "
+      "dataset the trainer reads as is.",
+      "",
+      "With 1 worker the pipeline runs in this process, which has TensorFlow loaded "
+      "after the warm-up round: a fresh `python -m pipeline.convert --num_workers=1` pays "
+      "one TensorFlow import on top (the [diag] row). With more workers, each spawned "
+      "worker imports TensorFlow, and the time includes the pool's shutdown (waiting "
+      "for the workers to exit). The baseline pool's time includes spawning its "
+      "processes (numpy, pydicom and Pillow only).",
+      "",
+      "Absolute numbers on a shared machine are noise; compare the ratios.",
+  ]
+  return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+
+
+def _worker_counts():
+  if FLAGS.workers:
+    try:
+      counts = [int(w) for w in FLAGS.workers]
+    except ValueError:
+      raise app.UsageError(f"--workers must be integers, got {FLAGS.workers}") from None
+    if any(w < 1 for w in counts):
+      raise app.UsageError("--workers must be >= 1")
+  else:
+    counts = [1, _cpus()]
+  return sorted(set(counts))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  if min(FLAGS.num_series, FLAGS.slices, FLAGS.num_patients, FLAGS.repeats) < 1:
+    raise app.UsageError("--num_series, --slices, --num_patients and --repeats must be >= 1")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  import report  # pylint: disable=import-outside-toplevel  (bench/report.py)
+  window = _fixed_window(FLAGS.window)
+  counts = _worker_counts()
+  context = {"when": datetime.datetime.now(), "load_start": _load(), "code": _code_state(),
+             "machine": report.machine(), "cpu": _cpu_line(report)}
+  print(f"{context['when']:%Y-%m-%d %H:%M:%S}  {context['machine']}\n{context['cpu']}, "
+        f"load {context['load_start']}\n{context['code']}", flush=True)
+
+  methods = [(BASELINE, 1)]
+  if FLAGS.baseline_pool:
+    methods += [(BASELINE, w) for w in counts if w > 1]
+  methods += [(PIPELINE, w) for w in counts]
+  diags = [DIAG_SCAN, DIAG_TF] if FLAGS.diag else []
+
+  work = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_convert_dicom_")
+  root = os.path.join(work, "dicom")
+  try:
+    shutil.rmtree(root, ignore_errors=True)
+    start = time.perf_counter()
+    num_files, dicom_bytes = _make_dicom_folder(root, FLAGS.num_series, FLAGS.slices,
+                                                FLAGS.num_patients, FLAGS.slice_size,
+                                                FLAGS.seed)
+    print(f"wrote {num_files} DICOM files ({dicom_bytes / 1e6:.1f} MB) in "
+          f"{time.perf_counter() - start:.1f} s", flush=True)
+
+    runs = methods + [(d, 1) for d in diags]
+    times = {m: [] for m in runs}
+    kept = {}  # The last output of each side, for the check and the sizes.
+    for r in range(FLAGS.repeats + 1):
+      order = list(runs) if r % 2 == 0 else list(reversed(runs))
+      for name, w in order:
+        out = os.path.join(work, f"out-{'pipeline' if name == PIPELINE else 'baseline'}-{w}")
+        shutil.rmtree(out, ignore_errors=True)
+        start = time.perf_counter()
+        if name == PIPELINE:
+          n = _pipeline(root, out, FLAGS.window, w)
+        elif name == BASELINE:
+          n = _baseline(root, out, window, w)
+        elif name == DIAG_SCAN:
+          n = _scan(root)
+        else:
+          n = _import_tensorflow()
+        seconds = time.perf_counter() - start
+        if n is not None and n != num_files:
+          raise AssertionError(f"{name} ({w} workers) found {n} of {num_files} slices")
+        tag = "warm-up" if r == 0 else f"round {r}/{FLAGS.repeats}"
+        rate = f" = {n / seconds:,.0f} slices/s" if n else ""
+        who = "" if name in diags else f", {w} worker(s)"
+        print(f"{tag}  {name}{who}: {seconds:.2f} s{rate}", flush=True)
+        if r:
+          times[(name, w)].append(seconds)
+        if name in (PIPELINE, BASELINE):
+          kept[name] = out
+    context["load_end"] = _load()
+
+    checked = _check(root, kept[PIPELINE], kept[BASELINE])
+    print(f"check: pipeline and baseline hold the same {checked} slices, in series order",
+          flush=True)
+    ds = pydicom.dcmread(_all_files(root)[0], stop_before_pixels=True)
+    data = {"slices": num_files, "height": int(ds.Rows), "width": int(ds.Columns),
+            "window": window, "checked": checked, "dicom_bytes": dicom_bytes / num_files,
+            "png_bytes": _total_bytes(kept[BASELINE], ".png") / num_files,
+            "tfrecord_bytes": _total_bytes(kept[PIPELINE], ".tfrecord") / num_files}
+    text = _report(report, context, methods, diags, times, data)
+    print()
+    print(text, end="")
+    if FLAGS.results_dir:
+      os.makedirs(FLAGS.results_dir, exist_ok=True)
+      path = os.path.join(FLAGS.results_dir, f"convert_dicom-{context['when']:%Y-%m-%d}.md")
+      with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+      print(f"\nwrote {path}")
+  finally:
+    if not FLAGS.work_dir:
+      shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+  app.run(main)
