@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from models import blocks
+
 
 class LabelCode(keras.layers.Layer):
   """Class labels [B] -> a code [B, D] to concatenate to a network's input.
@@ -28,3 +30,35 @@ class LabelCode(keras.layers.Layer):
     if self.embedding is None:
       return ops.one_hot(labels, self.num_classes, dtype=dtype)
     return ops.cast(self.embedding(labels), dtype)
+
+
+class ConditionalBatchNorm(keras.layers.Layer):
+  """Batch norm with a per-class scale and offset (de Vries et al. 2017; Miyato &
+  Koyama 2018's generator).
+
+  x [B, H, W, C], labels [B] -> gamma[y] * normalize(x) + beta[y]. The
+  normalization has no affine part of its own and is synchronized over the
+  replicas like every batch norm here (`blocks.GlobalBatchNormalization`).
+  gamma starts at exactly 1 and beta at 0, so a new layer is the same for
+  every class (mimicry draws gamma from N(1, 0.02)).
+
+  Args:
+    num_classes: number of classes (rows of the gamma and beta embeddings).
+    channels: C.
+    epsilon: added to the variance; see `blocks.normalization`.
+  """
+
+  def __init__(self, num_classes, channels, epsilon, name=None, **kwargs):
+    super().__init__(name=name, **kwargs)
+    self.norm = blocks.GlobalBatchNormalization(momentum=0.9, epsilon=epsilon, center=False,
+                                                scale=False, name="norm")
+    self.gamma = keras.layers.Embedding(num_classes, channels, embeddings_initializer="ones",
+                                        name="gamma")
+    self.beta = keras.layers.Embedding(num_classes, channels, embeddings_initializer="zeros",
+                                       name="beta")
+
+  def call(self, x, labels, training=False):
+    x = self.norm(x, training=training)
+    gamma = ops.cast(self.gamma(labels), x.dtype)[:, None, None, :]
+    beta = ops.cast(self.beta(labels), x.dtype)[:, None, None, :]
+    return x * gamma + beta

@@ -2,12 +2,14 @@
 
 A penalty takes a discriminator *callable* and tensors, and returns [B]
 per-example values, reduced against the global batch by the trainer like
-every loss.
+every loss. Each takes (discriminator_fn, real, fake, alpha, loss_scale=...),
+the call algorithms/gans.py makes; a penalty that needs no fakes or
+interpolation factors (R1) ignores them.
 """
 
 import tensorflow as tf
 
-__all__ = ["PENALTIES", "get", "interpolate", "wasserstein_gradient_penalty"]
+__all__ = ["PENALTIES", "get", "interpolate", "r1_penalty", "wasserstein_gradient_penalty"]
 
 
 def interpolate(real, fake, alpha):
@@ -23,6 +25,25 @@ def interpolate(real, fake, alpha):
   fake = tf.cast(fake, real.dtype)  # A float16 generator's output meets float32 data.
   alpha = tf.reshape(alpha, [-1] + [1] * (real.shape.rank - 1))
   return alpha * real + (1.0 - alpha) * fake
+
+
+def _input_gradient(discriminator_fn, x, loss_scale):
+  """d sum(D(x)) / dx per example, in float32: [B, ...].
+
+  Patch outputs are summed per example. With a loss scale, the output is
+  scaled inside the tape and the gradient unscaled in float32, so that a
+  float16 network's gradient does not underflow (TensorFlow issue 48662).
+  """
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    out = tf.cast(discriminator_fn(x), tf.float32)
+    out = tf.reduce_sum(tf.reshape(out, [tf.shape(out)[0], -1]), axis=1)
+    if loss_scale is not None:
+      out = out * tf.cast(loss_scale, tf.float32)
+  grads = tf.cast(tape.gradient(out, x), tf.float32)
+  if loss_scale is not None:
+    grads = grads / tf.cast(loss_scale, tf.float32)
+  return grads
 
 
 def wasserstein_gradient_penalty(discriminator_fn, real, fake, alpha, target=1.0,
@@ -52,15 +73,7 @@ def wasserstein_gradient_penalty(discriminator_fn, real, fake, alpha, target=1.0
     (penalty [B] float32, gradient norm [B] float32).
   """
   x_hat = interpolate(real, tf.stop_gradient(fake), alpha)
-  with tf.GradientTape() as tape:
-    tape.watch(x_hat)
-    out = tf.cast(discriminator_fn(x_hat), tf.float32)
-    out = tf.reduce_sum(tf.reshape(out, [tf.shape(out)[0], -1]), axis=1)
-    if loss_scale is not None:
-      out = out * tf.cast(loss_scale, tf.float32)
-  grads = tf.cast(tape.gradient(out, x_hat), tf.float32)
-  if loss_scale is not None:
-    grads = grads / tf.cast(loss_scale, tf.float32)
+  grads = _input_gradient(discriminator_fn, x_hat, loss_scale)
   norm = tf.sqrt(tf.reduce_sum(tf.reshape(tf.square(grads), [tf.shape(grads)[0], -1]),
                                axis=1) + epsilon)
   gap = norm - target
@@ -69,8 +82,35 @@ def wasserstein_gradient_penalty(discriminator_fn, real, fake, alpha, target=1.0
   return tf.square(gap), norm
 
 
+def r1_penalty(discriminator_fn, real, fake=None, alpha=None, loss_scale=None):
+  """||grad_x D(x)||^2 per example, at the real data; the caller applies gamma / 2.
+
+  Mescheder et al., "Which Training Methods for GANs do actually
+  Converge?", 2018, eq. 9: R1 = gamma / 2 * E[||grad D(x)||^2] over real x.
+  The squared norm is smooth at g = 0, so no epsilon is needed (unlike
+  `wasserstein_gradient_penalty`).
+
+  Args:
+    discriminator_fn: maps [B, ...] inputs to [B] or [B, ...] outputs (logits,
+      before any sigmoid); patch outputs are summed per example before
+      differentiating. It must treat examples independently.
+    real: [B, ...] real data.
+    fake: ignored (the penalties' common signature).
+    alpha: ignored (the penalties' common signature).
+    loss_scale: as in `wasserstein_gradient_penalty`.
+
+  Returns:
+    (penalty [B] float32, gradient norm [B] float32; the norm is a metric and
+    carries no gradient).
+  """
+  del fake, alpha  # R1 looks at the real data only.
+  grads = _input_gradient(discriminator_fn, real, loss_scale)
+  penalty = tf.reduce_sum(tf.reshape(tf.square(grads), [tf.shape(grads)[0], -1]), axis=1)
+  return penalty, tf.sqrt(tf.stop_gradient(penalty))
+
+
 # name -> penalty; algorithms choose theirs by name (algorithms/gans.py GANSpec.penalty).
-PENALTIES = {"wgan_gp": wasserstein_gradient_penalty}
+PENALTIES = {"r1": r1_penalty, "wgan_gp": wasserstein_gradient_penalty}
 
 
 def get(name):

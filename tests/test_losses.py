@@ -97,8 +97,8 @@ class RegistryTest(tf.test.TestCase):
   def test_unknown_loss_lists_valid(self):
     with self.assertRaisesRegex(ValueError, "unknown loss 'l1'; valid: bce, hinge"):
       losses.get("l1")
-    with self.assertRaisesRegex(ValueError, "unknown penalty 'r1'; valid: wgan_gp"):
-      penalties.get("r1")
+    with self.assertRaisesRegex(ValueError, "unknown penalty 'r2'; valid: r1, wgan_gp"):
+      penalties.get("r2")
 
 
 class GradientPenaltyTest(tf.test.TestCase, parameterized.TestCase):
