@@ -12,8 +12,10 @@ import tensorflow as tf
 import algorithms
 from input import convert
 from training import config as config_lib
+from training import equivalence
 from training import errors
 from training import trainer
+from training.equivalence import weights
 
 IMAGE_ALGOS = ["dcgan", "cdcgan", "wgan", "wgan_gp", "sngan", "sn_wgan_gp", "lsgan"]
 MLP_ALGOS = ["gan", "cgan"]
@@ -49,15 +51,6 @@ def tiny_config(algo, model_dir, **kwargs):
   return config_lib.TrainConfig(**defaults)
 
 
-def weights(result):
-  algo = result.algorithm
-  out = {}
-  for model in (algo.generator, algo.discriminator, algo.ema_generator):
-    for v in (model.weights if model is not None else []):
-      out[f"{model.name}/{v.path}"] = np.array(v.numpy())
-  return out
-
-
 class ReplicaEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
   """k steps on 2 replicas (logical CPUs) == k steps on 1 replica, same global
   batch, same per-example noise. Batch norm is synchronized; spectral-norm u
@@ -88,11 +81,13 @@ class ReplicaEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
     w0 = weights(init)
     moved = 0
     for name in w1:
-      self.assertAllClose(w1[name], w2[name], rtol=1e-4, atol=1e-5, msg=name)
+      self.assertAllClose(w1[name], w2[name], rtol=equivalence.REPLICAS_RTOL,
+                          atol=equivalence.REPLICAS_ATOL, msg=name)
       moved += not np.allclose(w1[name], w0[name])
     self.assertGreater(moved, len(w1) // 3)  # Training did change the weights.
     for key in ("d_loss", "g_loss"):
-      self.assertAllClose(one.metrics[key], two.metrics[key], rtol=1e-4, atol=1e-5)
+      self.assertAllClose(one.metrics[key], two.metrics[key], rtol=equivalence.REPLICAS_RTOL,
+                          atol=equivalence.REPLICAS_ATOL)
 
   def test_replica_copies_stay_equal(self):
     tmp = self.create_tempdir().full_path
