@@ -149,8 +149,17 @@ class Algorithm:
   def before_update(self, phase):
     pass
 
-  def after_update(self, phase):
-    pass
+  def after_update(self, phase, step, metrics):
+    """Cross-replica context, after each update of `phase`.
+
+    Args:
+      phase: the `Phase` just updated.
+      step: the generator step (int64 variable; the step being trained).
+      metrics: {name: float32 scalar}, the phase's metrics of this update,
+        already averaged over the global batch (the trainer's one reduction);
+        the same on every replica and worker.
+    """
+    del phase, step, metrics
 
   def xla_unsupported(self):
     """Why XLA cannot compile this algorithm's losses (an op it has no kernel

@@ -31,6 +31,7 @@ import math
 import keras
 import tensorflow as tf
 
+from models import augment as augment_lib
 from models import cyclegan as cyclegan_models
 from models import losses
 from models import pix2pix as pix2pix_models
@@ -145,6 +146,8 @@ class Translation(base.Algorithm):
         pool_size=pick(config.pool_size, spec.pool_size),
         lr_decay_start=pick(config.lr_decay_start, spec.lr_decay_start),
         res_blocks=config.res_blocks or cls.default_res_blocks(data),
+        augment=(",".join(augment_lib.parse_policy(config.augment)) or "none"
+                 if "augment" in cls.hyperparameters() else config.augment),
         global_batch_size=config.global_batch_size or spec.global_batch_size)
 
   @classmethod
@@ -204,7 +207,7 @@ class Pix2Pix(Translation):
 
   @classmethod
   def hyperparameters(cls):
-    return cls.COMMON_SETTINGS | {"l1_weight", "jitter"}
+    return cls.COMMON_SETTINGS | {"l1_weight", "jitter", "augment"}
 
   def build(self):
     c = self.config
@@ -238,9 +241,12 @@ class Pix2Pix(Translation):
       boxes = jitter_boxes(rand)  # The same crop and mirror for input and target.
       x, y = apply_boxes(x, boxes), apply_boxes(y, boxes)
     fake = self.generator(x, training=True, dropout_rng=rand)
-    fake_logits = self.discriminator(fake, condition=x, training=True)
+    # --augment: D sees pairs transformed alike (one draw for the condition,
+    # the target and the output), in both phases; L1 compares unaugmented.
+    t = self._pair_augment(rand)
+    fake_logits = self.discriminator(t(fake), condition=t(x), training=True)
     if phase.name == "d":
-      real_logits = self.discriminator(y, condition=x, training=True)
+      real_logits = self.discriminator(t(y), condition=t(x), training=True)
       per_example = 0.5 * losses.minimax_discriminator_loss(real_logits, fake_logits)
       return per_example, {"d_loss": per_example, "d_real": losses.per_example(real_logits),
                            "d_fake": losses.per_example(fake_logits)}
@@ -248,6 +254,15 @@ class Pix2Pix(Translation):
     l1 = losses.l1(fake, y)
     per_example = gan + self.config.l1_weight * l1
     return per_example, {"g_loss": per_example, "g_gan": gan, "l1": l1}
+
+  def _pair_augment(self, rand):
+    """images -> images: --augment with this step's per-example draws,
+    the same transform for every image of a pair."""
+    policy = augment_lib.parse_policy(self.config.augment)
+    if not policy:
+      return lambda images: images
+    params = augment_lib.draw_params(rand.uniform, policy, "augment/pair")
+    return lambda images: augment_lib.augment(images, policy, params)
 
   def translate(self, x, reverse=False):
     if reverse:

@@ -108,10 +108,10 @@ def _glorot(gain):
   return keras.initializers.VarianceScaling(gain * gain, mode="fan_avg", distribution="uniform")
 
 
-def _conv(filters, kernel, gain, sn, name):
+def _conv(filters, kernel, gain, sn, name, use_bias=True):
   layer = spectral_norm.SNConv2D if sn else keras.layers.Conv2D
   return layer(filters, kernel, padding="same", kernel_initializer=_glorot(gain),
-               bias_initializer="zeros", name=name)
+               use_bias=use_bias, bias_initializer="zeros", name=name)
 
 
 def _dense(units, use_bias, sn, name):
@@ -143,10 +143,14 @@ class GeneratorBlock(keras.layers.Layer):
     super().__init__(name=name, **kwargs)
     self.num_classes = num_classes
     self.norm_0 = _generator_norm(num_classes, in_channels, "norm_0")
-    self.conv_0 = _conv(out_channels, 3, 2.0 ** 0.5, False, "conv_0")
+    # No biases: every conv here feeds a batch norm (this block's, the next
+    # block's or G's last), which subtracts any per-channel constant. A bias
+    # there has a gradient of zero up to rounding, which Adam would blow up
+    # into lr-sized steps of noise (and 2 replicas != 1). Mimicry keeps them.
+    self.conv_0 = _conv(out_channels, 3, 2.0 ** 0.5, False, "conv_0", use_bias=False)
     self.norm_1 = _generator_norm(num_classes, out_channels, "norm_1")
-    self.conv_1 = _conv(out_channels, 3, 2.0 ** 0.5, False, "conv_1")
-    self.shortcut = _conv(out_channels, 1, 1.0, False, "shortcut")
+    self.conv_1 = _conv(out_channels, 3, 2.0 ** 0.5, False, "conv_1", use_bias=False)
+    self.shortcut = _conv(out_channels, 1, 1.0, False, "shortcut", use_bias=False)
 
   def _norm(self, norm, x, labels, training):
     if self.num_classes:
@@ -191,7 +195,7 @@ class ResNetGenerator(keras.Model):
     widths = generator_widths(h, w, base_channels)
     self.start = (sh, sw, widths[0])
     self.project = keras.layers.Dense(sh * sw * widths[0], kernel_initializer=_glorot(1.0),
-                                      name="project")
+                                      use_bias=False, name="project")  # BN follows.
     self.res_blocks = [GeneratorBlock(widths[i], widths[i + 1], num_classes, name=f"block_{i}")
                        for i in range(k)]
     self.out_norm = blocks.normalization("batch", "out_norm", blocks.TORCH_EPSILON)

@@ -104,7 +104,10 @@ class AlgorithmSettingsTest(tf.test.TestCase, parameterized.TestCase):
       ("cyclegan", "ema_decay", 0.999, "cdcgan, cgan, dcgan, gan, lsgan, sn_wgan_gp, sngan, "
                                        "wgan, wgan_gp"),
       ("sngan", "cycle_weight", 3.0, "cyclegan, unit"),
-      ("sngan", "label_embedding", 8, "cdcgan, cgan"),
+      ("pix2pix", "label_embedding", 8, "cdcgan, cgan, dcgan, gan, lsgan, sn_wgan_gp, sngan, "
+                                        "wgan, wgan_gp"),
+      ("cyclegan", "augment", "color", "cdcgan, cgan, dcgan, gan, lsgan, pix2pix, sn_wgan_gp, "
+                                       "sngan, wgan, wgan_gp"),
       ("pix2pix", "res_blocks", 3, "cyclegan, unit"),
       ("unit", "jitter", False, "pix2pix"),
   )
@@ -121,7 +124,10 @@ class AlgorithmSettingsTest(tf.test.TestCase, parameterized.TestCase):
       ("cyclegan", {"cycle_weight": 5.0, "pool_size": 0, "res_blocks": 3}),
       ("unit", {"kl_weight": 0.1, "l1_weight": 1.0}),
       # Another algorithm's setting at its default is not "given".
-      ("pix2pix", {"ema_decay": 0.0, "gp_weight": None}),
+      ("pix2pix", {"ema_decay": None, "gp_weight": None}),
+      ("pix2pix", {"augment": "translation"}),
+      ("sngan", {"augment": "diffaugment", "ada_target": 0.6, "penalty": "r1", "r1_gamma": 1.0,
+                 "conditional": True, "arch": "resnet", "ema_start": 100}),
   )
   def test_settings_the_algorithm_reads_pass(self, algo, values):
     algorithms.check_settings(config_lib.TrainConfig(algo=algo, **values))

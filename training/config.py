@@ -23,6 +23,11 @@ RESUMABLE_CHANGES = frozenset({
     "eval_num_samples", "keep_best",
 })
 
+# Fields that came after runs were first stored: their config.json holds no
+# value (None when loaded), and the run was trained as these fields' defaults
+# resolve, so a stored None resumes under any resolved value.
+ADDED_FIELDS = frozenset({"conditional", "penalty", "augment"})
+
 # --keep_best: lower is better for the distances, higher for the rest
 # (evaluation/evaluate.py computes them).
 BEST_METRICS = {"fid": "min", "kid": "min", "precision": "max", "recall": "max",
@@ -133,13 +138,42 @@ class TrainConfig:
       "blocks per encoder/decoder (3).")
   # Networks.
   arch: str | None = setting(None,
-      "Network family (default: the algorithm's; mlp for 2-D data).", choices=["mlp", "dcgan"])
+      "Network family of the image GANs (default: the algorithm's; mlp for 2-D data). resnet: "
+      "SNGAN-style residual G and D, widths and depth by resolution (32-256 px).",
+      choices=["mlp", "dcgan", "resnet"])
+  conditional: bool | None = setting(None,
+      "Image GANs: train class-conditionally on labeled data (default: cgan and cdcgan only). "
+      "--arch=resnet: conditional batch norm in G and a projection discriminator; dcgan and mlp: "
+      "labels concatenated to the inputs.")
   z_dim: int | None = setting(None, "Latent size. Default: 128 (2 for 2-D data).")
   base_channels: int = setting(64, "Width of the conv nets.")
   mlp_hidden: tuple = setting((512, 512, 512), "Hidden widths of the MLPs.", kind="int_list")
   label_embedding: int = setting(0,
       "Conditional algorithms: 0 for one-hot labels, else the size of a learned label embedding.")
-  ema_decay: float = setting(0.0, "Generator EMA decay (0: off); samples use the EMA.")
+  ema_decay: float | None = setting(None,
+      "Generator EMA decay; samples use the EMA. Default: 0.999 with --arch=resnet, else 0 "
+      "(off).")
+  ema_start: int = setting(0,
+      "Generator steps before the EMA starts averaging; before, it is a copy of the generator.")
+  # Small data: augmentation that the discriminator sees on real and fake
+  # images alike, and gradient penalties by name.
+  augment: str | None = setting(None,
+      "Image GANs and pix2pix: differentiable augmentation of every image the discriminator sees "
+      "(DiffAugment): a comma list of color, translation, cutout, or diffaugment (all three), or "
+      "none. Default: none, or diffaugment with --ada_target.")
+  ada_target: float = setting(0.0,
+      "Adaptive augmentation (ADA): every 4 steps, move the probability p of each --augment op "
+      "by the sign of E[sign D(real)] - T (0.6 in the paper); 0: off, every op always applies.")
+  ada_kimg: int = setting(500,
+      "--ada_target: thousands of real images for p to move from 0 to 1 (the paper's 500).")
+  penalty: str | None = setting(None,
+      "Image GANs: gradient penalty by name: wgan_gp (weight --gp_weight), r1 (at the real images, "
+      "weight --r1_gamma / 2) or none. Default: the algorithm's (wgan_gp for wgan_gp and "
+      "sn_wgan_gp, else none).", choices=["wgan_gp", "r1", "none"])
+  r1_gamma: float | None = setting(None, "--penalty=r1: gamma (default 10, Mescheder et al.).")
+  r1_every: int = setting(1,
+      "--penalty=r1: lazy regularization, the penalty every N generator steps with N times the "
+      "weight (StyleGAN2: 16).")
   # Data.
   image_size: int | None = setting(None, "Size to convert builtin:/folder: data to.")
   random_flip: bool = setting(False, "Random left-right flips of real images.")
@@ -158,7 +192,8 @@ class TrainConfig:
   def validate(self):
     """Raises ValueError naming the first bad value."""
     positive = ["train_steps", "steps_per_loop", "log_every", "sample_every",
-                "checkpoint_every", "keep_checkpoints", "base_channels", "num_samples"]
+                "checkpoint_every", "keep_checkpoints", "base_channels", "num_samples",
+                "ada_kimg", "r1_every"]
     for name in positive:
       if getattr(self, name) < 1:
         raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
@@ -185,12 +220,16 @@ class TrainConfig:
                        f"{self.precision!r}")
     if self.label_embedding < 0:
       raise ValueError(f"--label_embedding must be >= 0, got {self.label_embedding}")
-    if not 0.0 <= self.ema_decay < 1.0:
+    if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
       raise ValueError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
+    if self.ema_start < 0:
+      raise ValueError(f"--ema_start must be >= 0, got {self.ema_start}")
+    if not 0.0 <= self.ada_target < 1.0:
+      raise ValueError(f"--ada_target must be in [0, 1) (0: off), got {self.ada_target}")
     if self.lr_decay_start is not None and not 0.0 <= self.lr_decay_start <= 1.0:
       raise ValueError(f"--lr_decay_start must be in [0, 1], got {self.lr_decay_start}")
     for name in ("lr_g", "lr_d", "gp_weight", "weight_clip", "l1_weight", "cycle_weight",
-                 "identity_weight", "kl_weight", "pool_size"):
+                 "identity_weight", "kl_weight", "pool_size", "r1_gamma"):
       value = getattr(self, name)
       if value is not None and value < 0:
         raise ValueError(f"--{name} must be >= 0, got {value}")
@@ -225,6 +264,8 @@ def conflicts(stored, new):
     a, b = getattr(stored, f.name), getattr(new, f.name)
     if f.name == "precision" and HALF_PRECISION_STATE not in (a, b):
       continue  # Same checkpoint contents: float32 variables, no loss scale.
+    if f.name in ADDED_FIELDS and a is None:
+      continue
     if a != b:
       out.append((f.name, a, b))
   return out

@@ -53,14 +53,17 @@ class StepRandomness:
       mixed_float16, else None. It is not random, but like the draws it is
       what a loss needs to know about the step it runs in: a gradient taken
       inside the loss (the gradient penalty) must scale and unscale with it.
+    step: the generator step (int64 scalar), or None outside the trainer;
+      for schedules inside a loss (lazy R1).
   """
 
-  def __init__(self, seed, global_batch, offset, local_batch, loss_scale=None):
+  def __init__(self, seed, global_batch, offset, local_batch, loss_scale=None, step=None):
     self.seed = seed
     self.global_batch = global_batch
     self.offset = offset
     self.local_batch = local_batch
     self.loss_scale = loss_scale
+    self.step = step
 
   def rows(self, full):
     """This replica's rows of a tensor over the global batch."""

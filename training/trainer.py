@@ -210,7 +210,7 @@ class _Trainer:
                            repeat)
     self.algorithm.before_update(phase)  # Assigns (power iterations): not compiled.
     grads, metrics, state_rows = self._gradient_fns[phase_index](
-        batch, seed, replica_id * self.per_replica)
+        batch, seed, replica_id * self.per_replica, step)
     # Keras 3 sums the gradients over replicas inside apply_gradients (and,
     # under mixed_float16, unscales them and skips the step on every replica
     # if any replica's are non-finite: training/precision.py).
@@ -238,10 +238,11 @@ class _Trainer:
     optimizer = self.algorithm.optimizers[phase.name]
     scaled = isinstance(optimizer, precision_lib.LossScaleOptimizer)
 
-    def gradients(batch, seed, offset):
+    def gradients(batch, seed, offset, step):
       rand = randomness.StepRandomness(
           seed, self.global_batch, offset, self.per_replica,
-          loss_scale=tf.convert_to_tensor(optimizer.dynamic_scale) if scaled else None)
+          loss_scale=tf.convert_to_tensor(optimizer.dynamic_scale) if scaled else None,
+          step=step)
       if batch is not None:
         batch = reader.normalize_batch(batch)  # uint8 -> [-1, 1] on this replica's device.
       variables = self.algorithm.variables(phase)
@@ -272,32 +273,38 @@ class _Trainer:
 
     def run_phase(i, phase, batch, repeat):
       out = strategy.run(self._replica_update, args=(i, batch, self.step, repeat))
-      for name, value in out.items():
-        self.metric_sums[name].assign_add(
-            strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None))
+      reduced = {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                 for name, value in out.items()}
+      for name, value in reduced.items():
+        self.metric_sums[name].assign_add(value)
       self.phase_counts[phase.name].assign_add(1.0)
-      self.algorithm.after_update(phase)
+      self.algorithm.after_update(phase, self.step, reduced)
+
+    def one_step():
+      """One generator step: every phase, n-critic repeats included (traced)."""
+      if decay:
+        factor = lr_factor(self.step, self.config.train_steps, self.config.lr_decay_start)
+        for name, opt in optimizers.items():
+          opt.learning_rate = base_lr[name] * factor
+      previous = None  # The batch of the phase before, for `Phase.reuse_batch`.
+      for i, phase in enumerate(phases):
+        if phase.repeats == 1:
+          batch = (self._next_batch() if phase.needs_data
+                   else previous if phase.reuse_batch else None)
+          run_phase(i, phase, batch, 0)
+          previous = batch
+        else:
+          for r in tf.range(phase.repeats):
+            run_phase(i, phase, self._next_batch() if phase.needs_data else None, r)
+          previous = None
+      self.step.assign_add(1)
 
     @tf.function
     def train_loop(num_steps):
       for _ in tf.range(num_steps):
-        if decay:
-          factor = lr_factor(self.step, self.config.train_steps, self.config.lr_decay_start)
-          for name, opt in optimizers.items():
-            opt.learning_rate = base_lr[name] * factor
-        previous = None  # The batch of the phase before, for `Phase.reuse_batch`.
-        for i, phase in enumerate(phases):
-          if phase.repeats == 1:
-            batch = (self._next_batch() if phase.needs_data
-                     else previous if phase.reuse_batch else None)
-            run_phase(i, phase, batch, 0)
-            previous = batch
-          else:
-            for r in tf.range(phase.repeats):
-              run_phase(i, phase, self._next_batch() if phase.needs_data else None, r)
-            previous = None
-        self.step.assign_add(1)
+        one_step()
 
+    self._one_step = one_step  # For bench/steps_per_loop.py's loop variants.
     self.train_loop = train_loop
 
     @tf.function
