@@ -65,13 +65,18 @@ def main(argv=None):
   p.add_argument("--steps", type=int, default=20, help="Profiled generator steps.")
   p.add_argument("--warmup_steps", type=int, default=10)
   p.add_argument("--top", type=int, default=15, help="Op types listed.")
+  p.add_argument("--steps_per_loop", type=int, default=None,
+                 help="The trainer's --steps_per_loop (default: its default).")
+  p.add_argument("--data", default=None, help="The trainer's --data (default: the algorithm's).")
   args = p.parse_args(argv)
   work = tempfile.mkdtemp(prefix="profile_step_")
   try:
     config = config_lib.TrainConfig(
         algo=args.algo, model_dir=os.path.join(work, "run"), strategy="one_device",
         precision=args.precision, train_steps=args.warmup_steps, log_every=args.warmup_steps,
-        sample_every=10**9, checkpoint_every=10**9)
+        sample_every=10**9, checkpoint_every=10**9,
+        **({"steps_per_loop": args.steps_per_loop} if args.steps_per_loop else {}),
+        **({"data": args.data} if args.data else {}))
     first = trainer.run(config)
     logdir = os.path.join(work, "profile")
     tf.profiler.experimental.start(logdir)
@@ -87,7 +92,8 @@ def main(argv=None):
     total = sum(ms for ms, _ in compute.values())
     print(f"{args.algo}, precision {args.precision} -> {first.precision}, {args.steps} profiled "
           f"steps, batch {first.config.global_batch_size}: {total:,.0f} ms of kernel time on the "
-          "compute threads")
+          f"compute threads ({total / args.steps:.1f} ms per step); steps_per_loop "
+          f"{first.config.steps_per_loop}")
     print(f"{'op type':40s} {'share':>7s} {'calls/step':>10s}")
     for op, (ms, calls) in sorted(compute.items(), key=lambda kv: -kv[1][0])[:args.top]:
       print(f"{op:40s} {ms / total:7.1%} {calls / args.steps:10.1f}")

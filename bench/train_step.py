@@ -68,7 +68,10 @@ takes about an hour on a 2-core CPU (estimated from `--steps=2` runs;
 `trainer_fp16` is the slowest row there: CPUs have no fast float16 kernels).
 
 Absolute numbers depend on the machine and its load: compare the ratios taken
-in the same run. On a GPU machine run the same command; peak RSS is host
+in the same run, and pass `--rounds=3` (or more) to compare two rows: every
+variant then runs that many times, the variants taking turns, and each row is
+its median run (the range in its notes). One run per variant moved by 10-20%
+on the shared 2-core CPU. On a GPU machine run the same command; peak RSS is host
 memory only, so the GPU rows also show the device's peak memory.
 """
 
@@ -155,6 +158,11 @@ def _parse_args(argv):
   p.add_argument("--warmup", type=int, default=5,
                  help="Untimed generator steps before timing (eager, tf_function, torch; the "
                       "trainer's warm-up is its first log interval of --steps steps).")
+  p.add_argument("--rounds", type=int, default=1,
+                 help="Run every variant of an algorithm this many times, the variants taking "
+                      "turns (the order rotates each round), and report each variant's median "
+                      "(its range in the notes): a side-by-side measurement on a shared "
+                      "machine, where one run per variant moves by 10-20%%.")
   p.add_argument("--batch_size", type=int, default=64, help="Global batch of every variant.")
   p.add_argument("--num_examples", type=int, default=None,
                  help="Convert only this many examples per split (default: all 20,000).")
@@ -176,8 +184,8 @@ def _parse_args(argv):
   p.add_argument("--algo", choices=ALGOS, default=None, help=argparse.SUPPRESS)
   p.add_argument("--data", default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
-  if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
-    p.error("--steps and --batch_size must be >= 1, --warmup >= 0")
+  if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.rounds < 1:
+    p.error("--steps, --batch_size and --rounds must be >= 1, --warmup >= 0")
   if args.variant and not (args.algo and args.data):
     p.error("--variant needs --algo and --data (a converted dataset directory)")
   return args
@@ -251,7 +259,7 @@ class _HandWritten:
     self.g_loss_fn, self.d_loss_fn = losses.get(c.loss, c.g_loss)
     # The trainer's shuffle buffer: the same records held in memory.
     manifest = manifest_lib.load(data_dir)
-    shuffle = trainer._auto_shuffle_buffer(manifest)  # pylint: disable=protected-access
+    shuffle = data_lib.auto_shuffle_buffer(manifest)
     dataset = reader.make_dataset(reader.ReaderConfig(
         data_dir, shuffle_buffer=shuffle, seed=c.seed, normalize=True), batch_size)
     self.iterator = iter(dataset)
@@ -297,7 +305,10 @@ class _HandWritten:
     return keras.ops.convert_to_numpy(self.generator.trainable_variables[-1])
 
 
-def _run_hand_written(args, compiled):
+def run_hand_written(args, compiled):
+  """Times the `eager` (or with `compiled`, the `tf_function`) loop; returns the
+  row's figures. `args`: algo, data, batch_size, steps, warmup (as parsed
+  above; bench/gpu_check.py builds its own)."""
   loop = _HandWritten(args.algo, args.data, args.batch_size, compiled)
   for _ in range(args.warmup):
     loop.generator_step()
@@ -321,18 +332,30 @@ def _run_hand_written(args, compiled):
 # The trainer variants (in a child process).
 
 
-def _run_trainer(args):
-  overrides = TRAINER_VARIANTS[args.variant]
+def trainer_config(args, overrides, model_dir):
+  """The TrainConfig of a trainer variant: `overrides` (TrainConfig fields) on the
+  trainer's defaults, `2 * args.steps` steps logged every `args.steps`.
+  `args`: algo, data, batch_size, steps, trainer_strategy."""
+  return config_lib.TrainConfig(
+      algo=args.algo, data=args.data, model_dir=model_dir, strategy=args.trainer_strategy,
+      global_batch_size=args.batch_size, train_steps=2 * args.steps,
+      log_every=args.steps, sample_every=2 * args.steps, checkpoint_every=2 * args.steps,
+      **overrides)
+
+
+def run_trainer(args, overrides):
+  """Times `training.trainer.run` with `overrides`; returns the row's figures."""
   model_dir = tempfile.mkdtemp(prefix="bench_train_step_")
   try:
-    config = config_lib.TrainConfig(
-        algo=args.algo, data=args.data, model_dir=model_dir, strategy=args.trainer_strategy,
-        global_batch_size=args.batch_size, train_steps=2 * args.steps,
-        log_every=args.steps, sample_every=2 * args.steps, checkpoint_every=2 * args.steps,
-        **overrides)
-    result = trainer.run(config)
+    result = trainer.run(trainer_config(args, overrides, model_dir))
   finally:
     shutil.rmtree(model_dir, ignore_errors=True)
+  return trainer_figures(args, result)
+
+
+def trainer_figures(args, result):
+  """The row's figures from a `TrainResult` of `trainer_config(args, ...)`: its
+  second log interval."""
   if result.step != 2 * args.steps or "steps_per_sec" not in result.metrics:
     raise RuntimeError(f"the trainer stopped at step {result.step} of {2 * args.steps}")
   c = result.config
@@ -344,7 +367,8 @@ def _run_trainer(args):
   note.append(_precision_note(result))
   return {"steps_per_sec": steps_per_sec, "seconds": args.steps / steps_per_sec,
           "real_per_step": c.n_critic * args.batch_size,
-          "warmup_steps": args.steps, "note": ", ".join(note)}
+          "warmup_steps": args.steps, "note": ", ".join(note),
+          "xla": result.xla, "precision": result.precision}
 
 
 def _xla_note(result):
@@ -362,7 +386,8 @@ def _device():
   return gpus[0].name if gpus else "CPU"
 
 
-def _peak_gpu_mib():
+def peak_gpu_mib():
+  """The process's peak memory on its first GPU (MiB), or None without a GPU."""
   if not tf.config.list_logical_devices("GPU"):
     return None
   return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
@@ -375,22 +400,22 @@ def _child_main(args):
          "batch_size": args.batch_size, "timed_steps": args.steps}
   try:
     if args.variant in ("eager", "tf_function"):
-      out.update(_run_hand_written(args, compiled=args.variant == "tf_function"))
+      out.update(run_hand_written(args, compiled=args.variant == "tf_function"))
     elif args.variant in TRAINER_VARIANTS:
-      out.update(_run_trainer(args))
+      out.update(run_trainer(args, TRAINER_VARIANTS[args.variant]))
     else:
       raise ValueError(f"variant {args.variant!r} does not run in this script")
     out["images_per_sec"] = out["steps_per_sec"] * out["real_per_step"]
     out["device"] = _device()
-    out["peak_gpu_mib"] = _peak_gpu_mib()
+    out["peak_gpu_mib"] = peak_gpu_mib()
   except Exception as e:  # pylint: disable=broad-except  (reported as the row)
-    out["error"] = _one_line(e)
+    out["error"] = one_line(e)
   out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   print(json.dumps(out), flush=True)
   return 1 if "error" in out else 0
 
 
-def _one_line(e):
+def one_line(e):
   """The line of an exception that says what happened (for a tf.function's error,
   which opens with "in user code:" and a traceback, the last one)."""
   lines = [l.strip() for l in str(e).splitlines() if l.strip()]
@@ -510,7 +535,9 @@ def _report(args, machine, when, sections):
       "step, TF DCGAN tutorial style), `trainer*` (`training.trainer.run` with "
       f"`strategy={args.trainer_strategy}`: defaults, then one field changed), `torch` "
       "(bench/torch_train_step.py: the same architectures in PyTorch on random tensors, no "
-      "input pipeline). Each variant runs in its own process. "
+      "input pipeline). Each variant runs in its own process"
+      + (f"; {args.rounds} rounds, the variants taking turns (order rotated each round), "
+         "each row the median round. " if args.rounds > 1 else ". ") +
       f"eager, tf_function and torch: {args.warmup} warm-up generator steps, then "
       f"{args.steps} timed; trainer: `train_steps={2 * args.steps}`, "
       f"`log_every={args.steps}`, the second log interval's steps/s (the first one traces "
@@ -522,6 +549,19 @@ def _report(args, machine, when, sections):
     lines += section
   lines.append("Absolute numbers on a shared machine are noise; compare the ratios.")
   return "\n".join(lines) + "\n"
+
+
+def _median(rounds):
+  """The run of median images/s among one variant's rounds (the range in its note)."""
+  good = sorted((r for r in rounds if "images_per_sec" in r), key=lambda r: r["images_per_sec"])
+  if not good:
+    return rounds[0]
+  if len(rounds) == 1:
+    return good[0]
+  median = dict(good[(len(good) - 1) // 2])
+  median["note"] = (f"median of {len(good)} rounds ({good[0]['images_per_sec']:,.1f}-"
+                    f"{good[-1]['images_per_sec']:,.1f} img/s), " + median.get("note", ""))
+  return median
 
 
 def _progress(name, algo, variant, r, seconds):
@@ -548,12 +588,15 @@ def main(argv):
     data_dir = _prepare_data(name, args)
     results = {}
     for algo in args.algos:
-      results[algo] = {}
-      for variant in args.variants:
-        start = time.perf_counter()
-        r = _run_child(variant, algo, data_dir, args)
-        results[algo][variant] = r
-        _progress(name, algo, variant, r, time.perf_counter() - start)
+      runs = {variant: [] for variant in args.variants}
+      for round_index in range(args.rounds):
+        shift = round_index % len(args.variants)
+        for variant in args.variants[shift:] + args.variants[:shift]:
+          start = time.perf_counter()
+          r = _run_child(variant, algo, data_dir, args)
+          runs[variant].append(r)
+          _progress(name, algo, variant, r, time.perf_counter() - start)
+      results[algo] = {variant: _median(runs[variant]) for variant in args.variants}
     sections.append(_dataset_section(name, data_dir, args, results))
   text = _report(args, machine, when, sections)
   print()

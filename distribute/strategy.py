@@ -4,7 +4,8 @@
 |----------------|-----------------------------------------------------------------|
 | `default`      | no distribution (`tf.distribute.get_strategy()`)                |
 | `one_device`   | the first GPU, or the CPU                                       |
-| `mirrored`     | every visible GPU (NCCL all-reduce), or the CPU devices         |
+| `mirrored`     | every visible GPU (NCCL all-reduce; `HierarchicalCopyAllReduce` |
+|                | over logical GPUs split from one), or the CPU devices           |
 | `multi_worker` | MultiWorkerMirroredStrategy over the cluster of `cluster.resolve_cluster` |
 
 `cpu_replicas=N` splits the CPU into N logical devices so that `mirrored`
@@ -94,7 +95,9 @@ def get_strategy(name, cpu_replicas=None, cluster_timeout=None, cluster_workers=
     return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
   if name == "mirrored":
     if gpus:
-      return tf.distribute.MirroredStrategy([f"/gpu:{i}" for i in range(len(gpus))])
+      devices = [d.name for d in tf.config.list_logical_devices("GPU")]
+      return tf.distribute.MirroredStrategy(devices,
+                                            cross_device_ops=gpu_cross_device_ops(devices))
     n = cpu_replicas or 1
     # NCCL is GPU only; on CPU reduce through one device.
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)],
@@ -122,6 +125,29 @@ def get_strategy(name, cpu_replicas=None, cluster_timeout=None, cluster_workers=
                                                      communication_options=options)
   except tf.errors.OpError as e:
     raise cluster_lib.cluster_error(cluster, timeout_s, e) from None
+
+
+def gpu_cross_device_ops(devices):
+  """The all-reduce of a MirroredStrategy over the logical GPUs `devices`.
+
+  NCCL when each is a whole visible GPU. When a GPU is split into logical
+  devices (`tf.config.set_logical_device_configuration`), NCCL is not
+  supported (TensorFlow's own `select_cross_device_ops` says so and falls back
+  to `ReductionToOneDevice`); `HierarchicalCopyAllReduce` is the GPU
+  all-reduce that works there (bench/gpu_check.py, row 3).
+  """
+  if len(devices) > len(tf.config.get_visible_devices("GPU")):
+    return tf.distribute.HierarchicalCopyAllReduce()
+  return tf.distribute.NcclAllReduce()
+
+
+def cross_device_ops_name(strategy):
+  """The class name of the all-reduce a strategy uses (e.g. `NcclAllReduce`),
+  or "none" where it has none (one device, the default strategy)."""
+  extended = strategy.extended
+  ops = (getattr(extended, "_cross_device_ops", None)
+         or getattr(extended, "_inferred_cross_device_ops", None))
+  return type(ops).__name__ if ops is not None else "none"
 
 
 def local_devices(strategy):

@@ -21,6 +21,18 @@ class StrategyFactoryTest(tf.test.TestCase):
     two = strategy_lib.get_strategy("mirrored", cpu_replicas=2)
     self.assertEqual(two.num_replicas_in_sync, 2)
     self.assertEqual(strategy_lib.worker_info(two), (1, 0, True))
+    self.assertEqual(strategy_lib.cross_device_ops_name(two), "ReductionToOneDevice")
+    self.assertEqual(strategy_lib.cross_device_ops_name(one), "none")
+
+  def test_gpu_all_reduce(self):
+    # NCCL between whole GPUs; HierarchicalCopyAllReduce over logical GPUs
+    # split from fewer visible ones (NCCL is not supported there).
+    gpus = ["/device:GPU:0", "/device:GPU:1"]
+    with mock.patch.object(tf.config, "get_visible_devices", return_value=["gpu0", "gpu1"]):
+      self.assertIsInstance(strategy_lib.gpu_cross_device_ops(gpus), tf.distribute.NcclAllReduce)
+    with mock.patch.object(tf.config, "get_visible_devices", return_value=["gpu0"]):
+      self.assertIsInstance(strategy_lib.gpu_cross_device_ops(gpus),
+                            tf.distribute.HierarchicalCopyAllReduce)
 
   def test_pinned_errors(self):
     cases = [
