@@ -242,8 +242,7 @@ class Correctness:
     algo.loss = poisoned
 
     def copies():
-      return [[x.numpy() for x in t.strategy.experimental_local_results(v.value)]
-              for v in algo.generator.trainable_variables]
+      return equivalence.replica_copies(t.strategy, algo.generator.trainable_variables)
 
     before = copies()
     t.train()

@@ -236,8 +236,7 @@ class MixedPrecisionTest(tf.test.TestCase):
     algo.loss = poisoned
 
     def copies():
-      return [[x.numpy() for x in t.strategy.experimental_local_results(v.value)]
-              for v in algo.generator.trainable_variables]
+      return equivalence.replica_copies(t.strategy, algo.generator.trainable_variables)
 
     before = copies()
     t.train()

@@ -36,6 +36,12 @@ def weights(result):
   return out
 
 
+def replica_copies(strategy, variables):
+  """[[numpy copy on each local replica] for each variable]."""
+  return [[x.numpy() for x in strategy.experimental_local_results(v.value)]
+          for v in variables]
+
+
 def max_abs_diff(a, b):
   """The largest |a - b| over every weight of two `weights()` dicts."""
   return max(float(np.max(np.abs(a[n] - b[n]))) for n in a)
