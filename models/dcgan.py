@@ -12,6 +12,12 @@ Sizes: an image side must be s * 2^k with s in 3..7 and k >= 2 (28 = 7 * 4,
 halves k times. Batch norm is `synchronized`: statistics over the global
 batch, so that training on N replicas equals training on one.
 
+`standard_cnn=True` gives the "standard CNN" of Miyato et al. 2018 (Table 3),
+SNGAN's own network: G has one more transposed convolution (to
+`base_channels` at the full size) and a 3x3 convolution to the image; D puts
+a 3x3 stride-1 convolution before each strided one and another at the end
+(widths at base 64: G 512, 256, 128, 64; D 64, 64, 128, 128, 256, 256, 512).
+
 Interfaces as in `models/mlp.py`: G(z, labels, training) -> [B, H, W, C] in
 [-1, 1]; D(x, labels, training) -> logits [B]. Conditioning: a label code
 (one-hot or a learned embedding) concatenated to z in G, and as constant
@@ -51,10 +57,11 @@ class DCGANGenerator(keras.Model):
       back (64 in the paper).
     num_classes: > 0 for a conditional generator.
     norm: `batch` (the paper) or `none`; see `models.blocks.normalization`.
+    standard_cnn: SNGAN's standard CNN (see the module docstring).
   """
 
   def __init__(self, image_shape, base_channels=64, num_classes=0, norm="batch",
-               label_embedding=0, name="generator", **kwargs):
+               label_embedding=0, standard_cnn=False, name="generator", **kwargs):
     super().__init__(name=name, **kwargs)
     h, w, c = image_shape
     self.image_shape = (h, w, c)
@@ -62,21 +69,26 @@ class DCGANGenerator(keras.Model):
     self.label_code = (conditioning.LabelCode(num_classes, label_embedding, name="label_code")
                        if num_classes else None)
     k, sh, sw = upsampling_plan(h, w)
-    ch = base_channels * 2 ** (k - 1)
+    hidden = k if standard_cnn else k - 1  # Upsamplings to hidden widths.
+    ch = base_channels * 2 ** hidden
     self.start = (sh, sw, ch)
     self.project = keras.layers.Dense(sh * sw * ch, use_bias=norm != "batch",
                                       kernel_initializer=blocks.init(), name="project")
     self.project_norm = blocks.normalization(norm, "project_norm", blocks.KERAS_EPSILON)
     self.ups, self.norms = [], []
-    for i in range(k - 1):
+    for i in range(hidden):
       ch //= 2
       self.ups.append(keras.layers.Conv2DTranspose(
           ch, 4, strides=2, padding="same", use_bias=norm != "batch",
           kernel_initializer=blocks.init(), name=f"up_{i}"))
       self.norms.append(blocks.normalization(norm, f"up_{i}_norm", blocks.KERAS_EPSILON))
-    self.to_image = keras.layers.Conv2DTranspose(c, 4, strides=2, padding="same",
-                                                 kernel_initializer=blocks.init(), name="to_image",
-                                                 dtype=blocks.OUTPUT_DTYPE)
+    if standard_cnn:
+      self.to_image = keras.layers.Conv2D(c, 3, padding="same", kernel_initializer=blocks.init(),
+                                          name="to_image", dtype=blocks.OUTPUT_DTYPE)
+    else:
+      self.to_image = keras.layers.Conv2DTranspose(
+          c, 4, strides=2, padding="same", kernel_initializer=blocks.init(), name="to_image",
+          dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, z, labels=None, training=False):
     x = z
@@ -101,11 +113,12 @@ class DCGANDiscriminator(keras.Model):
       the first layer.
     spectral_norm: spectrally normalize every layer.
     negative_slope: of the LeakyReLU (0.2 DCGAN, 0.1 SNGAN).
+    standard_cnn: SNGAN's standard CNN (see the module docstring).
   """
 
   def __init__(self, image_shape, base_channels=64, num_classes=0, norm="batch",
                spectral_norm=False, negative_slope=0.2, label_embedding=0,
-               name="discriminator", **kwargs):
+               standard_cnn=False, name="discriminator", **kwargs):
     super().__init__(name=name, **kwargs)
     h, w, _ = image_shape
     self.num_classes = num_classes
@@ -115,13 +128,21 @@ class DCGANDiscriminator(keras.Model):
     k, _, _ = upsampling_plan(h, w)
     conv = spectral_norm_conv if spectral_norm else _conv
     dense = spectral_norm_dense if spectral_norm else _dense
-    self.convs, self.norms = [], []
-    ch = base_channels
+    # (name, width, kernel, stride) of every convolution.
+    layers, ch = [], base_channels
     for i in range(k):
-      self.convs.append(conv(ch, use_bias=i == 0 or norm != "batch", name=f"down_{i}"))
-      self.norms.append(None if i == 0 else
-                        blocks.normalization(norm, f"down_{i}_norm", blocks.KERAS_EPSILON))
+      if standard_cnn:
+        layers.append((f"conv_{i}", ch, 3, 1))
+      layers.append((f"down_{i}", ch, 4, 2))
       ch *= 2
+    if standard_cnn:
+      layers.append((f"conv_{k}", ch, 3, 1))
+    self.convs, self.norms = [], []
+    for i, (layer_name, width, kernel, stride) in enumerate(layers):
+      self.convs.append(conv(width, use_bias=i == 0 or norm != "batch", name=layer_name,
+                             kernel=kernel, strides=stride))
+      self.norms.append(None if i == 0 else
+                        blocks.normalization(norm, f"{layer_name}_norm", blocks.KERAS_EPSILON))
     self.out = dense(1, name="out", dtype=blocks.OUTPUT_DTYPE)
 
   def call(self, x, labels=None, training=False):
@@ -138,13 +159,13 @@ class DCGANDiscriminator(keras.Model):
     return ops.squeeze(self.out(x), axis=-1)
 
 
-def _conv(ch, use_bias, name):
-  return keras.layers.Conv2D(ch, 4, strides=2, padding="same", use_bias=use_bias,
+def _conv(ch, use_bias, name, kernel=4, strides=2):
+  return keras.layers.Conv2D(ch, kernel, strides=strides, padding="same", use_bias=use_bias,
                              kernel_initializer=blocks.init(), name=name)
 
 
-def spectral_norm_conv(ch, use_bias, name):
-  return spectral_norm.SNConv2D(ch, 4, strides=2, padding="same", use_bias=use_bias,
+def spectral_norm_conv(ch, use_bias, name, kernel=4, strides=2):
+  return spectral_norm.SNConv2D(ch, kernel, strides=strides, padding="same", use_bias=use_bias,
                                 kernel_initializer=blocks.init(), name=name)
 
 

@@ -76,6 +76,29 @@ class ShapesTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllInRange(x, -1.0, 1.0)
     self.assertEqual(d(x, tf.constant([0, 2])).shape, (2,))
 
+  def test_standard_cnn_is_miyato_table_3(self):
+    # SNGAN's standard CNN at 32 px, base 64 (Miyato et al. 2018, Table 3),
+    # counted by hand. G: dense 128 -> 4x4x512 (no bias, BN), 4x4 deconvs
+    # 512->256->128->64 (no bias, BN), 3x3 conv 64->3 with bias; each BN has
+    # 4 vectors (gamma, beta, moving mean and variance).
+    g = dcgan.DCGANGenerator((32, 32, 3), 64, standard_cnn=True)
+    x = g(tf.zeros([2, 128]))
+    self.assertEqual(x.shape, (2, 32, 32, 3))
+    weights = 128 * 8192 + 16 * (512 * 256 + 256 * 128 + 128 * 64) + 9 * 64 * 3 + 3
+    self.assertEqual(g.count_params(), weights + 4 * (512 + 256 + 128 + 64))
+    # D: 3x3 and 4x4-stride-2 convs 64, 64, 128, 128, 256, 256, then 3x3 512,
+    # dense on 4x4x512; biases everywhere (no BN), plus one spectral-norm u
+    # vector per layer (its output width).
+    d = dcgan.DCGANDiscriminator((32, 32, 3), 64, norm="none", spectral_norm=True,
+                                 standard_cnn=True)
+    self.assertEqual(d(x).shape, (2,))
+    kernels = (9 * 3 * 64 + 16 * 64 * 64 + 9 * 64 * 128 + 16 * 128 * 128 + 9 * 128 * 256
+               + 16 * 256 * 256 + 9 * 256 * 512 + 16 * 512)
+    widths = 64 + 64 + 128 + 128 + 256 + 256 + 512 + 1
+    self.assertEqual(d.count_params(), kernels + widths + widths)  # + biases + u vectors
+    self.assertEqual([c.strides for c in d.convs], [(1, 1), (2, 2)] * 3 + [(1, 1)])
+    self.assertLen(spectral_norm.layers_of(d), 8)
+
   def test_unsupported_size(self):
     with self.assertRaisesRegex(ValueError, r"image size 30x30 is not supported .* \(e\.g\. 28, "
                                 "32, 48, 64, 96, 128\)"):
