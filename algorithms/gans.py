@@ -45,8 +45,15 @@ from models import penalties
 from models import resnet
 from models import spectral_norm
 
-ARCHS = ("mlp", "dcgan", "resnet")
+ARCHS = ("mlp", "dcgan", "cnn", "resnet")
 RESNET_EMA_DECAY = 0.999  # --ema_decay's default with --arch=resnet.
+# --base_channels's default: mimicry's 64 for resnet; half the papers' 64 for
+# the dcgan and cnn nets, which on a 2-core CPU draws better shapes per minute
+# (README, "The first run"; bench/quality.py --only=first_run).
+BASE_CHANNELS = {"resnet": 64}
+SMALL_BASE_CHANNELS = 32
+# --global_batch_size's default on images (the papers' 64 by flag) and 2-D data.
+IMAGE_BATCH, VECTOR_BATCH = 32, 256
 R1_GAMMA = 10.0  # Mescheder et al. 2018.
 # ADA (Karras et al. 2020): p moves every ADA_INTERVAL steps by
 # sign(r_t - target) * (images in the interval) / (--ada_kimg * 1000).
@@ -177,7 +184,8 @@ class ImageGAN(base.Algorithm):
         weight_clip=spec.weight_clip if config.weight_clip is None else config.weight_clip,
         lr_decay_start=1.0 if config.lr_decay_start is None else config.lr_decay_start,
         z_dim=config.z_dim or (2 if vector else 128),
-        global_batch_size=config.global_batch_size or (256 if vector else 64),
+        global_batch_size=config.global_batch_size or (VECTOR_BATCH if vector else IMAGE_BATCH),
+        base_channels=config.base_channels or BASE_CHANNELS.get(arch, SMALL_BASE_CHANNELS),
     )
 
   def data_requirements(self):
@@ -187,7 +195,7 @@ class ImageGAN(base.Algorithm):
     # The DCGAN networks (models.dcgan) were; the MLPs of 2-D data were not
     # (bfloat16's 8-bit mantissa is coarser than a grid2d mode), nor yet the
     # ResNets.
-    return self.config.arch == "dcgan"
+    return self.config.arch in ("dcgan", "cnn")
 
   @property
   def num_classes(self):
@@ -207,7 +215,7 @@ class ImageGAN(base.Algorithm):
       self.discriminator = dcgan.DCGANDiscriminator(
           shape, c.base_channels, self.num_classes, norm=spec.d_norm,
           spectral_norm=spec.spectral_norm, negative_slope=spec.negative_slope,
-          label_embedding=c.label_embedding)
+          label_embedding=c.label_embedding, standard_cnn=c.arch == "cnn")
     z = tf.zeros([2, c.z_dim])
     labels = tf.zeros([2], tf.int32) if self.num_classes else None
     self.generator(z, labels)
@@ -244,7 +252,8 @@ class ImageGAN(base.Algorithm):
     if c.arch == "resnet":
       return resnet.ResNetGenerator(shape, c.base_channels, self.num_classes, name=name)
     return dcgan.DCGANGenerator(shape, c.base_channels, self.num_classes,
-                                label_embedding=c.label_embedding, name=name)
+                                label_embedding=c.label_embedding,
+                                standard_cnn=c.arch == "cnn", name=name)
 
   def _make_ema(self):
     c = self.config

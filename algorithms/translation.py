@@ -39,6 +39,8 @@ from models import unit as unit_models
 from algorithms import base
 from algorithms.base import Phase
 
+BASE_CHANNELS = 64  # --base_channels's default: the papers' width.
+
 
 def jitter_boxes(rand, scale=1.12, flip=True):
   """pix2pix's random jitter as crop boxes, one per example.
@@ -146,6 +148,7 @@ class Translation(base.Algorithm):
         pool_size=pick(config.pool_size, spec.pool_size),
         lr_decay_start=pick(config.lr_decay_start, spec.lr_decay_start),
         res_blocks=config.res_blocks or cls.default_res_blocks(data),
+        base_channels=config.base_channels or BASE_CHANNELS,
         augment=(",".join(augment_lib.parse_policy(config.augment)) or "none"
                  if "augment" in cls.hyperparameters() else config.augment),
         global_batch_size=config.global_batch_size or spec.global_batch_size)

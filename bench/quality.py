@@ -1,7 +1,9 @@
 """Sample quality after real training runs, against the targets of the training issue.
 
     python bench/quality.py                 # everything (about 2 hours on 2 CPU cores)
-    python bench/quality.py --only=grid2d   # or --only=shapes
+    python bench/quality.py --only=grid2d   # or --only=shapes, translation
+    python bench/quality.py --only=first_run  # small_data, arch, conditional, resolution:
+                                             # bench/quality_images.py
 
 - grid2d (25 modes, sigma 0.05, spacing 2; the PacGAN/VEEGAN protocol):
   target: wgan_gp and sngan cover all 25 modes with >= 90% of 2,500 samples
@@ -233,6 +235,8 @@ def run_grid2d(work_dir, algos):
 # Steps that reach the shapes targets on this CPU (bench/results/quality-2026-12-03.md:
 # cdcgan 95.3% agreement at 10,000, sngan 24/52/24% at 5,000).
 SHAPES_STEPS = {"cdcgan": 10000, "sngan": 5000}
+# The widths and batch of those figures (the defaults then; now the papers').
+SHAPES_SETTINGS = dict(base_channels=64, global_batch_size=64)
 
 
 def run_shapes(work_dir, steps=None):
@@ -244,7 +248,7 @@ def run_shapes(work_dir, steps=None):
     result = trainer.run(config_lib.TrainConfig(
         algo=algo, data=data, model_dir=os.path.join(work_dir, f"shapes-{algo}"),
         train_steps=n, log_every=250, sample_every=500, checkpoint_every=100000,
-        fresh=True))
+        fresh=True, **SHAPES_SETTINGS))
     x, y = sampling.sample(result.algorithm, 600, seed=1)
     predicted = np.argmax(classifier.predict(x, verbose=0), axis=1)
     if algo == "cdcgan":
@@ -257,9 +261,14 @@ def run_shapes(work_dir, steps=None):
             f"[{_verdict(shares.min() >= 0.15)}: target each >= 15%]", flush=True)
 
 
+# bench/quality_images.py: run only when named (--only), not by default.
+IMAGE_FIGURES = ("first_run", "small_data", "arch", "conditional", "resolution")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--only", choices=["grid2d", "shapes", "translation"], default=None)
+  parser.add_argument("--only", default=None,
+                      choices=["grid2d", "shapes", "translation"] + list(IMAGE_FIGURES))
   parser.add_argument("--work_dir", default="runs/quality")
   parser.add_argument("--grid_algos", default=",".join(GRID_TARGETS),
                       help="comma-separated, or 'all' (every algorithm, about 2 hours)")
@@ -270,7 +279,23 @@ def main():
   parser.add_argument("--translation_algos", default="pix2pix,cyclegan,unit")
   parser.add_argument("--translation_every", type=int, default=None,
                       help="cyclegan/unit: also judge the checkpoints every N steps")
+  parser.add_argument("--small_data_steps", type=int, default=6000)
+  parser.add_argument("--small_data_every", type=int, default=1000)
+  parser.add_argument("--arch_seconds", type=int, default=240,
+                      help="--only=arch: wall time of each run")
+  parser.add_argument("--conditional_seconds", type=int, default=480,
+                      help="--only=conditional: wall time of each run")
   args = parser.parse_args()
+  if args.only in IMAGE_FIGURES:
+    import quality_images  # pylint: disable=import-outside-toplevel  (imports this module)
+    work_dir = os.path.abspath(args.work_dir)
+    {"first_run": lambda: quality_images.run_first_run(work_dir),
+     "small_data": lambda: quality_images.run_small_data(work_dir, args.small_data_steps,
+                                                         args.small_data_every),
+     "arch": lambda: quality_images.run_arch(work_dir, args.arch_seconds),
+     "conditional": lambda: quality_images.run_conditional(work_dir, args.conditional_seconds),
+     "resolution": lambda: quality_images.run_resolution(work_dir)}[args.only]()
+    return
   if args.only in (None, "grid2d"):
     algos = list(GRID_RUNS) if args.grid_algos == "all" else args.grid_algos.split(",")
     run_grid2d(args.work_dir, algos)

@@ -68,7 +68,7 @@ class TrainConfig:
       "multi_worker with --cluster_workers: this worker's index in that list.")
   global_batch_size: int | None = setting(None,
       "Examples per step over all replicas. Default: 64 (256 for 2-D data).")
-  train_steps: int = setting(2000, "Generator steps to train for.")
+  train_steps: int = setting(8000, "Generator steps to train for.")
   steps_per_loop: int = setting(10,
       "Generator steps per tf.function call (removes Python overhead).")
   log_every: int = setting(100, "Console and TensorBoard scalars every N steps.")
@@ -140,13 +140,16 @@ class TrainConfig:
   arch: str | None = setting(None,
       "Network family of the image GANs (default: the algorithm's; mlp for 2-D data). resnet: "
       "SNGAN-style residual G and D, widths and depth by resolution (32-256 px).",
-      choices=["mlp", "dcgan", "resnet"])
+      choices=["mlp", "dcgan", "cnn", "resnet"])
   conditional: bool | None = setting(None,
       "Image GANs: train class-conditionally on labeled data (default: cgan and cdcgan only). "
       "--arch=resnet: conditional batch norm in G and a projection discriminator; dcgan and mlp: "
       "labels concatenated to the inputs.")
   z_dim: int | None = setting(None, "Latent size. Default: 128 (2 for 2-D data).")
-  base_channels: int = setting(64, "Width of the conv nets.")
+  base_channels: int | None = setting(None,
+      "Width of the conv nets. Default: the algorithm's: 32 for the image GANs' dcgan and cnn "
+      "networks (half the papers' 64: more steps per CPU-minute, see README), 64 for resnet and "
+      "the translation algorithms.")
   mlp_hidden: tuple = setting((512, 512, 512), "Hidden widths of the MLPs.", kind="int_list")
   label_embedding: int = setting(0,
       "Conditional algorithms: 0 for one-hot labels, else the size of a learned label embedding.")
@@ -192,13 +195,12 @@ class TrainConfig:
   def validate(self):
     """Raises ValueError naming the first bad value."""
     positive = ["train_steps", "steps_per_loop", "log_every", "sample_every",
-                "checkpoint_every", "keep_checkpoints", "base_channels", "num_samples",
-                "ada_kimg", "r1_every"]
+                "checkpoint_every", "keep_checkpoints", "num_samples", "ada_kimg", "r1_every"]
     for name in positive:
       if getattr(self, name) < 1:
         raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
     for name in ("global_batch_size", "n_critic", "z_dim", "image_size", "shuffle_buffer",
-                 "res_blocks"):
+                 "res_blocks", "base_channels"):
       value = getattr(self, name)
       if value is not None and value < 1:
         raise ValueError(f"--{name} must be >= 1, got {value}")

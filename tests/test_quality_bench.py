@@ -1,0 +1,36 @@
+"""bench/quality_images.py: the first-run check runs the README's main command
+as printed, and its ShapeJudge judges real images as real and noise as noise."""
+
+import os
+import re
+import sys
+
+import numpy as np
+
+from input import cache
+from tests import helpers
+
+sys.path.insert(0, os.path.join(helpers.REPO_ROOT, "bench"))  # As `python bench/...` has it.
+import quality_images  # pylint: disable=wrong-import-position,wrong-import-order
+
+
+def test_first_run_check_runs_the_readme_main_command():
+  with open(os.path.join(helpers.REPO_ROOT, "README.md"), encoding="utf-8") as f:
+    readme = f.read()
+  install = re.search(r"pip install -q -e \. && python (-m pipeline\.train[^\n]*)\n", readme)
+  assert install, "README: no install-and-run command"
+  assert tuple(install.group(1).split()) == quality_images.FIRST_RUN_ARGS
+
+
+def test_shape_judge_separates_real_shapes_from_noise(tmp_path):
+  data = cache.ensure_builtin("shapes", cache_dir=str(tmp_path), max_examples=2000)
+  judge = quality_images.ShapeJudge(data, epochs=6)
+  real = quality_images.quality._split_arrays(data, "test")  # pylint: disable=protected-access
+  noise = np.random.default_rng(0).uniform(-1, 1, real["image"].shape).astype(np.float32)
+  assert judge.accuracy >= 0.9
+  assert judge.agreement(real["image"], real["label"]) == judge.accuracy
+  # Real test images are their own reference: FID ~0 (float round-off);
+  # uniform noise is far from them.
+  assert judge.fid(real["image"]) < 1e-3
+  assert judge.fid(noise) > 100 * max(judge.fid(real["image"]), 1e-2)
+  np.testing.assert_allclose(judge.shares(real["image"]).sum(), 1.0)
