@@ -3,6 +3,7 @@
 guarantees: 2 replicas == 1, resume == uninterrupted, XLA on == off."""
 
 import dataclasses
+import glob
 import os
 
 from absl.testing import parameterized
@@ -44,8 +45,13 @@ class ResolveTest(tf.test.TestCase, parameterized.TestCase):
     c = _resolved()
     self.assertEqual((c.arch, c.conditional, c.augment, c.penalty, c.ema_decay),
                      ("dcgan", False, "none", "none", 0.0))
+    # The first run's widths and batch on images (README, "The first run").
+    self.assertEqual((c.base_channels, c.global_batch_size), (32, 32))
+    self.assertEqual(_resolved(arch="cnn").base_channels, 32)
+    self.assertEqual(_resolved(base_channels=64, global_batch_size=64).base_channels, 64)
     c = _resolved(arch="resnet")
     self.assertEqual(c.ema_decay, gans.RESNET_EMA_DECAY)  # On by default for ResNets.
+    self.assertEqual(c.base_channels, 64)  # mimicry's width.
     c = _resolved("cdcgan")
     self.assertTrue(c.conditional)
     c = _resolved("wgan_gp")
@@ -161,6 +167,31 @@ class LazyR1Test(tf.test.TestCase):
     total, plain, gp = d_loss(8)
     self.assertAllGreater(gp, 0.0)
     self.assertAllClose(total, plain + 3.0 / 2 * 4 * gp, rtol=1e-5)
+
+
+  def test_lazy_r1_trains_under_mixed_float16(self):
+    # The loss-scaled path: R1 applies on every other step (zero between) and
+    # every weight stays finite.
+    tmp = self.create_tempdir().full_path
+    result = trainer.run(tiny_config("sngan", tmp, precision="mixed_float16", penalty="r1",
+                                     r1_every=2, train_steps=4, steps_per_loop=1))
+    self.assertEqual(result.precision, "mixed_float16")
+    penalty = [v for _, v in _scalars(tmp, "gradient_penalty")]
+    self.assertLen(penalty, 4)
+    self.assertEqual([v > 0 for v in penalty], [v > 0 for v in penalty[:2]] * 2)
+    self.assertEqual(sum(v > 0 for v in penalty), 2)
+    for w in weights(result).values():
+      self.assertTrue(np.all(np.isfinite(w)))
+
+
+def _scalars(model_dir, tag):
+  """[(step, value)] of a TensorBoard scalar of a run."""
+  out = []
+  for path in glob.glob(os.path.join(model_dir, "tensorboard", "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      out += [(event.step, float(tf.make_ndarray(v.tensor))) for v in event.summary.value
+              if v.tag == tag]
+  return sorted(out)
 
 
 class SmallDataTrainingTest(tf.test.TestCase):
