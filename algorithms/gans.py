@@ -20,6 +20,11 @@ Every image algorithm also takes, beyond its paper:
   norm in D where the algorithm has it, and with `--conditional` conditional
   batch norm in G and a projection discriminator. The generator EMA is on by
   default there (0.999).
+- `--arch=cnn`: the SNGAN paper's "standard CNN" (the DCGAN nets with 3x3
+  stride-1 convolutions added, `models/dcgan.py`).
+- The first run's sizes: `--base_channels` 32 (half the papers' 64; resnet
+  keeps 64) and `--global_batch_size` 32 on images, chosen by measurement
+  (bench/results/quality-2026-12-05.md).
 - `--conditional` on labeled data (cgan and cdcgan are conditional by default
   and keep the papers' concatenation with dcgan and mlp networks).
 - `--augment=POLICY` (DiffAugment, `models/augment.py`) on every image D sees,

@@ -283,6 +283,8 @@ def main():
   parser.add_argument("--small_data_every", type=int, default=1000)
   parser.add_argument("--arch_seconds", type=int, default=240,
                       help="--only=arch: wall time of each run")
+  parser.add_argument("--arch_runs", default=None,
+                      help="--only=arch: SIZE:ARCH,... (default: dcgan and resnet at 32, 64 px)")
   parser.add_argument("--conditional_seconds", type=int, default=480,
                       help="--only=conditional: wall time of each run")
   args = parser.parse_args()
@@ -292,7 +294,10 @@ def main():
     {"first_run": lambda: quality_images.run_first_run(work_dir),
      "small_data": lambda: quality_images.run_small_data(work_dir, args.small_data_steps,
                                                          args.small_data_every),
-     "arch": lambda: quality_images.run_arch(work_dir, args.arch_seconds),
+     "arch": lambda: quality_images.run_arch(
+         work_dir, args.arch_seconds,
+         *([tuple((int(r.split(":")[0]), r.split(":")[1]) for r in args.arch_runs.split(","))]
+           if args.arch_runs else [])),
      "conditional": lambda: quality_images.run_conditional(work_dir, args.conditional_seconds),
      "resolution": lambda: quality_images.run_resolution(work_dir)}[args.only]()
     return

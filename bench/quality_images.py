@@ -106,11 +106,19 @@ def _scalars(model_dir, tag):
 
 
 def _throughput(model_dir, **settings):
-  """Generator steps per second of `settings`, from a short run's steady rate
-  (the trainer's images/s, after compilation)."""
-  result = _train(model_dir, train_steps=120, log_every=40, **settings)
-  rates = [r for _, r in _scalars(model_dir, "images_per_sec")][1:]  # Past the trace.
-  return float(np.median(rates)) / result.config.global_batch_size
+  """Generator steps per second of `settings`, from short runs' steady rate
+  (the trainer's images/s after the first log, i.e. past compilation): 6
+  steps, and 120 more for settings faster than SLOW_STEPS_PER_SEC."""
+  for steps in (6, 120):
+    result = _train(model_dir, train_steps=steps, log_every=steps // 3, **settings)
+    rates = [r for _, r in _scalars(model_dir, "images_per_sec")][1:]
+    rate = float(np.median(rates)) / result.config.global_batch_size
+    if rate < SLOW_STEPS_PER_SEC:
+      break
+  return rate
+
+
+SLOW_STEPS_PER_SEC = 2.0
 
 
 # ---------------------------------------------------------------- first run
@@ -185,17 +193,21 @@ def run_small_data(work_dir, steps, every, examples=500):
 
 
 # ------------------------------------------------------------- architecture
-def run_arch(work_dir, seconds, sizes=(32, 64)):
-  """sngan resnet against dcgan at equal wall time, per image size."""
+ARCH_RUNS = ((32, "dcgan"), (32, "resnet"), (64, "dcgan"), (64, "resnet"))
+
+
+def run_arch(work_dir, seconds, runs=ARCH_RUNS):
+  """sngan resnet against dcgan at equal wall time, per image size; `runs`:
+  (size, arch) pairs."""
   out = {}
-  for size in sizes:
+  for size in sorted({size for size, _ in runs}):
     data = quality._data("shapes", image_size=size)  # pylint: disable=protected-access
     judge = ShapeJudge(data)
-    for arch in ("dcgan", "resnet"):
+    for arch in [a for s, a in runs if s == size]:
       model_dir = os.path.join(work_dir, f"arch-{arch}-{size}")
       settings = dict(algo="sngan", data=data, arch=arch)
       rate = _throughput(model_dir, **settings)
-      steps = max(100, int(rate * seconds) // 10 * 10)
+      steps = max(1, int(rate * seconds))
       start = time.time()
       _train(model_dir, train_steps=steps, **settings)
       took = time.time() - start

@@ -139,7 +139,8 @@ class TrainConfig:
   # Networks.
   arch: str | None = setting(None,
       "Network family of the image GANs (default: the algorithm's; mlp for 2-D data). resnet: "
-      "SNGAN-style residual G and D, widths and depth by resolution (32-256 px).",
+      "SNGAN-style residual G and D, widths and depth by resolution (32-256 px); cnn: the SNGAN "
+      "paper's standard CNN (dcgan with 3x3 stride-1 convolutions).",
       choices=["mlp", "dcgan", "cnn", "resnet"])
   conditional: bool | None = setting(None,
       "Image GANs: train class-conditionally on labeled data (default: cgan and cdcgan only). "
