@@ -199,8 +199,9 @@ class ImageGAN(base.Algorithm):
   def bfloat16_checked(self):
     # The DCGAN networks (models.dcgan) were; the MLPs of 2-D data were not
     # (bfloat16's 8-bit mantissa is coarser than a grid2d mode), nor yet the
-    # ResNets.
-    return self.config.arch in ("dcgan", "cnn")
+    # ResNets or the standard CNN (--arch=cnn: run in bfloat16 only, never
+    # compared with float32).
+    return self.config.arch == "dcgan"
 
   @property
   def num_classes(self):
