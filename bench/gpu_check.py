@@ -23,7 +23,8 @@ Then, on GPU, an information row: whether NCCL runs over the split at all.
 Speed rows (bench/train_step.py's eager loop, tf.function loop and trainer,
 same networks; real images/s, ratios to the eager and tf.function loops of the
 same algorithm, size and batch measured in this run, peak GPU memory), most
-important first: the default config (sngan, 32 px, batch 64) with each loop,
+important first: the default config (sngan, 32 px, the trainer's default batch
+32; every row at the trainer's default width, 32 for these networks) with each loop,
 `--steps_per_loop` 1 against 10, every precision with XLA on and off, the
 input stall at batch 256; then dcgan, sngan and wgan_gp at 32, 64 and 128 px
 and batch 64 and 256: the three loops first, then the precision and XLA
@@ -69,6 +70,7 @@ import tensorflow as tf  # pylint: disable=wrong-import-position
 import gpu_check_rows as rows_lib  # pylint: disable=wrong-import-position  (bench/)
 import report  # pylint: disable=wrong-import-position  (bench/report.py)
 import train_step  # pylint: disable=wrong-import-position  (bench/train_step.py)
+from algorithms import gans  # pylint: disable=wrong-import-position
 from training import config as config_lib  # pylint: disable=wrong-import-position
 
 COLUMNS = ("#", "check", "result", "measured", "limit", "real images/s", "vs eager",
@@ -83,7 +85,7 @@ SPEED_SIZES = (32, 64, 128)
 SPEED_BATCHES = (64, 256)
 SPEED_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 SPEED_EXAMPLES = 4096  # Examples converted per size (the reader repeats them).
-DEFAULT_BATCH = 64  # The trainer's default global batch for images.
+DEFAULT_BATCH = gans.IMAGE_BATCH  # The trainer's default global batch for images.
 
 
 @dataclasses.dataclass(frozen=True)

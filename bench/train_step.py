@@ -5,9 +5,11 @@ Training-step speed of one GAN written three ways, side by side in one run.
 
 The networks are always the project's `models.dcgan.DCGANGenerator` and
 `DCGANDiscriminator`, built by the algorithm's own `ImageGAN.build` (so with
-its normalization, spectral norm, LeakyReLU slope and base width 64), with the
-algorithm's Adam settings from `algorithms/gans.py` SPECS, at the same
-global batch (`--batch_size`, 64). For each dataset of `--datasets`:
+its normalization, spectral norm and LeakyReLU slope), with the algorithm's
+Adam settings from `algorithms/gans.py` SPECS, at the same base width
+(`--base_channels`: by default the trainer's, 32 for these networks; the
+papers' 64 with `--base_channels=64`) and the same global batch
+(`--batch_size`, 64). For each dataset of `--datasets`:
 
 - `shapes32`: `builtin:shapes` as the trainer converts it, 32x32x3;
 - `shapes28`: `builtin:shapes` drawn at 28 px and converted to grayscale
@@ -164,6 +166,9 @@ def _parse_args(argv):
                       "(its range in the notes): a side-by-side measurement on a shared "
                       "machine, where one run per variant moves by 10-20%%.")
   p.add_argument("--batch_size", type=int, default=64, help="Global batch of every variant.")
+  p.add_argument("--base_channels", type=int, default=None,
+                 help="Base width of every variant's networks (default: the trainer's default "
+                      "for the algorithm; the papers' width is 64).")
   p.add_argument("--num_examples", type=int, default=None,
                  help="Convert only this many examples per split (default: all 20,000).")
   p.add_argument("--data_cache", default=None,
@@ -184,8 +189,9 @@ def _parse_args(argv):
   p.add_argument("--algo", choices=ALGOS, default=None, help=argparse.SUPPRESS)
   p.add_argument("--data", default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
-  if args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.rounds < 1:
-    p.error("--steps, --batch_size and --rounds must be >= 1, --warmup >= 0")
+  if (args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.rounds < 1
+      or (args.base_channels is not None and args.base_channels < 1)):
+    p.error("--steps, --batch_size, --base_channels and --rounds must be >= 1, --warmup >= 0")
   if args.variant and not (args.algo and args.data):
     p.error("--variant needs --algo and --data (a converted dataset directory)")
   return args
@@ -226,12 +232,14 @@ def _image_shape(data_dir):
   return tuple(manifest_lib.load(data_dir)["features"]["image"]["shape"])
 
 
-def _resolved_config(algo, data_dir, batch_size):
+def _resolved_config(algo, data_dir, batch_size, base_channels=None):
   """The algorithm's resolved TrainConfig and DataInfo for this data, as the trainer
-  resolves them (paper defaults: loss, n_critic, learning rates, betas, z_dim)."""
+  resolves them (paper defaults: loss, n_critic, learning rates, betas, z_dim; the
+  trainer's base width unless `base_channels` is given)."""
   manifest = manifest_lib.load(data_dir)
   info = data_lib.describe(manifest, data_dir)
-  config = config_lib.TrainConfig(algo=algo, data=data_dir, global_batch_size=batch_size)
+  config = config_lib.TrainConfig(algo=algo, data=data_dir, global_batch_size=batch_size,
+                                  base_channels=base_channels)
   return algorithms.get(algo).resolve(config, info), info
 
 
@@ -246,8 +254,8 @@ class _HandWritten:
   step is written here the way most GAN code writes it.
   """
 
-  def __init__(self, algo, data_dir, batch_size, compiled):
-    self.config, info = _resolved_config(algo, data_dir, batch_size)
+  def __init__(self, algo, data_dir, batch_size, compiled, base_channels=None):
+    self.config, info = _resolved_config(algo, data_dir, batch_size, base_channels)
     self.spec = gans.SPECS[algo]
     self.batch_size = batch_size
     keras.utils.set_random_seed(self.config.seed)
@@ -307,9 +315,10 @@ class _HandWritten:
 
 def run_hand_written(args, compiled):
   """Times the `eager` (or with `compiled`, the `tf_function`) loop; returns the
-  row's figures. `args`: algo, data, batch_size, steps, warmup (as parsed
-  above; bench/gpu_check.py builds its own)."""
-  loop = _HandWritten(args.algo, args.data, args.batch_size, compiled)
+  row's figures. `args`: algo, data, batch_size, steps, warmup and optionally
+  base_channels (as parsed above; bench/gpu_check.py builds its own)."""
+  loop = _HandWritten(args.algo, args.data, args.batch_size, compiled,
+                      getattr(args, "base_channels", None))
   for _ in range(args.warmup):
     loop.generator_step()
   loop.sync()
@@ -323,7 +332,7 @@ def run_hand_written(args, compiled):
     raise FloatingPointError(f"non-finite losses (d, g) = {losses_now}")
   return {"steps_per_sec": args.steps / seconds, "seconds": seconds,
           "real_per_step": loop.config.n_critic * args.batch_size,
-          "warmup_steps": args.warmup,
+          "warmup_steps": args.warmup, "base_channels": loop.config.base_channels,
           "note": "eager; n_critic loop and input iterator in Python" if not compiled
                   else "one tf.function per D step and per G step"}
 
@@ -335,10 +344,12 @@ def run_hand_written(args, compiled):
 def trainer_config(args, overrides, model_dir):
   """The TrainConfig of a trainer variant: `overrides` (TrainConfig fields) on the
   trainer's defaults, `2 * args.steps` steps logged every `args.steps`.
-  `args`: algo, data, batch_size, steps, trainer_strategy."""
+  `args`: algo, data, batch_size, steps, trainer_strategy and optionally
+  base_channels."""
   return config_lib.TrainConfig(
       algo=args.algo, data=args.data, model_dir=model_dir, strategy=args.trainer_strategy,
-      global_batch_size=args.batch_size, train_steps=2 * args.steps,
+      global_batch_size=args.batch_size, base_channels=getattr(args, "base_channels", None),
+      train_steps=2 * args.steps,
       log_every=args.steps, sample_every=2 * args.steps, checkpoint_every=2 * args.steps,
       **overrides)
 
@@ -367,7 +378,8 @@ def trainer_figures(args, result):
   note.append(_precision_note(result))
   return {"steps_per_sec": steps_per_sec, "seconds": args.steps / steps_per_sec,
           "real_per_step": c.n_critic * args.batch_size,
-          "warmup_steps": args.steps, "note": ", ".join(note),
+          "warmup_steps": args.steps, "base_channels": c.base_channels,
+          "note": ", ".join(note),
           "xla": result.xla, "precision": result.precision}
 
 
@@ -427,9 +439,9 @@ def one_line(e):
 # The parent: one subprocess per (dataset, algorithm, variant).
 
 
-def _torch_flags(algo, data_dir, batch_size):
+def _torch_flags(algo, data_dir, batch_size, base_channels):
   """bench/torch_train_step.py flags with the hyperparameters the TF variants resolve."""
-  c, info = _resolved_config(algo, data_dir, batch_size)
+  c, info = _resolved_config(algo, data_dir, batch_size, base_channels)
   spec = gans.SPECS[algo]
   return [f"--algo={algo}", f"--image_shape={'x'.join(map(str, info.shape))}",
           f"--loss={c.loss}", f"--g_loss={c.g_loss}", f"--n_critic={c.n_critic}",
@@ -445,11 +457,13 @@ def _run_child(variant, algo, data_dir, args):
   common = [f"--steps={args.steps}", f"--warmup={args.warmup}",
             f"--batch_size={args.batch_size}"]
   if variant == "torch":
-    cmd = [sys.executable, TORCH_SCRIPT, *_torch_flags(algo, data_dir, args.batch_size),
-           *common]
+    cmd = [sys.executable, TORCH_SCRIPT,
+           *_torch_flags(algo, data_dir, args.batch_size, args.base_channels), *common]
   else:
     cmd = [sys.executable, os.path.abspath(__file__), f"--variant={variant}", f"--algo={algo}",
            f"--data={data_dir}", f"--trainer_strategy={args.trainer_strategy}", *common]
+    if args.base_channels is not None:
+      cmd.append(f"--base_channels={args.base_channels}")
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout,
                           check=False)
@@ -490,11 +504,15 @@ def _dataset_section(name, data_dir, args, results):
                    _ratio(r, per_variant.get("tf_function"))] + gpu + [r.get("note", "")])
     summary.append(_summary_line(name, algo, per_variant))
   shape = "x".join(map(str, _image_shape(data_dir)))
+  widths = sorted({r["base_channels"] for per_algo in results.values()
+                   for r in per_algo.values() if "base_channels" in r})
+  width = ("base width " + "/".join(map(str, widths))
+           + ("" if args.base_channels else " (the trainer's default)") + "; ") if widths else ""
   return [
       f"## {name}: {DATASETS[name][3]}",
       "",
-      f"Data: `{data_dir}` ({shape}); batch {args.batch_size}; {args.steps} timed generator "
-      f"steps per variant.",
+      f"Data: `{data_dir}` ({shape}); {width}batch {args.batch_size}; {args.steps} timed "
+      f"generator steps per variant.",
       "",
       report.table(header, rows),
       "",
@@ -530,7 +548,8 @@ def _report(args, machine, when, sections):
       f"Machine: {machine}",
       "",
       "Same networks (`models.dcgan`, built by the algorithm's `ImageGAN.build`, base width "
-      f"64), same Adam settings, global batch {args.batch_size}. Variants: `eager` (eager "
+      f"{args.base_channels or 'the trainer default'}), same Adam settings, global batch "
+      f"{args.batch_size}. Variants: `eager` (eager "
       "GradientTape loop, keras-io style), `tf_function` (one tf.function per D and per G "
       "step, TF DCGAN tutorial style), `trainer*` (`training.trainer.run` with "
       f"`strategy={args.trainer_strategy}`: defaults, then one field changed), `torch` "

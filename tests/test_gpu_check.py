@@ -113,9 +113,9 @@ class ParentTest(tf.test.TestCase):
     plan = gpu_check.speed_plan(cpu_smoke=False)
     labels = [spec.label() for _, spec in plan]
     # The default config first: each loop, then steps_per_loop 1, then precisions.
-    self.assertEqual(labels[:4], ["eager sngan 32px batch 64", "tf_function sngan 32px batch 64",
-                                  "trainer sngan 32px batch 64, defaults",
-                                  "trainer sngan 32px batch 64, steps_per_loop=1"])
+    self.assertEqual(labels[:4], ["eager sngan 32px batch 32", "tf_function sngan 32px batch 32",
+                                  "trainer sngan 32px batch 32, defaults",
+                                  "trainer sngan 32px batch 32, steps_per_loop=1"])
     self.assertEqual(plan[3][1].versus, "S3")
     self.assertTrue(any(spec.stall and spec.batch == 256 for _, spec in plan))
     self.assertEqual(len(labels), len(set(labels)))
