@@ -39,6 +39,7 @@ import tensorflow as tf
 from evaluation import metrics
 from inference import sampling
 from training import config as config_lib
+from training import run_dir
 from training import samples as samples_lib
 from training import trainer
 
@@ -94,24 +95,13 @@ def _train(model_dir, **settings):
   return trainer.run(config_lib.TrainConfig(**base))
 
 
-def _scalars(model_dir, tag):
-  """[(step, value)] of a TensorBoard scalar of a run."""
-  out = []
-  for path in sorted(glob.glob(os.path.join(model_dir, "tensorboard", "events.out.tfevents.*"))):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for v in event.summary.value:
-        if v.tag == tag:
-          out.append((event.step, float(tf.make_ndarray(v.tensor))))
-  return sorted(out)
-
-
 def _throughput(model_dir, **settings):
   """Generator steps per second of `settings`, from short runs' steady rate
   (the trainer's images/s after the first log, i.e. past compilation): 6
   steps, and 120 more for settings faster than SLOW_STEPS_PER_SEC."""
   for steps in (6, 120):
     result = _train(model_dir, train_steps=steps, log_every=steps // 3, **settings)
-    rates = [r for _, r in _scalars(model_dir, "images_per_sec")][1:]
+    rates = [r for _, r in run_dir.read_scalars(model_dir, "images_per_sec")][1:]
     rate = float(np.median(rates)) / result.config.global_batch_size
     if rate < SLOW_STEPS_PER_SEC:
       break
@@ -170,8 +160,8 @@ def run_small_data(work_dir, steps, every, examples=500):
     _train(model_dir, algo="sngan", data=small, train_steps=steps, checkpoint_every=every,
            keep_checkpoints=steps // every + 1, **extra)
     seconds = time.time() - start
-    r_t = _scalars(model_dir, "r_t")
-    p = _scalars(model_dir, "augment_p")
+    r_t = run_dir.read_scalars(model_dir, "r_t")
+    p = run_dir.read_scalars(model_dir, "augment_p")
     curve = []
     for step in range(every, steps + 1, every):
       algorithm, _ = sampling.load_algorithm(model_dir, step)
@@ -275,7 +265,7 @@ def resolution_figures(size, batch, work_dir):
                   log_every=2, sample_every=RESOLUTION_STEPS, steps_per_loop=1)
   start = time.time()
   result = _train(model_dir, train_steps=RESOLUTION_STEPS, **settings)
-  rates = [r for _, r in _scalars(model_dir, "images_per_sec")][1:]
+  rates = [r for _, r in run_dir.read_scalars(model_dir, "images_per_sec")][1:]
   algorithm = result.algorithm
   grid = os.path.join(work_dir, f"resolution-{size}.png")
   x, _ = sampling.sample(algorithm, 16, seed=1)

@@ -3,7 +3,6 @@
 guarantees: 2 replicas == 1, resume == uninterrupted, XLA on == off."""
 
 import dataclasses
-import glob
 import os
 
 from absl.testing import parameterized
@@ -20,6 +19,7 @@ from tests.test_translation import tiny_config as translation_config
 from training import config as config_lib
 from training import equivalence
 from training import randomness
+from training import run_dir
 from training import trainer
 from training.equivalence import weights
 
@@ -176,22 +176,12 @@ class LazyR1Test(tf.test.TestCase):
     result = trainer.run(tiny_config("sngan", tmp, precision="mixed_float16", penalty="r1",
                                      r1_every=2, train_steps=4, steps_per_loop=1))
     self.assertEqual(result.precision, "mixed_float16")
-    penalty = [v for _, v in _scalars(tmp, "gradient_penalty")]
+    penalty = [v for _, v in run_dir.read_scalars(tmp, "gradient_penalty")]
     self.assertLen(penalty, 4)
     self.assertEqual([v > 0 for v in penalty], [v > 0 for v in penalty[:2]] * 2)
     self.assertEqual(sum(v > 0 for v in penalty), 2)
     for w in weights(result).values():
       self.assertTrue(np.all(np.isfinite(w)))
-
-
-def _scalars(model_dir, tag):
-  """[(step, value)] of a TensorBoard scalar of a run."""
-  out = []
-  for path in glob.glob(os.path.join(model_dir, "tensorboard", "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      out += [(event.step, float(tf.make_ndarray(v.tensor))) for v in event.summary.value
-              if v.tag == tag]
-  return sorted(out)
 
 
 class SmallDataTrainingTest(tf.test.TestCase):

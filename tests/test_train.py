@@ -1,6 +1,5 @@
 """The trainer: N replicas equal 1, resume equals uninterrupted, run directory."""
 
-import glob
 import json
 import os
 
@@ -14,6 +13,7 @@ from input import convert
 from training import config as config_lib
 from training import equivalence
 from training import errors
+from training import run_dir
 from training import trainer
 from training.equivalence import weights
 
@@ -204,11 +204,7 @@ class RunDirectoryTest(tf.test.TestCase):
     ckpts = tf.train.get_checkpoint_state(os.path.join(tmp, "checkpoints"))
     self.assertEqual(os.path.basename(ckpts.model_checkpoint_path), "ckpt-4")
     self.assertLen(ckpts.all_model_checkpoint_paths, 1)  # --keep_checkpoints=1
-    events = glob.glob(os.path.join(tmp, "tensorboard", "events.out.tfevents.*"))
-    self.assertNotEmpty(events)
-    tags = set()
-    for event in tf.compat.v1.train.summary_iterator(events[0]):
-      tags.update(v.tag for v in event.summary.value)
+    tags = set(run_dir.read_summaries(tmp))
     for tag in ("d_loss", "g_loss", "d_real", "d_fake", "images_per_sec", "lr_g", "lr_d",
                 "samples"):
       self.assertIn(tag, tags)
@@ -254,6 +250,26 @@ class RunDirectoryTest(tf.test.TestCase):
     resumed = trainer.run(tiny_config("lsgan", tmp, train_steps=2))
     for v in resumed.algorithm.generator.weights:
       self.assertTrue(np.all(np.isfinite(v.numpy())))
+
+
+  def test_read_scalars_joins_event_files_in_step_order(self):
+    # A resumed run writes a second event file: its curve is read after the first's,
+    # whatever order the files list in.
+    tmp = self.create_tempdir().full_path
+    board = os.path.join(tmp, run_dir.TENSORBOARD_SUBDIR)
+    for steps in ((3, 4), (1, 2)):
+      writer = tf.summary.create_file_writer(board, filename_suffix=f".part{steps[0]}")
+      with writer.as_default():
+        for step in steps:
+          tf.summary.scalar("d_loss", step / 4, step=step)
+          tf.summary.image("samples", tf.zeros([1, 2, 2, 1]), step=step)
+      writer.close()
+    self.assertEqual(run_dir.read_scalars(tmp, "d_loss"),
+                     [(1, 0.25), (2, 0.5), (3, 0.75), (4, 1.0)])
+    self.assertEqual(run_dir.read_scalars(tmp, "g_loss"), [])
+    summaries = run_dir.read_summaries(tmp)
+    self.assertEqual(sorted(summaries), ["d_loss", "samples"])
+    self.assertEqual([s for s, _ in summaries["samples"]], [1, 2, 3, 4])
 
 
 class ErrorsTest(tf.test.TestCase):

@@ -38,14 +38,9 @@ def eval_log(model_dir):
 
 def tensorboard_scalars(model_dir, prefix="eval/"):
   """{tag: {step: value}} from the run's TensorBoard events."""
-  out = {}
-  for path in glob.glob(os.path.join(model_dir, run_dir_lib.TENSORBOARD_SUBDIR, "events.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag.startswith(prefix):
-          out.setdefault(value.tag, {})[event.step] = float(
-              tf.make_ndarray(value.tensor))
-  return out
+  return {tag: {step: float(v) for step, v in points}
+          for tag, points in run_dir_lib.read_summaries(model_dir).items()
+          if tag.startswith(prefix)}
 
 
 def vector_config(model_dir, **kwargs):

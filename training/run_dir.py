@@ -15,10 +15,12 @@ writes into it, and what other programs read back from it.
 
 `pipeline.sample`, `evaluate`, `export` and `translate` read runs through
 `load_run`, `resolve_checkpoint` and `trackable_items`, never through
-the trainer.
+the trainer; benches and tests read its TensorBoard curves through
+`read_summaries` and `read_scalars`.
 """
 
 import dataclasses
+import glob
 import json
 import logging as pylogging
 import os
@@ -195,3 +197,21 @@ def resolve_checkpoint(model_dir, checkpoint=None):
   if not path or not tf.io.gfile.exists(path + ".index"):
     raise ValueError(f"no checkpoint {checkpoint or ''} in {ckpt_dir!r}")
   return path
+
+
+def read_summaries(model_dir):
+  """{tag: [(step, value)]} of every summary in the run's TensorBoard events
+  (all event files: a resumed run adds one), sorted by step; each value is the
+  summary's tensor as a numpy array (a scalar's is 0-d)."""
+  out = {}
+  for path in sorted(glob.glob(os.path.join(model_dir, TENSORBOARD_SUBDIR, "events.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        out.setdefault(value.tag, []).append((event.step, tf.make_ndarray(value.tensor)))
+  return {tag: sorted(points, key=lambda p: p[0]) for tag, points in out.items()}
+
+
+def read_scalars(model_dir, tag):
+  """[(step, value)] of one scalar curve of the run, sorted by step ([] if the
+  run never wrote `tag`)."""
+  return [(step, float(v)) for step, v in read_summaries(model_dir).get(tag, [])]
