@@ -43,6 +43,7 @@ import tensorflow as tf
 from algorithms import base
 from algorithms.base import Phase
 from models import augment as augment_lib
+from models import blocks
 from models import dcgan
 from models import losses
 from models import mlp
@@ -238,6 +239,7 @@ class ImageGAN(base.Algorithm):
     self.optimizers["d"].build(self.discriminator.trainable_variables)
     self.optimizers["g"].build(self.generator.trainable_variables)
     self._g_loss, self._d_loss = losses.get(c.loss, c.g_loss)
+    self._joint_d = blocks.per_example(self.discriminator)
     self._penalty = None if c.penalty == "none" else penalties.get(c.penalty)
     self._penalty_weight = (c.r1_gamma / 2 * c.r1_every if c.penalty == "r1"
                             else c.gp_weight)
@@ -327,8 +329,18 @@ class ImageGAN(base.Algorithm):
       # the penalties are taken at augmented images too.
       real = self._augment(self._real(batch), rand, "real")
       fake = self._augment(fake, rand, "fake")
-      real_logits = self.discriminator(real, labels, training=True)
-      fake_logits = self.discriminator(fake, labels, training=True)
+      if self._joint_d:
+        # One call on [real; fake]: the logits of two calls, with half the
+        # calls (each re-normalizes and casts every kernel), as BigGAN's G_D
+        # wrapper does. A D with batch norm keeps two calls: its statistics
+        # are per call (DCGAN's separate real and fake batches).
+        both = self.discriminator(tf.concat([real, tf.cast(fake, real.dtype)], 0),
+                                  None if labels is None else tf.concat([labels, labels], 0),
+                                  training=True)
+        real_logits, fake_logits = tf.split(both, 2)
+      else:
+        real_logits = self.discriminator(real, labels, training=True)
+        fake_logits = self.discriminator(fake, labels, training=True)
       per_example = self._d_loss(real_logits, fake_logits)
       metrics = {"d_loss": per_example, "d_real": losses.per_example(real_logits),
                  "d_fake": losses.per_example(fake_logits),

@@ -84,6 +84,14 @@ def normalization(kind, name, epsilon):
   raise ValueError(f"unknown normalization {kind!r}; valid: {', '.join(NORMS)}")
 
 
+def per_example(model):
+  """Whether `model` treats every example of a batch alone, in training mode
+  too: no batch normalization anywhere in it (conditional ones included), so
+  that one call on a concatenated batch gives the logits of separate calls."""
+  return not any(isinstance(layer, keras.layers.BatchNormalization)
+                 for layer in model._flatten_layers())  # pylint: disable=protected-access  (Keras 3's recursive layer list)
+
+
 def apply_norm(norm, x, training):
   """`norm(x)`, or x when norm is None."""
   return x if norm is None else norm(x, training=training)

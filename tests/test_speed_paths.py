@@ -6,26 +6,82 @@ rounding), also on 2 replicas where the per-replica pass is compiled and the
 all-reduce is not; mixed precision stays within half-precision rounding of
 float32 on 1 and on 2 replicas; a float16 gradient penalty that underflows
 without the loss scale is recovered with it; a resumed float16 run (loss scale
-in the checkpoint) equals an uninterrupted one.
+in the checkpoint) equals an uninterrupted one; one discriminator call on
+[real; fake] gives the losses of two calls where D has no batch norm, and two
+calls are kept where it has.
 """
 
 import dataclasses
-import glob
 import os
 
+from absl.testing import parameterized
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import algorithms
+from algorithms import base
+from models import blocks
 from models import penalties
 from tests.test_train import tiny_config
 from tests.test_translation import tiny_config as translation_config
 from training import config as config_lib
 from training import equivalence
 from training import precision as precision_lib
+from training import randomness
+from training import run_dir
 from training import trainer
 from training.equivalence import weights
+
+
+class JointDiscriminatorTest(tf.test.TestCase, parameterized.TestCase):
+  """algorithms/gans.py's single D call on [real; fake] (bench/joint_d.py)."""
+
+  def _algorithm(self, algo, **kwargs):
+    info = base.DataInfo(kind="image", shape=(16, 16, 3), num_classes=3, name="t")
+    config = algorithms.get(algo).resolve(
+        config_lib.TrainConfig(algo=algo, z_dim=4, base_channels=4, global_batch_size=4,
+                               **kwargs), info)
+    algo = algorithms.get(algo)(config, info)
+    algo.build()
+    return algo
+
+  @parameterized.parameters(
+      ("sngan", {}), ("wgan_gp", {}), ("sngan", dict(arch="resnet", conditional=True)),
+      ("sngan", dict(augment="diffaugment", penalty="r1")))
+  def test_one_call_gives_the_losses_of_two(self, algo, kwargs):
+    algo = self._algorithm(algo, **kwargs)
+    self.assertTrue(algo._joint_d)  # pylint: disable=protected-access
+    batch = {"image": tf.random.stateless_uniform([4, 16, 16, 3], [1, 2], -1, 1),
+             "label": tf.constant([0, 1, 2, 0])}
+    d = algo.phases()[0]
+
+    def d_loss():
+      rand = randomness.StepRandomness(tf.constant([5, 6], tf.int64), 4, 0, 4,
+                                       step=tf.constant(1, tf.int64))
+      with tf.GradientTape() as tape:
+        per_example, metrics = algo.loss(d, batch, rand)
+      grads = tape.gradient(per_example, algo.discriminator.trainable_variables)
+      return per_example, metrics, grads
+
+    joint = d_loss()
+    algo._joint_d = False  # pylint: disable=protected-access
+    separate = d_loss()
+    self.assertAllClose(joint[0], separate[0], rtol=1e-5, atol=1e-6)
+    for name in ("d_real", "d_fake"):
+      self.assertAllClose(joint[1][name], separate[1][name], rtol=1e-5, atol=1e-6)
+    self.assertNotAllClose(joint[1]["d_real"], joint[1]["d_fake"])
+    for a, b in zip(joint[2], separate[2]):
+      self.assertAllClose(a, b, rtol=1e-4, atol=1e-6)
+
+  def test_batch_norm_discriminators_keep_two_calls(self):
+    # DCGAN's D normalizes by the statistics of its batch: real and fake are
+    # two batches, as in the paper.
+    for algo in ("dcgan", "lsgan", "cdcgan"):
+      self.assertFalse(self._algorithm(algo)._joint_d, algo)  # pylint: disable=protected-access
+    self.assertFalse(blocks.per_example(self._algorithm("sngan").generator))
+    self.assertTrue(blocks.per_example(self._algorithm("sngan", arch="resnet").discriminator))
 
 
 class XlaTest(tf.test.TestCase):
@@ -195,11 +251,7 @@ class MixedPrecisionTest(tf.test.TestCase):
           self.assertEqual(r.metrics[f"loss_scale_{n}"],
                            2.0**(15 - r.metrics[f"skipped_steps_{n}"]))
       self.assertIsInstance(one.algorithm.optimizers["d"], precision_lib.LossScaleOptimizer)
-      events = glob.glob(os.path.join(tmp, "one", "tensorboard", "*"))
-      tags = set()
-      for path in events:
-        for e in tf.compat.v1.train.summary_iterator(path):
-          tags.update(v.tag for v in e.summary.value)
+      tags = set(run_dir.read_summaries(os.path.join(tmp, "one")))
       self.assertContainsSubset({"loss_scale_d", "skipped_steps_d"}, tags)
 
   @pytest.mark.slow
