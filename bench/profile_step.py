@@ -68,6 +68,10 @@ def main(argv=None):
   p.add_argument("--steps_per_loop", type=int, default=None,
                  help="The trainer's --steps_per_loop (default: its default).")
   p.add_argument("--data", default=None, help="The trainer's --data (default: the algorithm's).")
+  p.add_argument("--base_channels", type=int, default=None,
+                 help="The trainer's --base_channels (default: its default; the papers' 64).")
+  p.add_argument("--global_batch_size", type=int, default=None,
+                 help="The trainer's --global_batch_size (default: its default).")
   args = p.parse_args(argv)
   work = tempfile.mkdtemp(prefix="profile_step_")
   try:
@@ -76,7 +80,8 @@ def main(argv=None):
         precision=args.precision, train_steps=args.warmup_steps, log_every=args.warmup_steps,
         sample_every=10**9, checkpoint_every=10**9,
         **({"steps_per_loop": args.steps_per_loop} if args.steps_per_loop else {}),
-        **({"data": args.data} if args.data else {}))
+        **({"data": args.data} if args.data else {}),
+        base_channels=args.base_channels, global_batch_size=args.global_batch_size)
     first = trainer.run(config)
     logdir = os.path.join(work, "profile")
     tf.profiler.experimental.start(logdir)
@@ -91,7 +96,7 @@ def main(argv=None):
                if kind == "compute" and op != "Process"}
     total = sum(ms for ms, _ in compute.values())
     print(f"{args.algo}, precision {args.precision} -> {first.precision}, {args.steps} profiled "
-          f"steps, batch {first.config.global_batch_size}: {total:,.0f} ms of kernel time on the "
+          f"steps, batch {first.config.global_batch_size}, width {first.config.base_channels}: {total:,.0f} ms of kernel time on the "
           f"compute threads ({total / args.steps:.1f} ms per step); steps_per_loop "
           f"{first.config.steps_per_loop}")
     print(f"{'op type':40s} {'share':>7s} {'calls/step':>10s}")
