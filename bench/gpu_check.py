@@ -24,11 +24,11 @@ Speed rows (bench/train_step.py's eager loop, tf.function loop and trainer,
 same networks; real images/s, ratios to the eager and tf.function loops of the
 same algorithm, size and batch measured in this run, peak GPU memory), most
 important first: the default config (sngan, 32 px, the trainer's default batch
-32; every row at the trainer's default width, 32 for these networks) with each loop,
+and width, 32 and 32) with each loop,
 `--steps_per_loop` 1 against 10, every precision with XLA on and off, the
 input stall at batch 256; then dcgan, sngan and wgan_gp at 32, 64 and 128 px
-and batch 64 and 256: the three loops first, then the precision and XLA
-variants. The full list takes far longer than 8 minutes: `--budget_s` cuts it.
+and batch 64 and 256 at the papers' width 64: the three loops first, then the
+precision and XLA variants. The full list takes far longer than 8 minutes: `--budget_s` cuts it.
 
 Budget: before each row the time left is checked against the longest row of
 its kind so far; a row that would not fit is skipped (and listed), and a child
@@ -86,6 +86,7 @@ SPEED_BATCHES = (64, 256)
 SPEED_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 SPEED_EXAMPLES = 4096  # Examples converted per size (the reader repeats them).
 DEFAULT_BATCH = gans.IMAGE_BATCH  # The trainer's default global batch for images.
+GRID_WIDTH = 64  # The grid's --base_channels: the papers' width (the default row: the trainer's).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,9 +100,12 @@ class SpeedSpec:
   stall: bool = False  # Also time the trainer fed from one cached batch.
   versus: str | None = None  # The row id whose images/s this row is compared with.
   same_as_default: bool = False  # Skipped if it equals the group's default as resolved.
+  width: int | None = None  # --base_channels; None: the trainer's default.
 
   def label(self):
     text = f"{self.loop} {self.algo} {self.size}px batch {self.batch}"
+    if self.width:
+      text += f" width {self.width}"
     if self.overrides:
       text += ", " + " ".join(f"{k}={v}" for k, v in self.overrides)
     elif self.loop == "trainer":
@@ -109,7 +113,7 @@ class SpeedSpec:
     return text + (" (input stall)" if self.stall else "")
 
   def group(self):
-    return (self.algo, self.size, self.batch)
+    return (self.algo, self.size, self.batch, self.width)
 
 
 def speed_plan(cpu_smoke):
@@ -123,19 +127,21 @@ def speed_plan(cpu_smoke):
   specs.append(SpeedSpec("trainer", *default, overrides=(("steps_per_loop", 1),),
                          versus=f"S{len(specs)}"))  # Against the default trainer row.
 
-  def variants(group):
+  def variants(group, width=None):
     return [SpeedSpec("trainer", *group, overrides=(("precision", p), ("xla", x)),
-                      same_as_default=True)
+                      same_as_default=True, width=width)
             for p in SPEED_PRECISIONS for x in ("on", "off")]
 
   specs += variants(default)
   specs.append(SpeedSpec("trainer", default[0], default[1], max(SPEED_BATCHES), stall=True))
+  # The grid at the papers' width: what a GPU user trains.
   groups = [(algo, size, batch) for size in SPEED_SIZES for batch in SPEED_BATCHES
-            for algo in SPEED_ALGOS if (algo, size, batch) != default]
+            for algo in SPEED_ALGOS]
   for group in groups:
-    specs += [SpeedSpec(loop, *group) for loop in ("eager", "tf_function", "trainer")]
+    specs += [SpeedSpec(loop, *group, width=GRID_WIDTH)
+              for loop in ("eager", "tf_function", "trainer")]
   for group in groups:
-    specs += variants(group)
+    specs += variants(group, GRID_WIDTH)
   return [(f"S{i + 1}", spec) for i, spec in enumerate(specs)]
 
 

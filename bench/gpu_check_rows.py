@@ -315,11 +315,12 @@ class Correctness:
 
 def speed_row(spec, steps, warmup, data_cache, examples):
   """One speed row: `spec` is a dict (loop, algo, size, batch, overrides,
-  stall) from bench/gpu_check.py; returns the row with its figures."""
+  stall, width) from bench/gpu_check.py; returns the row with its figures."""
   data = cache.ensure_converted("builtin:shapes", cache_dir=data_cache,
                                 image_size=spec["size"], max_examples=examples)
   args = argparse.Namespace(algo=spec["algo"], data=data, batch_size=spec["batch"],
-                            steps=steps, warmup=warmup, trainer_strategy="one_device")
+                            base_channels=spec.get("width"), steps=steps, warmup=warmup,
+                            trainer_strategy="one_device")
   overrides = spec.get("overrides", {})
   if spec["loop"] in ("eager", "tf_function"):
     figures = train_step.run_hand_written(args, compiled=spec["loop"] == "tf_function")

@@ -117,6 +117,10 @@ class ParentTest(tf.test.TestCase):
                                   "trainer sngan 32px batch 32, defaults",
                                   "trainer sngan 32px batch 32, steps_per_loop=1"])
     self.assertEqual(plan[3][1].versus, "S3")
+    # The default rows at the trainer's width; the grid at the papers' 64.
+    self.assertIsNone(plan[0][1].width)
+    self.assertIn("eager dcgan 64px batch 256 width 64", labels)
+    self.assertTrue(all(spec.width == 64 for _, spec in plan if spec.batch != 32 and not spec.stall))
     self.assertTrue(any(spec.stall and spec.batch == 256 for _, spec in plan))
     self.assertEqual(len(labels), len(set(labels)))
     self.assertLen(gpu_check.speed_plan(cpu_smoke=True), 1)
