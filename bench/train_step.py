@@ -315,10 +315,10 @@ class _HandWritten:
 
 def run_hand_written(args, compiled):
   """Times the `eager` (or with `compiled`, the `tf_function`) loop; returns the
-  row's figures. `args`: algo, data, batch_size, steps, warmup and optionally
+  row's figures. `args`: algo, data, batch_size, steps, warmup and
   base_channels (as parsed above; bench/gpu_check.py builds its own)."""
   loop = _HandWritten(args.algo, args.data, args.batch_size, compiled,
-                      getattr(args, "base_channels", None))
+                      args.base_channels)
   for _ in range(args.warmup):
     loop.generator_step()
   loop.sync()
@@ -344,11 +344,11 @@ def run_hand_written(args, compiled):
 def trainer_config(args, overrides, model_dir):
   """The TrainConfig of a trainer variant: `overrides` (TrainConfig fields) on the
   trainer's defaults, `2 * args.steps` steps logged every `args.steps`.
-  `args`: algo, data, batch_size, steps, trainer_strategy and optionally
+  `args`: algo, data, batch_size, steps, trainer_strategy and
   base_channels."""
   return config_lib.TrainConfig(
       algo=args.algo, data=args.data, model_dir=model_dir, strategy=args.trainer_strategy,
-      global_batch_size=args.batch_size, base_channels=getattr(args, "base_channels", None),
+      global_batch_size=args.batch_size, base_channels=args.base_channels,
       train_steps=2 * args.steps,
       log_every=args.steps, sample_every=2 * args.steps, checkpoint_every=2 * args.steps,
       **overrides)
