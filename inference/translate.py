@@ -122,7 +122,8 @@ def run(config):
     if kind == "nifti":
       written, skipped = volumes.translate_nifti(translator, config.input, config.output, fmt)
     else:
-      written, skipped = volumes.translate_dicom(translator, config.input, config.output, fmt)
+      written, skipped = volumes.translate_dicom(translator, config.input, config.output, fmt,
+                                                 config.model_dir)
     volumes.write_window_json(config.output, translator.record(direction))
     result = TranslateResult(written, skipped, kind)
   logging.info("Wrote %d file(s) to %s; skipped %d", len(result.written), config.output,

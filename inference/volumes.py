@@ -14,7 +14,8 @@ data: values -> the window's 16-bit codes -> codes / 65535 * 2 - 1.
 
 Privacy: of a DICOM file only its pixel values, pixel spacing and modality
 are used; series are named by salted pseudonyms (`series-<pseudonym>`, the
-salt kept in the output folder), and nothing is written as DICOM.
+salt kept in the run directory, never in the output), and nothing is written
+as DICOM.
 """
 
 import json
@@ -340,9 +341,12 @@ def translate_nifti(translator, path, output, fmt):
   return written, skipped
 
 
-def translate_dicom(translator, root, output, fmt):
+def translate_dicom(translator, root, output, fmt, salt_dir):
   """Translates every DICOM image series under `root` into `output`, named by
   pseudonym, never as DICOM.
+
+  The pseudonyms' salt is kept in `salt_dir` (the run directory, private),
+  never in `output`, the folder a user hands on.
 
   nifti: `series-<pseudonym>.nii.gz`, an axial stack in the target window's
   units whose voxel size is the series' pixel spacing (slice spacing 1 mm;
@@ -352,7 +356,8 @@ def translate_dicom(translator, root, output, fmt):
     (written paths, [(input path or series name, reason)] skipped).
   """
   require("pydicom", "DICOM inputs")
-  pseudonym = medical_base.Pseudonym(medical_base.load_or_create_salt(output))
+  pseudonym = medical_base.Pseudonym(medical_base.load_or_create_salt(
+      os.path.join(salt_dir, medical_base.SALT_NAME)))
   volumes, scan_skipped, _, _ = dicom.scan(root, pseudonym)
   skipped = [(os.path.join(root, s["key"]), s["reason"]) for s in scan_skipped]
   written = []

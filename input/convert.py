@@ -91,10 +91,21 @@ class ConvertConfig:
       "Skip images (slices) whose fraction of pixels above the window's minimum (above 0) is "
       "below this, e.g. air-only slices; counted in the manifest, not errors.")
   holdout: float = setting(0.0,
-      "Hold out this fraction of the --split_by groups as split 'test' (train* -> test*).")
+      "Hold out this fraction of the --split_by groups as split 'test' (train* -> test*). The "
+      "held-out groups depend only on who they are, this fraction and --seed.")
   split_by: str = setting("patient",
-      "--holdout groups: patient (DICOM PatientID; a folder or BIDS sub-* otherwise), series "
-      "(a DICOM series, a NIfTI file, a folder) or file.", choices=splits.SPLIT_BY)
+      "--holdout groups: patient (DICOM PatientID, else OtherPatientIDs, else PatientName with "
+      "PatientBirthDate; the BIDS sub- entity; a folder for folder: images; see "
+      "--patient_from), study (DICOM StudyInstanceUID, BIDS subject and session), series (a "
+      "DICOM series, a NIfTI file, a folder) or file.", choices=splits.SPLIT_BY)
+  patient_from: str | None = setting(None,
+      "dicom/nifti: how patients are told apart when the headers or BIDS names do not say: a "
+      "DICOM attribute keyword (e.g. OtherPatientIDs), folder:N (the N-th folder under the "
+      "source root, 1 the first), or file (each NIfTI file one patient).")
+  split_file: str | None = setting(None,
+      "With --holdout: write the split (group pseudonyms and names only) to this file, or reuse "
+      "it when it exists, so that other conversions (T1 and T2, another size) hold out the same "
+      "patients. Its pseudonym key is kept beside it, private, as FILE.key.")
   max_image_pixels: int | None = setting(None,
       "Raise Pillow's decompression-bomb limit (pixels) for very large images (histology).")
   encoding: str = setting("raw",
@@ -133,6 +144,8 @@ class ConvertConfig:
         (0.0 <= self.min_foreground < 1.0,
          f"--min_foreground must be in [0, 1), got {self.min_foreground}"),
         (0.0 <= self.holdout < 1.0, f"--holdout must be in [0, 1), got {self.holdout}"),
+        (not self.split_file or self.holdout or os.path.exists(self.split_file),
+         f"--split_file {self.split_file!r} does not exist; give --holdout=FRACTION to make it"),
         (self.split_by in splits.SPLIT_BY,
          f"--split_by must be one of {', '.join(splits.SPLIT_BY)}, got {self.split_by!r}"),
         (self.max_image_pixels is None or self.max_image_pixels > 0,
@@ -216,6 +229,78 @@ def _prepare_output(config, plan):
 
 
 # ---------------------------------------------------------------------------
+# The pseudonym salt.
+
+KEY_SUFFIX = ".key"
+
+
+class _Created:
+  """What a conversion made before it knew it could succeed: removed again
+  when it fails, so that a failed run leaves nothing behind (no salt)."""
+
+  def __init__(self, output):
+    self.paths = []
+    for d in (os.path.join(output, shards.STATE_DIR), output):
+      if not os.path.exists(d):
+        self.paths.append(d)
+
+  def claim_salt(self, path, salt):
+    """`medical_base.claim_salt`, remembering a file this run wrote."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(parent):
+      self.paths.insert(0, parent)
+    salt, wrote = medical_base.claim_salt(path, salt)
+    if wrote:
+      self.paths.insert(0, path)
+    return salt
+
+  def undo(self):
+    for path in self.paths:  # Files first, then their (then empty) folders.
+      try:
+        if os.path.isdir(path):
+          os.rmdir(path)
+        else:
+          os.remove(path)
+      except OSError:
+        pass  # A folder something else wrote to stays.
+
+
+def _pseudonym_salt(config, created):
+  """The salt of the pseudonyms of a medical conversion.
+
+  It is kept in OUTPUT/.convert (mode 0600; never in the manifest or a
+  shard). With --split_file, the split's key (FILE.key beside it, private)
+  is the salt, so that conversions sharing a split name patients alike.
+
+  Raises:
+    ConvertError: a split file without its key, or an output converted
+      under another key (without --overwrite).
+  """
+  out_path = os.path.join(config.output, shards.STATE_DIR, medical_base.SALT_NAME)
+  have = medical_base.read_salt(out_path)
+  if not config.split_file:
+    return have or created.claim_salt(out_path, medical_base.new_salt())
+  key_path = config.split_file + KEY_SUFFIX
+  key = medical_base.read_salt(key_path)
+  if key is None:
+    if os.path.exists(config.split_file):
+      raise ConvertError(f"--split_file {config.split_file!r} has no key beside it ({key_path!r}"
+                         "), so the pseudonyms it lists cannot be matched; copy the key from "
+                         "where the split was made")
+    key = created.claim_salt(key_path, have or medical_base.new_salt())
+  if have is None:
+    return created.claim_salt(out_path, key)
+  if have != key:
+    if not config.overwrite:
+      raise ConvertError(f"--output {config.output!r} was converted under another pseudonym key "
+                         f"than --split_file {config.split_file!r}'s; pass --overwrite to "
+                         "convert it again under the split's key")
+    os.remove(out_path)
+    created.claim_salt(out_path, key)
+  return key
+
+
+# ---------------------------------------------------------------------------
 # Entry points.
 
 
@@ -241,19 +326,36 @@ def run(config):
   if config.finalize:
     return finalize(config.output, config.max_skip_fraction)
   images.set_max_image_pixels(config.max_image_pixels)
+  created = _Created(config.output)
   try:
     source = sources.parse_source(
         config.source, labels=config.labels, seed=config.seed, image_size=config.image_size,
         tfds_data_dir=config.tfds_data_dir,
         medical_options=medical.MedicalOptions(config.window, config.slice_axis,
-                                               config.volume_index))
+                                               config.volume_index, config.patient_from))
     _check_output(config, source)
+    if config.patient_from and not isinstance(source, medical.MedicalSource):
+      raise ConvertError(f"--patient_from applies to dicom: and nifti: sources, not "
+                         f"{config.source!r} (image folders: a BIDS sub- name or the folder)")
+    reuse = splits.read_split_file(config.split_file) if (
+        config.split_file and os.path.exists(config.split_file)) else None
+    if reuse is not None and config.holdout and config.holdout != reuse["fraction"]:
+      raise ConvertError(f"--holdout={config.holdout:g}, but --split_file {config.split_file!r} "
+                         f"was made with {reuse['fraction']:g}; leave --holdout out to reuse it")
     if isinstance(source, medical.MedicalSource):
-      source.salt = medical_base.load_or_create_salt(
-          os.path.join(config.output, shards.STATE_DIR))
-    plan = plan_lib.Plan(source, config)
-  except (sources.SourceError, medical_base.MissingExtraError) as e:
+      source.salt = _pseudonym_salt(config, created)
+    plan = plan_lib.Plan(source, config, reuse)
+  except (sources.SourceError, medical_base.MissingExtraError, splits.SplitError,
+          ConvertError) as e:
+    created.undo()  # A run that fails writes nothing.
     raise ConvertError(str(e)) from None
+  except BaseException:
+    created.undo()
+    raise
+  if config.split_file and reuse is None and config.task_index == 0:
+    splits.write_split_file(config.split_file, plan.holdout, plan.split_groups)
+    logging.info("Wrote the split to %s (fingerprint %s)", config.split_file,
+                 plan.holdout["fingerprint"][:12])
   _prepare_output(config, plan)
   out = config.output
   mine = plan.jobs_for_task(config.task_index, config.num_tasks)

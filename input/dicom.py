@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from input import identity
 from input import images
 from input import medical_base as base
 
@@ -88,13 +89,15 @@ def _decode_reason(e):
   return f"cannot decode pixel data: {text}"
 
 
-def scan(root, pseudonym):
+def scan(root, pseudonym, patient_from=None):
   """Finds the image series under `root`.
 
   Args:
     root: a folder, searched recursively (hidden files and folders skipped).
-    pseudonym: `f(kind, value) -> str`, the salted hash naming series and
-      patients.
+    pseudonym: `f(kind, value) -> str`, the salted hash naming series,
+      studies and patients.
+    patient_from: `--patient_from` (`input.identity`), or None for the
+      patient-module attributes.
 
   Returns:
     (volumes, skipped, non_images, ignored): `base.Volume`s in a fixed order
@@ -131,7 +134,7 @@ def scan(root, pseudonym):
     headers[uid].append((rel, ds))
   volumes = []
   for uid, members in headers.items():
-    vol, vol_skipped = _series(root, uid, members, pseudonym)
+    vol, vol_skipped = _series(root, uid, members, pseudonym, patient_from)
     skipped.extend(vol_skipped)
     if vol is not None:
       volumes.append(vol)
@@ -139,7 +142,7 @@ def scan(root, pseudonym):
   return volumes, skipped, non_images, ignored
 
 
-def _series(root, uid, members, pseudonym):
+def _series(root, uid, members, pseudonym, patient_from):
   """One `base.Volume` from the headers of a series' files."""
   shapes = collections.Counter((int(ds.Rows), int(ds.Columns)) for _, ds in members)
   shape = shapes.most_common(1)[0][0]
@@ -168,21 +171,29 @@ def _series(root, uid, members, pseudonym):
   else:
     slices.sort(key=lambda s: (s[2], s[3]))
     order = "file name"
-  ds = members[0][1]
+  rel, ds = members[0]
   refs = tuple(SliceRef(os.path.join(root, rel), f if n > 1 else -1)
                for _, _, rel, f, n in slices)
   folders = sorted({os.path.dirname(rel) for rel, _ in members})
-  patient = str(ds.get("PatientID", "") or ds.get("PatientName", "") or "")
+  person, how = identity.dicom_patient(ds, rel, patient_from)
+  study_uid = str(ds.get("StudyInstanceUID", "") or "")
+  series_id = pseudonym("series", uid)
+  patient = pseudonym("patient", person) if person else ""
+  study = pseudonym("study", study_uid) if study_uid else ""
   spacing = _float_list(ds.get("PixelSpacing"), 2)
   return base.Volume(
-      id=pseudonym("series", uid),
+      id=series_id,
       match=folders[0] if len(folders) == 1 else "",
-      patient=pseudonym("patient", patient) if patient else pseudonym("series", uid),
+      patient=patient,
+      study=study,
       modality=str(ds.get("Modality", "") or ""),
       shape=shape,
       refs=refs,
       info={"slice_order": order, "pixel_spacing": spacing,
             "samples_per_pixel": _int(ds, "SamplesPerPixel", 1)},
+      identified_by=how,
+      secret_ids={k: v for k, v in ((series_id, uid), (patient, person), (study, study_uid))
+                  if k},
   ), skipped
 
 

@@ -14,12 +14,15 @@ root, a NIfTI file's relative name without extension), then slice by slice;
 a pair whose slice counts or in-plane shapes differ is skipped and listed.
 """
 
+import collections
 import dataclasses
 import os
 
+from absl import logging
 import numpy as np
 
 from input import dicom
+from input import identity
 from input import images
 from input import medical_base as base
 from input import nifti
@@ -37,11 +40,13 @@ class MedicalOptions:
   window: str = "auto"
   slice_axis: str = "axial"
   volume_index: str = "0"
+  patient_from: str | None = None
 
-  def validate(self):
+  def validate(self, fmt=None):
     try:
       window_lib.parse(self.window)
-    except window_lib.WindowError as e:
+      identity.validate_rule(self.patient_from, fmt)
+    except (window_lib.WindowError, identity.IdentityError) as e:
       raise SourceError(str(e)) from None
     if self.slice_axis not in SLICE_AXES:
       raise SourceError(f"--slice_axis must be one of {', '.join(SLICE_AXES)}, "
@@ -72,13 +77,18 @@ class MedicalSource(Source):
 
   def __init__(self, spec, fmt, roots, mode, options):
     super().__init__(spec)
-    options.validate()
+    options.validate(fmt)
     base.require("pydicom" if fmt == "dicom" else "nibabel", f"{fmt}:")
     want = 1 if mode == "image" else 2
     if len(roots) != want:
       raise SourceError(f"{spec!r}: a {mode} {fmt} source takes "
                         f"{'one path' if want == 1 else 'two paths A,B'}")
     for r in roots:
+      if fmt == "dicom" and os.path.isfile(r):
+        hint = (f"; it is a NIfTI file: use nifti:{r}" if identity.is_nifti(r)
+                else "; give the folder that holds it")
+        raise SourceError(f"dicom: takes a folder of DICOM files, and {r!r} is a file{hint} "
+                          f"(from {spec!r})")
       if fmt == "dicom" and not os.path.isdir(r):
         raise SourceError(f"DICOM folder {r!r} does not exist (from {spec!r})")
       if fmt == "nifti" and not os.path.exists(r):
@@ -91,6 +101,7 @@ class MedicalSource(Source):
     self._table = {}
     self._non_images, self._ignored = [], 0
     self._windows = {}  # Per process: id -> Window.
+    self._secret_ids = {}  # Never written, never pickled (`secret_ids`).
 
   @property
   def _reader(self):
@@ -98,12 +109,12 @@ class MedicalSource(Source):
 
   def _scan(self, root, side, pseudonym):
     if self.fmt == "dicom":
-      vols, skipped, non_images, ignored = dicom.scan(root, pseudonym)
+      vols, skipped, non_images, ignored = dicom.scan(root, pseudonym, self.options.patient_from)
       self._non_images += [{**n, "key": f"{side}{n['key']}"} for n in non_images]
       self._ignored += ignored
     else:
       vols, skipped = nifti.scan(root, self.options.slice_axis, self.options.volume_index,
-                                 pseudonym)
+                                 self.options.patient_from)
     if side:  # Two roots: ids must not collide (a NIfTI id is its file name).
       vols = [dataclasses.replace(v, id=f"{side}{v.id}") for v in vols]
     return vols, [Skip(f"{side}{s['key']}", s["reason"]) for s in skipped]
@@ -126,7 +137,11 @@ class MedicalSource(Source):
       for v in vols:
         self._volumes[v.id] = v
         self._table[v.id] = self._describe(v, side.rstrip("/"))
+        self._secret_ids.update(v.secret_ids)
       scanned.append(vols)
+    methods = collections.Counter(v.identified_by for vols in scanned for v in vols)
+    logging.info("%s", identity.count_line("series" if self.fmt == "dicom" else "volumes",
+                                           methods))
     if self.kind == "image":
       out = {"train": self._slices(scanned[0])}
     elif self.kind == "unpaired":
@@ -139,16 +154,20 @@ class MedicalSource(Source):
                           f"{self.roots[1]!r}")
     return out, skips
 
+  def secret_ids(self):
+    return dict(self._secret_ids)
+
   def _describe(self, v, side):
     entry = {"modality": v.modality, "num_slices": v.num_slices, "shape": list(v.shape),
-             "patient": v.patient, **{k: val for k, val in v.info.items()}}
+             "patient": v.patient, "study": v.study, "patient_from": v.identified_by,
+             **{k: val for k, val in v.info.items()}}
     if side:
       entry["side"] = side
     return entry
 
   @staticmethod
   def _slices(vols):
-    return [Item(f"{v.id}/{k:04d}", (), -1, k, series=v.id, patient=v.patient)
+    return [Item(f"{v.id}/{k:04d}", (), -1, k, series=v.id, patient=v.patient, study=v.study)
             for v in vols for k in range(v.num_slices)]
 
   def _pair(self, scanned, pseudonym):
@@ -181,7 +200,10 @@ class MedicalSource(Source):
                           f"{b.shape[0]}x{b.shape[1]}"))
         continue
       self._pairs[pid] = (a.id, b.id)
-      out += [Item(f"{pid}/{k:04d}", (), -1, k, series=pid, patient=a.patient)
+      if self.fmt == "dicom":
+        self._secret_ids[pid] = a.secret_ids.get(a.id, pid)
+      out += [Item(f"{pid}/{k:04d}", (), -1, k, series=pid, patient=a.patient or b.patient,
+                   study=a.study or b.study)
               for k in range(a.num_slices)]
     return {"train": out}, skips
 
@@ -255,7 +277,8 @@ class MedicalSource(Source):
   def extra_manifest(self):
     extra = {"medical": {"format": self.fmt, "window": self.options.window,
                          "slice_axis": self.options.slice_axis,
-                         "volume_index": self.options.volume_index},
+                         "volume_index": self.options.volume_index,
+                         "patient_from": self.options.patient_from},
              "series": self._table}
     if self._pairs:
       extra["pairs"] = {pid: {"A": a, "B": b} for pid, (a, b) in sorted(self._pairs.items())}
@@ -265,7 +288,11 @@ class MedicalSource(Source):
     return extra
 
   def __getstate__(self):
+    # Workers get no raw identities: they only load slices.
     state = dict(self.__dict__)
     state["_windows"] = {}
+    state["_secret_ids"] = {}
+    state["_volumes"] = {k: dataclasses.replace(v, secret_ids={})
+                         for k, v in self._volumes.items()}
     return state
 

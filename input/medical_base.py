@@ -36,11 +36,18 @@ class Volume:
     match: the name pairs are matched by (a series' folder relative to its
       root, a NIfTI file's relative name without extension); "" when
       ambiguous.
-    patient: the group for `--split_by=patient` (a salted hash for DICOM).
+    patient: the group for `--split_by=patient` (a salted hash for DICOM);
+      "" when nothing identifies the patient (`input.identity`).
+    study: the group for `--split_by=study` (a salted hash of the DICOM
+      StudyInstanceUID; the BIDS subject and session for NIfTI).
     modality: DICOM Modality ("CT", "MR", ...), "" for NIfTI.
     shape: in-plane (height, width) of every slice.
     refs: one reference per slice, in order (reader-specific).
     info: extra facts for the manifest (no patient data).
+    identified_by: how the patient was identified (`input.identity`).
+    secret_ids: {group name: the raw value it was made from} for the split
+      order (`input.splits`), which must not depend on the salt. Raw header
+      values: kept in memory only, never written or sent to a worker.
   """
   id: str
   match: str
@@ -49,6 +56,10 @@ class Volume:
   shape: tuple
   refs: tuple
   info: dict = dataclasses.field(default_factory=dict, hash=False, compare=False)
+  study: str = ""
+  identified_by: str = ""
+  secret_ids: dict = dataclasses.field(default_factory=dict, hash=False, compare=False,
+                                       repr=False)
 
   @property
   def num_slices(self):
@@ -66,29 +77,51 @@ def walk_files(root):
   return sorted(found)
 
 
-def load_or_create_salt(directory):
-  """The secret salt of the pseudonyms of one output directory.
+def new_salt():
+  """32 random bytes, hex: the secret of a set of pseudonyms."""
+  return secrets.token_hex(32)
 
-  Made once (32 random bytes, created exclusively, so that concurrent tasks
-  agree) and kept in `directory`, never in the manifest: without it a hash
-  of a short PatientID could be reversed by trying every ID.
+
+def read_salt(path):
+  """The salt in `path`, or None when there is no such file.
+
+  Raises:
+    OSError: a file that is not a salt written by this pipeline.
   """
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, SALT_NAME)
   try:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-  except FileExistsError:
-    pass
-  else:
-    with os.fdopen(fd, "w") as f:
-      f.write(secrets.token_hex(32))
-      f.flush()
-      os.fsync(f.fileno())
-  with open(path, encoding="utf-8") as f:
-    salt = f.read().strip()
+    with open(path, encoding="utf-8") as f:
+      salt = f.read().strip()
+  except FileNotFoundError:
+    return None
   if len(salt) != 64:
     raise OSError(f"{path} is not a salt written by this pipeline")
   return salt
+
+
+def claim_salt(path, salt):
+  """Writes `salt` to `path` unless a salt is there already; returns the one
+  in the file and whether this call wrote it.
+
+  The file is created exclusively (so that concurrent tasks agree on one
+  salt) and private (mode 0600): without it a hash of a short PatientID
+  could be reversed by trying every ID, so it never goes where outputs are
+  shared.
+  """
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  try:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+  except FileExistsError:
+    return read_salt(path), False
+  with os.fdopen(fd, "w") as f:
+    f.write(salt)
+    f.flush()
+    os.fsync(f.fileno())
+  return salt, True
+
+
+def load_or_create_salt(path):
+  """The salt in `path`, made there (private) when absent."""
+  return read_salt(path) or claim_salt(path, new_salt())[0]
 
 
 class Pseudonym:

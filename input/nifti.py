@@ -21,28 +21,23 @@ import os
 
 import numpy as np
 
+from input import identity
 from input import images
 from input import medical_base as base
 
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
-EXTENSIONS = (".nii", ".nii.gz")
 
 
 def _nib():
   return base.require("nibabel", "nifti:")
 
 
-def is_nifti(path):
-  return path.lower().endswith(EXTENSIONS)
+is_nifti = identity.is_nifti
 
 
 def stem(path):
-  """A NIfTI file's name without .nii / .nii.gz."""
-  base_name = os.path.basename(path)
-  for ext in (".nii.gz", ".nii"):
-    if base_name.lower().endswith(ext):
-      return base_name[:-len(ext)]
-  return base_name
+  """A NIfTI file's name without its extensions (.nii, .nii.gz, ...)."""
+  return identity.strip_extensions(os.path.basename(path))
 
 
 def list_files(path):
@@ -77,19 +72,30 @@ def slices_to_volume(slices, axis):
   return np.moveaxis(moved, 0, a)
 
 
-def scan(path, axis, volume_index, pseudonym):
+def plane_spacing(zooms, axis):
+  """(row spacing, column spacing) in mm of the slices along `axis` of a
+  volume whose canonical (RAS+) voxel size is `zooms` (see the table)."""
+  u, v = (i for i in range(3) if i != AXES[axis])
+  return float(zooms[v]), float(zooms[u])
+
+
+def scan(path, axis, volume_index, patient_from=None):
   """The volumes of a NIfTI file or folder, read from headers only.
 
+  A volume's patient is its BIDS subject, or what `patient_from` says
+  (`input.identity`); its study is the subject and session; paired volumes
+  match by their BIDS entities without the suffix (`sub-01_ses-2`), or by
+  their relative name without extensions when the name is not BIDS.
+
   Args:
-    path: a .nii/.nii.gz file or a folder of them (recursive).
+    path: a NIfTI file or a folder of them (recursive).
     axis: `axial`, `coronal` or `sagittal`.
     volume_index: for 4-D files, an int or "all".
-    pseudonym: unused for NIfTI (ids are file names), kept for symmetry.
+    patient_from: `--patient_from` (`folder:N` or `file`), or None.
 
   Returns:
     (volumes, skipped): `base.Volume`s sorted by id, and skip records.
   """
-  del pseudonym
   nib = _nib()
   root, files = list_files(path)
   volumes, skipped = [], []
@@ -120,31 +126,30 @@ def scan(path, axis, volume_index, pseudonym):
       ts = [-1]
     a = AXES[axis]
     plane = [shape[i] for i in range(3) if i != a]  # (u, v) -> rows v, cols u.
-    name = rel[:-len(".nii.gz")] if rel.lower().endswith(".nii.gz") else rel[:-len(".nii")]
+    name = identity.strip_extensions(rel.replace(os.sep, "/"))
+    patient, how = identity.path_patient(rel, patient_from)
+    entities = identity.bids_entities(rel)
+    study = (f"{patient}_ses-{entities['ses']}" if patient and "ses" in entities
+             else patient)
+    match = identity.bids_match_key(rel) or name
     for t in ts:
       vid = name if t < 0 else f"{name}@{t}"
       volumes.append(base.Volume(
           id=vid,
-          match=vid,
-          patient=_patient_of(rel),
+          match=match if t < 0 else f"{match}@{t}",
+          patient=patient,
+          study=study,
+          identified_by=how,
           modality="",
           shape=(plane[1], plane[0]),
           refs=tuple((full, t, axis, k) for k in range(shape[a])),
           info={"file": rel, "volume_index": t, "axis": axis,
-                "zooms": [float(z) for z in img.header.get_zooms()[:3]]},
+                # Canonical, as the shape: permuted as the axes are.
+                "zooms": [float(z) for z in
+                          canonical_shape(img.header.get_zooms()[:3], img.affine)]},
       ))
   volumes.sort(key=lambda v: v.id)
   return volumes, skipped
-
-
-def _patient_of(rel):
-  """The patient of a file: its BIDS `sub-` folder or name part, else its folder,
-  else the file itself."""
-  parts = rel.replace(os.sep, "/").split("/")
-  for p in parts:
-    if p.startswith("sub-"):
-      return p.split("_", 1)[0]
-  return parts[-2] if len(parts) > 1 else stem(rel)
 
 
 class _VolumeCache:
@@ -229,11 +234,31 @@ def write_like(reference, slices, axis, out_path):
   nib.save(out, out_path)
 
 
-def write_stack(slices, out_path, zooms=(1.0, 1.0, 1.0)):
-  """Writes [N, rows, cols] images (samples) as one axial NIfTI stack, RAS+."""
+SAMPLES_DESCRIPTION = "axis 3 indexes independent 2-D samples, not slices of a volume"
+
+
+def write_stack(slices, out_path, zooms=(1.0, 1.0, 1.0), samples=False):
+  """Writes [N, rows, cols] images as one axial NIfTI stack [cols, rows, N], RAS+.
+
+  Args:
+    slices: [N, rows, cols] values.
+    out_path: a .nii or .nii.gz path.
+    zooms: the voxel size in mm: (column spacing, row spacing, slice spacing).
+    samples: the N images are independent samples, not slices of one volume.
+      The header then claims no space: qform_code and sform_code 0
+      (`unknown`: NIfTI-1's "method 1" puts voxel (i, j, k) at (i, j, k) times
+      the zooms, though nibabel falls back to Analyze's x-flipped affine), and
+      its description (`descrip`) says that axis 3 indexes samples
+      (`SAMPLES_DESCRIPTION`). Otherwise the affine is marked `aligned`
+      (sform_code 2, nibabel's default).
+  """
   nib = _nib()
   vol = slices_to_volume(np.asarray(slices, np.float32), "axial")
   affine = np.diag([float(zooms[0]), float(zooms[1]), float(zooms[2]), 1.0])
   img = nib.Nifti1Image(vol, affine)
   img.header.set_xyzt_units("mm")
+  if samples:
+    img.set_qform(affine, code="unknown")
+    img.set_sform(affine, code="unknown")
+    img.header["descrip"] = SAMPLES_DESCRIPTION.encode("ascii")
   nib.save(img, out_path)

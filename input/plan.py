@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 
 from absl import logging
 import numpy as np
@@ -112,7 +113,13 @@ def _example_bytes(features):
 class Plan:
   """What a conversion will write; identical in every task for the same flags."""
 
-  def __init__(self, source, config):
+  def __init__(self, source, config, reuse=None):
+    """
+    Args:
+      source: a `Source`.
+      config: the `ConvertConfig`.
+      reuse: a split file's contents (`splits.read_split_file`), or None.
+    """
     self.source = source
     self.config = config
     items, pre_skipped = source.items()
@@ -123,13 +130,18 @@ class Plan:
         items[split] = [items[split][i] for i in order]
       if config.max_examples:
         items[split] = items[split][:config.max_examples]
-    self.holdout = None
-    if config.holdout:
+    self.holdout = self.split_groups = None
+    if config.holdout or reuse is not None:
       try:
-        items, self.holdout = splits.holdout(items, config.holdout, config.split_by,
-                                             config.seed)
+        items, self.holdout, self.split_groups = splits.holdout(
+            items, config.holdout, config.split_by, config.seed,
+            secret_ids=source.secret_ids(), reuse=reuse,
+            ways_out=(splits.MEDICAL_WAYS_OUT if isinstance(source, medical.MedicalSource)
+                      else splits.FOLDER_WAYS_OUT))
       except splits.SplitError as e:
         raise ConvertError(str(e)) from None
+      if config.split_file:
+        self.holdout["split_file"] = os.path.abspath(config.split_file)
     if not any(items.values()):
       raise ConvertError(f"source {source.spec!r} holds no examples")
     self.kind = source.kind

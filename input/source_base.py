@@ -4,6 +4,7 @@
 import dataclasses
 import os
 
+from input import identity
 from input import images
 
 class SourceError(ValueError):
@@ -22,7 +23,9 @@ class Item:
       volumes).
     series: the series or volume the example belongs to (`--split_by=series`).
     patient: the patient it belongs to (`--split_by=patient`); never a
-      patient-identifying value, only a pseudonym or a folder name.
+      patient-identifying value, only a pseudonym or a folder name; "" when
+      nothing identifies it (`input.identity`).
+    study: the study it belongs to (`--split_by=study`; "": its series).
   """
   key: str
   paths: tuple = ()
@@ -30,6 +33,7 @@ class Item:
   index: int = -1
   series: str = ""
   patient: str = ""
+  study: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,17 +82,21 @@ class Source:
   def extra_manifest(self):
     return {}
 
+  def secret_ids(self):
+    """{group name: the identity it was made from} for the split order
+    (`input.splits`), where a name is a salted pseudonym; never written."""
+    return {}
+
 
 
 
 def group_of(rel):
   """The patient and series of an image file at relative path `rel` (below a
-  class folder, if any): a BIDS `sub-*` folder or file-name part names the
-  patient; otherwise the file's folder is both. Files directly in the root
-  have neither ("")."""
-  parts = rel.replace(os.sep, "/").split("/")
-  folder = "/".join(parts[:-1])
-  for p in parts:
-    if p.startswith("sub-"):
-      return p.split("_", 1)[0], folder or p.split(".", 1)[0]
+  class folder, if any): the BIDS `sub-` entity names the patient; otherwise
+  the file's folder is both (an image folder source is documented as one
+  folder per patient). Files directly in the root have neither ("")."""
+  folder = "/".join(rel.replace(os.sep, "/").split("/")[:-1])
+  subject = identity.bids_subject(rel)
+  if subject:
+    return subject, folder or identity.strip_extensions(os.path.basename(rel))
   return folder, folder

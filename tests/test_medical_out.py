@@ -328,7 +328,16 @@ class MedicalOutTest(tf.test.TestCase):
         for n in pngs:
           self.assertRegex(n, r"^series-s[0-9a-f]{12}/0000\.png$")
       self.assertIn(volumes.WINDOW_NAME, names)
-      self.assertIn("pseudonym_salt", names)
+      # The salt stays in the (private) run directory, never in the output.
+      self.assertNotIn("pseudonym_salt", " ".join(names))
+      salt_path = os.path.join(self.pix2pix_dir, "pseudonym_salt")
+      with open(salt_path, encoding="utf-8") as f:
+        salt = f.read().strip()
+      self.assertEqual(os.stat(salt_path).st_mode & 0o777, 0o600)
+      for path in files:
+        with open(path, "rb") as f:
+          data = f.read()
+        self.assertNotIn(salt.encode(), gzip.decompress(data) if path.endswith(".gz") else data)
 
   # --- pipeline.export ---
 
