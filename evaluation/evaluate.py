@@ -44,6 +44,7 @@ from absl import logging
 import numpy as np
 
 from algorithms import translation
+from evaluation import audit_split
 from evaluation import features as features_lib
 from evaluation import memorization as memorization_lib
 from evaluation import metrics
@@ -110,11 +111,14 @@ class EvaluateConfig:
   image_size: int | None = setting(None, "Size to convert folder:/builtin: real data to.")
   output: str | None = setting(None, "Write the results and the protocol to this JSON file.")
   memorization: bool = setting(False,
-      "Also audit memorization: each sample's distance to its nearest training image (features "
-      "and pixels) against the held-out (test split) images'; flags more than "
-      f"{memorization_lib.MEMORIZED_FRACTION:.0%} of samples closer than the held-out 1st "
-      "percentile. Needs a test split (pipeline.convert --holdout). The pairs picture goes "
-      "beside --output.")
+      "Also audit memorization: a sample is a copy when it is much closer to one training image "
+      "than to its nearest others (Carlini et al. 2023; features and pixels); the run is "
+      "flagged when samples are copies more often than held-out images are. Needs a "
+      "patient-level test split that the model was trained against (pipeline.convert "
+      "--holdout --split_by=patient), checked first. The pairs picture goes beside --output.")
+  trust_split: bool = setting(False,
+      "--memorization: skip the check that --real's held-out split is patient-level and the "
+      "one the model was trained against (you know that it is).")
   memorization_k: int = setting(8,
       "--memorization: (sample, nearest training image) pairs in memorization_pairs.png.")
 
@@ -462,9 +466,10 @@ def _memorization_report(config, real, net, audit, test_split):
     png = os.path.join(out_dir, memorization_lib.PAIRS_NAME)
   report = audit.report(png)
   for space in memorization_lib.SPACES:
-    if report[space]["test_p01"] == 0.0:
-      logging.warning("Memorization: held-out images duplicate training images in %s space "
-                      "(1st percentile 0): this space cannot flag copies", space)
+    if report[space]["test_copies"]:
+      logging.warning("Memorization: %d held-out images count as copies of training images in "
+                      "%s space: the split may share patients or the data holds duplicates",
+                      report[space]["test_copies"], space)
   (logging.warning if report["memorized"] else logging.info)(
       "%s", memorization_lib.summary_line(report))
   return report
@@ -504,6 +509,8 @@ def run(config):
   real = resolve_real(config)
   splits = (memorization_lib.split_names(real.manifest, real.split, config.real)
             if config.memorization else None)
+  if splits and not config.trust_split:
+    audit_split.check(config, real)
   net = _feature_network(config, real)  # A bad network fails before a model is loaded.
   fake_info, fake_batches, _ = _fake_source(config, real)
   audit = _memorization_audit(config, real, net, splits[0]) if splits else None

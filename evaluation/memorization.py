@@ -1,26 +1,35 @@
 """Memorization audit: are generated samples copies of training images?
 
 `pipeline.evaluate --memorization` (medical images: a synthetic scan must not
-copy a training patient's). For every generated sample, and for every
-held-out image (split `test`, which the generator never saw), the distance to
-its nearest training image (split `train`), in two spaces:
-- features: Euclidean distance between the evaluation's feature vectors
-  (`--features`);
-- pixels: the RMS difference of the [-1, 1] images, i.e. the L2 distance
-  divided by sqrt(number of pixel values). Both sides are at the real data's
-  bit depth (samples are quantized as for the metrics), so the distances are
-  computed exactly on the integer levels.
+copy a training patient's).
 
-Held-out images say how close a new image from the same distribution comes
-to the training set by chance. A sample closer to a training image than 99%
-of the held-out images are (below their 1st percentile, `test_p01`) is
-suspicious; a generator that does not copy puts about 1% of its samples
-there. The audit flags the run (`memorized`) when more than
-`MEMORIZED_FRACTION` (5%) of the samples fall there in either space: five
-times chance. Chance alone rarely gets there: the binomial spread of the
-fraction is 0.3% at 1,000 samples, and the 1st percentile of a few hundred
-held-out images sits between about their 0.3% and 2.5% quantiles; 5% stays
-low enough that one sample in twenty copying a patient is caught.
+The statistic is that of Carlini et al. 2023 ("Extracting Training Data from
+Diffusion Models", USENIX Security, Sec. 5: an image is a copy when its l2
+distance to its nearest training image is small *relative to* its mean
+distance to its n = 50 nearest training images). Copying means being much
+closer to one training image than to the others. A plain nearest-distance
+rule cannot tell that from a blurry mean image, which is close to every
+training image at once: an untrained generator's samples are, and such a
+rule flagged one.
+
+For every generated sample, and for every held-out image (split `test`,
+whose patients the generator never saw), in two spaces (the RMS difference
+of the [-1, 1] images at the data's bit depth, and the Euclidean distance of
+the evaluation's features `--features`):
+
+    ratio = d_1 / mean(d_1, ..., d_n),  n = min(NEIGHBOURS, training images)
+
+with d_1 <= d_2 <= ... the distances to the training images. A sample is a
+copy when ratio <= COPY_RATIO (1/3: three times closer to one training image
+than to its neighbours on average; a noiseless copy has ratio 0). Held-out
+images are the null: fresh images from the same distribution, never copies;
+the fraction of them under the threshold is the rule's false-positive rate
+on this data. The run is flagged (`memorized`) when, in either space, the
+fraction of copies among the samples is larger than among the held-out
+images by a one-sided Fisher exact test at P_VALUE (0.001). With 1,000
+samples and 256 held-out images of which none is under the threshold, about
+3% of copies are needed to be flagged; every copy is listed under `pairs`
+and shown in the picture whatever the verdict.
 
 Unpaired data: the domain of `--real_split` (trainB/testB for
 `--real_split=testB`). Paired data: the target images (`image_b`). 2-D vector
@@ -31,17 +40,20 @@ byte a value for 8-bit data) with their features; samples and held-out images
 stream through, and distances are computed in chunks of about
 `CHUNK_VALUES` numbers.
 
-The picture `memorization_pairs.png` shows the `k` samples closest to a
-training image in pixels, each row a (sample, its nearest training image)
-pair, closest first.
+The picture `memorization_pairs.png` shows the `k` samples with the lowest
+pixel ratio, each row a (sample, its nearest training image) pair, most
+copy-like first.
 """
+
+import math
 
 import numpy as np
 
 from training import samples as samples_lib
 
-MEMORIZED_FRACTION = 0.05  # Flag above 5x the 1% expected by chance.
-PERCENTILE = 1.0
+NEIGHBOURS = 50  # Carlini et al. 2023's n.
+COPY_RATIO = 1.0 / 3.0
+P_VALUE = 0.001
 PAIRS_NAME = "memorization_pairs.png"
 CHUNK_VALUES = 1 << 22  # float64 numbers per chunk of a distance computation (32 MB).
 SPACES = ("feature", "pixel")
@@ -85,32 +97,52 @@ def squared_distances(a, b):
   return np.maximum(a_sq[:, None] + b_sq[None, :] - 2.0 * (a @ b.T), 0.0)
 
 
-def nearest(queries, reference, chunk_values=CHUNK_VALUES):
-  """Each query's Euclidean distance to its nearest reference row.
+def nearest(queries, reference, k=1, chunk_values=CHUNK_VALUES):
+  """Each query's Euclidean distances to its k nearest reference rows.
 
   Args:
     queries: [n, ...] array; rows are flattened.
     reference: [m, ...] array (m >= 1), any numeric dtype.
+    k: how many neighbours (at most m).
     chunk_values: numbers per chunk of either side (bounds the memory).
 
   Returns:
-    (distances [n] float64, indices [n] int64 into `reference`; the first
-    nearest row on ties).
+    (distances [n, k] float64 ascending, indices [n] int64 of the nearest
+    row in `reference`; the first nearest row on ties).
   """
   queries = np.asarray(queries).reshape(len(queries), -1)
   reference = np.asarray(reference).reshape(len(reference), -1)
+  k = min(k, len(reference))
   rows = max(1, chunk_values // max(1, reference.shape[1]))
-  best = np.full(len(queries), np.inf)
+  best = np.full((len(queries), k), np.inf)
   index = np.zeros(len(queries), np.int64)
   for q in range(0, len(queries), rows):
     for r in range(0, len(reference), rows):
       d = squared_distances(queries[q:q + rows], reference[r:r + rows])
       j = np.argmin(d, axis=1)
       dj = d[np.arange(len(d)), j]
-      better = dj < best[q:q + rows]
-      best[q:q + rows][better] = dj[better]
+      better = dj < best[q:q + rows, 0]
       index[q:q + rows][better] = j[better] + r
+      merged = np.concatenate([best[q:q + rows], d], axis=1)
+      best[q:q + rows] = np.sort(np.partition(merged, k - 1, axis=1)[:, :k], axis=1)
   return np.sqrt(best), index
+
+
+def copy_ratio(distances):
+  """[n, k] ascending distances -> [n] d_1 / mean(d_1..d_k) (0 when all are 0)."""
+  distances = np.asarray(distances, np.float64)
+  mean = distances.mean(axis=1)
+  return np.divide(distances[:, 0], mean, out=np.zeros(len(distances)), where=mean > 0)
+
+
+def fisher_greater(a, n_a, b, n_b):
+  """One-sided Fisher exact test: the probability of a or more of the a + b
+  events falling in the first group of n_a (of n_a + n_b), by chance."""
+  total, events = n_a + n_b, a + b
+  denominator = math.comb(total, events)
+  tail = sum(math.comb(n_a, i) * math.comb(n_b, events - i)
+             for i in range(a, min(n_a, events) + 1))
+  return float(tail / denominator)
 
 
 def to_levels(images, max_value):
@@ -124,24 +156,24 @@ def _level_dtype(max_value):
   return np.uint8 if max_value == 255.0 else np.uint16
 
 
-def fraction_below(distances, threshold):
-  """The fraction of `distances` strictly below `threshold`."""
-  return float(np.mean(np.asarray(distances) < threshold))
-
-
-def space_summary(sample_nn, test_nn):
-  """The figures of one space from the nearest-train distances of the
-  samples and of the held-out images."""
-  p01 = float(np.percentile(test_nn, PERCENTILE))
-  return {"sample_nn_median": float(np.median(sample_nn)),
-          "test_nn_median": float(np.median(test_nn)), "test_p01": p01,
-          "fraction_below_test_p01": fraction_below(sample_nn, p01)}
+def space_summary(sample_ratio, test_ratio, sample_nn, test_nn):
+  """The figures of one space from the copy ratios and nearest-train
+  distances of the samples and of the held-out images."""
+  copies, test_copies = int(np.sum(sample_ratio <= COPY_RATIO)), int(
+      np.sum(test_ratio <= COPY_RATIO))
+  return {"copies": copies, "copy_fraction": copies / len(sample_ratio),
+          "test_copies": test_copies, "test_copy_fraction": test_copies / len(test_ratio),
+          "p_value": fisher_greater(copies, len(sample_ratio), test_copies, len(test_ratio)),
+          "sample_ratio_median": float(np.median(sample_ratio)),
+          "test_ratio_median": float(np.median(test_ratio)),
+          "sample_nn_median": float(np.median(sample_nn)),
+          "test_nn_median": float(np.median(test_nn))}
 
 
 def is_memorized(summaries):
-  """Whether any space's fraction below the held-out 1st percentile exceeds
-  `MEMORIZED_FRACTION`."""
-  return any(s["fraction_below_test_p01"] > MEMORIZED_FRACTION for s in summaries.values())
+  """Whether any space has more copies among the samples than among the
+  held-out images, at P_VALUE."""
+  return any(s["p_value"] < P_VALUE for s in summaries.values())
 
 
 def pairs_picture(samples, neighbours):
@@ -154,12 +186,13 @@ def pairs_picture(samples, neighbours):
 def summary_line(report):
   """One line for the console."""
   f, p = report["feature"], report["pixel"]
-  verdict = "MEMORIZED" if report["memorized"] else "no sign of memorization"
-  return (f"memorization: {verdict}; below the held-out 1st percentile of nearest-train "
-          f"distance: features {f['fraction_below_test_p01']:.1%}, pixels "
-          f"{p['fraction_below_test_p01']:.1%} (chance: 1%, flagged above "
-          f"{MEMORIZED_FRACTION:.0%}); {report['num_samples']} samples, {report['num_train']} "
-          f"train, {report['num_test']} held-out")
+  verdict = "COPIES TRAINING IMAGES" if report["memorized"] else "no sign of copying"
+  return (f"memorization: {verdict}; copies (nearest training image at most "
+          f"{COPY_RATIO:.2g} x the mean distance to the {report['neighbours']} nearest, Carlini "
+          f"et al. 2023): pixels {p['copies']}/{report['num_samples']} samples against "
+          f"{p['test_copies']}/{report['num_test']} held-out (p={p['p_value']:.2g}), features "
+          f"{f['copies']} against {f['test_copies']} (p={f['p_value']:.2g}); flagged at "
+          f"p<{P_VALUE:g}; {report['num_train']} train images")
 
 
 # --- The audit ------------------------------------------------------------------------
@@ -187,11 +220,13 @@ class Audit:
     self.train = self.train_features = None
     # Level distances -> RMS distances of [-1, 1] images.
     self.scale = (2.0 / self.max_value) / np.sqrt(np.prod(self.shape))
-    self.nn = {(side, space): [] for side in ("sample", "test") for space in SPACES}
-    # The k closest samples so far: pixel distance, levels, train index, id, feature distance.
+    # (side, space) -> [(nearest distances, copy ratios)] per batch.
+    self.found = {(side, space): [] for side in ("sample", "test") for space in SPACES}
+    # The k most copy-like samples so far: pixel ratio, levels, train index, id,
+    # pixel distance, feature ratio.
     self.closest = (np.zeros(0), np.zeros((0, int(np.prod(self.shape))),
                                           _level_dtype(self.max_value)),
-                    np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+                    np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
     self.num_samples = 0
 
   def add_train(self, images, features):
@@ -209,32 +244,37 @@ class Audit:
       self.train = np.concatenate([p[0] for p in self._train_parts])
       self.train_features = np.concatenate([p[1] for p in self._train_parts])
       self._train_parts = []
+      if len(self.train) < 2:
+        raise ValueError("--memorization needs at least two training images (a copy is "
+                         "closer to one than to the others)")
     return self.train, self.train_features
 
   def _nearest(self, images, features):
+    """(levels, {space: (nearest distance, ratio)}, nearest pixel index)."""
     train, train_features = self._index()
     levels = to_levels(images, self.max_value)
-    pixel, index = nearest(levels, train)
-    feature, _ = nearest(np.asarray(features, np.float32), train_features)
-    return levels, pixel * self.scale, index, feature
+    pixel, index = nearest(levels, train, NEIGHBOURS)
+    feature, _ = nearest(np.asarray(features, np.float32), train_features, NEIGHBOURS)
+    return levels, {"pixel": (pixel[:, 0] * self.scale, copy_ratio(pixel)),
+                    "feature": (feature[:, 0], copy_ratio(feature))}, index
 
   def add_samples(self, images, features):
     """A batch of generated samples (quantized, [-1, 1]) and their features."""
-    levels, pixel, index, feature = self._nearest(images, features)
-    self.nn["sample", "pixel"].append(pixel)
-    self.nn["sample", "feature"].append(feature)
+    levels, found, index = self._nearest(images, features)
+    for space in SPACES:
+      self.found["sample", space].append(found[space])
     ids = np.arange(self.num_samples, self.num_samples + len(levels))
     self.num_samples += len(levels)
-    merged = [np.concatenate([old, new]) for old, new in
-              zip(self.closest, (pixel, levels, index, ids, feature))]
+    new = (found["pixel"][1], levels, index, ids, found["pixel"][0], found["feature"][1])
+    merged = [np.concatenate([old, n]) for old, n in zip(self.closest, new)]
     keep = np.argsort(merged[0], kind="stable")[:self.k]
     self.closest = tuple(a[keep] for a in merged)
 
   def add_test(self, images, features):
     """A batch of held-out images and their features."""
-    _, pixel, _, feature = self._nearest(images, features)
-    self.nn["test", "pixel"].append(pixel)
-    self.nn["test", "feature"].append(feature)
+    _, found, _ = self._nearest(images, features)
+    for space in SPACES:
+      self.found["test", space].append(found[space])
 
   def _images(self, levels):
     return (levels.astype(np.float32) * (2.0 / self.max_value) - 1.0).reshape(
@@ -247,27 +287,35 @@ class Audit:
     Raises:
       ValueError: no samples or no held-out images were added.
     """
-    nn = {key: np.concatenate(v) if v else np.zeros(0) for key, v in self.nn.items()}
-    if not len(nn["sample", "pixel"]) or not len(nn["test", "pixel"]):
+    got = {key: (np.concatenate([b[0] for b in v]), np.concatenate([b[1] for b in v]))
+           if v else (np.zeros(0), np.zeros(0)) for key, v in self.found.items()}
+    num_test = len(got["test", "pixel"][0])
+    if not self.num_samples or not num_test:
       raise ValueError(f"--memorization needs samples and held-out images, got "
-                       f"{len(nn['sample', 'pixel'])} and {len(nn['test', 'pixel'])}")
-    out = {"num_samples": self.num_samples, "num_train": len(self._index()[0]),
-           "num_test": len(nn["test", "pixel"])}
+                       f"{self.num_samples} and {num_test}")
+    num_train = len(self._index()[0])
+    out = {"num_samples": self.num_samples, "num_train": num_train, "num_test": num_test,
+           "neighbours": min(NEIGHBOURS, num_train)}
     for space in SPACES:
-      out[space] = space_summary(nn["sample", space], nn["test", space])
+      (s_nn, s_ratio), (t_nn, t_ratio) = got["sample", space], got["test", space]
+      out[space] = space_summary(s_ratio, t_ratio, s_nn, t_nn)
     out["memorized"] = is_memorized({s: out[s] for s in SPACES})
-    pixel, levels, index, ids, feature = self.closest
-    out["pairs"] = [{"sample": int(i), "train": int(j), "pixel": float(p), "feature": float(f)}
-                    for i, j, p, f in zip(ids, index, pixel, feature)]
+    ratio, levels, index, ids, pixel, feature_ratio = self.closest
+    out["pairs"] = [{"sample": int(i), "train": int(j), "pixel_ratio": float(r),
+                     "pixel": float(p), "feature_ratio": float(f)}
+                    for i, j, r, p, f in zip(ids, index, ratio, pixel, feature_ratio)]
     if pairs_png:
       samples_lib.save_png(pairs_png, pairs_picture(self._images(levels),
                                                     self._images(self.train[index])))
     out["pairs_png"] = pairs_png
     out["protocol"] = {
-        "percentile": PERCENTILE, "memorized_if": f"fraction_below_test_p01 > "
-                                                  f"{MEMORIZED_FRACTION} in either space",
+        "statistic": "ratio = d_1 / mean(d_1..d_n) over the n nearest training images "
+                     "(Carlini et al. 2023, Sec. 5)",
+        "neighbours": out["neighbours"], "copy_if": f"ratio <= {COPY_RATIO:.4g}",
+        "memorized_if": f"one-sided Fisher exact p < {P_VALUE:g} (samples' copies against the "
+                        "held-out images') in either space",
         "feature": "Euclidean distance of the evaluation's features",
         "pixel": "RMS difference of the [-1, 1] images at the data's bit depth",
-        "pairs": f"the {self.k} samples nearest a training image in pixels, closest first "
+        "pairs": f"the {self.k} samples with the lowest pixel ratio, most copy-like first "
                  "(sample and train: indices in generation and shard order)"}
     return out
