@@ -371,7 +371,12 @@ def run(config):
   start = time.time()
   done = [0, 0]
 
+  for skip in plan.pre_skipped:
+    logging.warning("Skipped %s: %s", skip.key, skip.reason)
+
   def log_progress(record):
+    for skip in record["skipped"]:  # One line each; the manifest lists them all.
+      logging.warning("Skipped %s: %s", skip["key"], skip["reason"])
     done[0] += 1
     done[1] += record["num_records"]
     rate = done[1] / max(time.time() - start, 1e-9)

@@ -34,9 +34,10 @@ class SliceRef:
 
 def _pydicom():
   module = base.require("pydicom", "dicom:")
-  # pydicom logs (as well as warns) every lenient read; the manifest lists
-  # what matters, so keep the console for our own lines.
-  logging.getLogger("pydicom").setLevel(logging.ERROR)
+  # pydicom logs every lenient read, and a failed decode with its traceback at
+  # ERROR; the converter reports each skipped file in one line of its own and
+  # the manifest lists them, so keep the console for those lines.
+  logging.getLogger("pydicom").setLevel(logging.CRITICAL)
   return module
 
 

@@ -368,6 +368,20 @@ class BadInputTest(tf.test.TestCase):
     self.assertIn("--window=40", proc.stderr)
     self.assertLen([l for l in proc.stderr.strip().splitlines() if l.strip()], 1, proc.stderr)
 
+  def test_undecodable_files_are_one_line_each_without_tracebacks(self):
+    folder = self.create_tempdir().full_path
+    for name in ("JPEG-lossy.dcm", "MR_small_jpeg_ls_lossless.dcm", "CT_small.dcm"):
+      _copy(name, folder)
+    out = os.path.join(self.create_tempdir().full_path, "out")
+    proc = self._cli(f"--source=dicom:{folder}", f"--output={out}", "--max_skip_fraction=1",
+                     "--num_workers=2", "--image_size=16")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertNotIn("Traceback", proc.stderr)
+    skipped = [l for l in proc.stderr.splitlines() if "] Skipped " in l]
+    self.assertLen(skipped, 2, proc.stderr[-3000:])
+    self.assertTrue(any("JPEG-lossy.dcm" in l for l in skipped), skipped)
+    self.assertTrue(all("install pylibjpeg-libjpeg" in l for l in skipped), skipped)
+
   def test_max_image_pixels_raises_the_decompression_bomb_limit(self):
     from PIL import Image  # pylint: disable=g-import-not-at-top
     folder = self.create_tempdir().full_path
