@@ -56,6 +56,7 @@ ratios taken in the same run.
 import copy
 import datetime
 import hashlib
+import json
 import multiprocessing
 import os
 import shutil
@@ -91,8 +92,16 @@ flags.DEFINE_string("window", "ct_brain",
                     "or auto (ct_full: the data is CT). Percentile windows are per series and "
                     "have no one-line baseline.")
 flags.DEFINE_list("workers", None,
-                  "Worker counts to time (pipeline num_workers and baseline pool size). "
+                  "Worker counts to time (pipeline num_workers and baseline pool size); the "
+                  "pipeline's default (auto: input/workers.py) is always timed too. "
                   "Default: 1 and the CPUs available.")
+flags.DEFINE_bool("binary", True,
+                  "Also time `python -m pipeline.convert` in a fresh process, as a user runs "
+                  "it, at each worker count and at its default.")
+flags.DEFINE_string("compare_ref", None,
+                    "A git commit (e.g. the one before a change) whose `python -m "
+                    "pipeline.convert` with its default workers is timed in the same rounds, "
+                    "from a temporary worktree.")
 flags.DEFINE_integer("repeats", 3, "Timed rounds (after one warm-up round); median shown.")
 flags.DEFINE_bool("baseline_pool", True,
                   "Also time the baseline loop in a multiprocessing pool of each worker "
@@ -112,6 +121,10 @@ TEST_FILE = "CT_small.dcm"
 NOISE_SIGMA = 4.0  # Stored values (= HU here: slope 1) of per-pixel noise.
 MAX_CODE = 65535
 PIPELINE = "pipeline dicom: convert (raw, 16-bit)"
+BINARY = "python -m pipeline.convert (fresh process)"
+REF = "python -m pipeline.convert at --compare_ref"
+AUTO = 0  # The pipeline's default --num_workers (None).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASELINE = "baseline loop: dcmread -> HU -> window -> 16-bit PNG"
 DIAG_SCAN = "[diag] pipeline header scan alone (input.dicom.scan)"
 DIAG_TF = "[diag] import tensorflow in a fresh process"
@@ -254,9 +267,24 @@ def _pipeline(root, out_dir, window_spec, workers):
   """Converts `root` with the pipeline; returns the number of examples."""
   from input import convert  # pylint: disable=import-outside-toplevel
   manifest = convert.run(convert.ConvertConfig(
-      source=f"dicom:{root}", output=out_dir, num_workers=workers, window=window_spec,
+      source=f"dicom:{root}", output=out_dir, num_workers=workers or None, window=window_spec,
       encoding="raw"))
   return manifest["splits"]["train"]["num_examples"]
+
+
+def _binary(root, out_dir, window_spec, workers, repo=REPO):
+  """`python -m pipeline.convert` in a fresh process; returns the number of examples."""
+  cmd = [sys.executable, "-m", "pipeline.convert", f"--source=dicom:{root}",
+         f"--output={out_dir}", f"--window={window_spec}", "--encoding=raw"]
+  if workers != AUTO:
+    cmd.append(f"--num_workers={workers}")
+  subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
+  with open(os.path.join(out_dir, "manifest.json"), encoding="utf-8") as f:
+    return json.load(f)["splits"]["train"]["num_examples"]
+
+
+def _label(workers):
+  return "auto" if workers == AUTO else str(workers)
 
 
 def _scan(root):
@@ -386,7 +414,7 @@ def _report(report, context, methods, diags, times, data):
     ts, t = times[(name, w)], med[(name, w)]
     same = (BASELINE, w)
     vs_same = f"{med[same] / t:.2f}x" if same in med else "-"
-    rows.append([name, w, f"{n:,}", f"{t:.2f}", f"{min(ts):.2f} - {max(ts):.2f}",
+    rows.append([name, _label(w), f"{n:,}", f"{t:.2f}", f"{min(ts):.2f} - {max(ts):.2f}",
                  f"{n / t:,.0f}", f"{base1 / t:.2f}x", vs_same])
   header = ["method", "workers", "slices", "seconds (median)", "min - max", "slices/s",
             "vs baseline, 1 process", "vs baseline, same workers"]
@@ -420,9 +448,12 @@ def _report(report, context, methods, diags, times, data):
       "",
   ]
   for name, w in methods:
+    if name in (BINARY, REF) and (BINARY, 1) in med:
+      lines.append(f"- {name} ({_label(w)} workers) / the same with --num_workers=1 = "
+                   f"{med[(BINARY, 1)] / med[(name, w)]:.2f}x (above 1: faster)")
     if name == PIPELINE:
-      line = (f"- pipeline ({w} worker{'s' if w > 1 else ''}) / baseline loop (1 process) = "
-              f"{base1 / med[(name, w)]:.2f}x")
+      line = (f"- pipeline ({_label(w)} worker{'s' if w != 1 else ''}) / baseline loop "
+              f"(1 process) = {base1 / med[(name, w)]:.2f}x")
       if w > 1 and (BASELINE, w) in med:
         line += (f"; / baseline pool ({w} workers) = "
                  f"{med[(BASELINE, w)] / med[(name, w)]:.2f}x")
@@ -502,10 +533,19 @@ def main(argv):
   methods = [(BASELINE, 1)]
   if FLAGS.baseline_pool:
     methods += [(BASELINE, w) for w in counts if w > 1]
-  methods += [(PIPELINE, w) for w in counts]
+  methods += [(PIPELINE, w) for w in counts + [AUTO]]
+  if FLAGS.binary:
+    methods += [(BINARY, w) for w in counts + [AUTO]]
+  if FLAGS.compare_ref:
+    methods.append((REF, AUTO))
   diags = [DIAG_SCAN, DIAG_TF] if FLAGS.diag else []
 
   work = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_convert_dicom_")
+  ref_tree = os.path.join(work, "ref")
+  if FLAGS.compare_ref:
+    subprocess.run(["git", "worktree", "add", "--detach", ref_tree, FLAGS.compare_ref],
+                   cwd=REPO, check=True, capture_output=True)
+    context["code"] += f"; --compare_ref {FLAGS.compare_ref}"
   root = os.path.join(work, "dicom")
   try:
     shutil.rmtree(root, ignore_errors=True)
@@ -522,11 +562,16 @@ def main(argv):
     for r in range(FLAGS.repeats + 1):
       order = list(runs) if r % 2 == 0 else list(reversed(runs))
       for name, w in order:
-        out = os.path.join(work, f"out-{'pipeline' if name == PIPELINE else 'baseline'}-{w}")
+        side = {PIPELINE: "pipeline", BINARY: "binary", REF: "ref"}.get(name, "baseline")
+        out = os.path.join(work, f"out-{side}-{w}")
         shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
         if name == PIPELINE:
           n = _pipeline(root, out, FLAGS.window, w)
+        elif name == BINARY:
+          n = _binary(root, out, FLAGS.window, w)
+        elif name == REF:
+          n = _binary(root, out, FLAGS.window, w, repo=ref_tree)
         elif name == BASELINE:
           n = _baseline(root, out, window, w)
         elif name == DIAG_SCAN:
@@ -538,7 +583,7 @@ def main(argv):
           raise AssertionError(f"{name} ({w} workers) found {n} of {num_files} slices")
         tag = "warm-up" if r == 0 else f"round {r}/{FLAGS.repeats}"
         rate = f" = {n / seconds:,.0f} slices/s" if n else ""
-        who = "" if name in diags else f", {w} worker(s)"
+        who = "" if name in diags else f", {_label(w)} worker(s)"
         print(f"{tag}  {name}{who}: {seconds:.2f} s{rate}", flush=True)
         if r:
           times[(name, w)].append(seconds)
@@ -564,6 +609,9 @@ def main(argv):
         f.write(text)
       print(f"\nwrote {path}")
   finally:
+    if FLAGS.compare_ref:
+      subprocess.run(["git", "worktree", "remove", "--force", ref_tree], cwd=REPO, check=False,
+                     capture_output=True)
     if not FLAGS.work_dir:
       shutil.rmtree(work, ignore_errors=True)
 

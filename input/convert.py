@@ -25,10 +25,8 @@ whatever the number of workers or tasks.
 """
 
 import collections
-import concurrent.futures
 import dataclasses
 import json
-import multiprocessing
 import os
 import time
 
@@ -43,6 +41,7 @@ from input import shards
 from input import sources
 from input import splits
 from input import window as window_lib
+from input import workers
 from settings import required, setting
 
 _PLAN_NAME = "plan.json"
@@ -113,7 +112,9 @@ class ConvertConfig:
   labels: str = setting("auto",
       "folder: labels from first-level subfolder names (auto: when every image is in one).",
       choices=["auto", "subfolder", "none"])
-  num_workers: int | None = setting(None, "Parallel writer processes. Default: the CPUs available.")
+  num_workers: int | None = setting(None,
+      "Parallel writer processes. Default: as many as pay for their start-up (timed on the "
+      "first shard), at most the CPUs available.")
   overwrite: bool = setting(False, "Start over: rewrite every shard even if complete ones exist.")
   num_tasks: int = setting(1,
       "Split the conversion over this many tasks (Slurm array, Kubernetes Indexed Job); each "
@@ -304,13 +305,6 @@ def _pseudonym_salt(config, created):
 # Entry points.
 
 
-def _default_workers():
-  try:
-    return max(1, len(os.sched_getaffinity(0)))
-  except AttributeError:
-    return max(1, os.cpu_count() or 1)
-
-
 def run(config):
   """Converts `config.source` into sharded TFRecords under `config.output`.
 
@@ -386,23 +380,9 @@ def run(config):
   if source.streaming:
     shards.write_streaming(source, plan, todo, out, log_progress)
   else:
-    workers = min(config.num_workers or _default_workers(), max(1, len(todo)))
     args = (plan.kind, plan.spec, config.encoding, plan.label_names, out, config.min_foreground)
-    if workers == 1:
-      for job in todo:
-        log_progress(shards.write_indexed_shard(source, job, *args))
-    else:
-      ctx = multiprocessing.get_context("spawn")  # fork is unsafe once TF is loaded.
-      with concurrent.futures.ProcessPoolExecutor(
-          workers, mp_context=ctx, initializer=images.set_max_image_pixels,
-          initargs=(config.max_image_pixels,)) as pool:
-        futures = [pool.submit(shards.write_indexed_shard, source, job, *args) for job in todo]
-        try:
-          for f in concurrent.futures.as_completed(futures):
-            log_progress(f.result())
-        except BaseException:
-          pool.shutdown(wait=True, cancel_futures=True)
-          raise
+    workers.write_shards(source, todo, args, config.num_workers, config.max_image_pixels,
+                         log_progress)
   if config.num_tasks > 1:
     logging.info("Task %d of %d done. When every task is done, run the same command with "
                  "--finalize.", config.task_index, config.num_tasks)

@@ -41,12 +41,20 @@ def verbose(argv):
   return False
 
 
+# Set beside TF_CPP_MIN_LOG_LEVEL when this module set it, so that worker
+# processes (pipeline.convert's), which inherit both, stay quiet too: an
+# inherited level is not the user's explicit one.
+_OURS = "GAN_PIPELINE_QUIET_TF"
+
+
 def quiet_tensorflow_start(argv=None):
   """Imports TensorFlow quietly unless asked to be verbose (see the module doc)."""
   argv = sys.argv if argv is None else argv
-  if verbose(argv) or "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+  explicit = "TF_CPP_MIN_LOG_LEVEL" in os.environ and os.environ.get(_OURS) != "1"
+  if verbose(argv) or explicit or "tensorflow" in sys.modules:
     return
   os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+  os.environ[_OURS] = "1"
   sys.stderr.flush()
   saved = os.dup(2)
   with tempfile.TemporaryFile() as captured:

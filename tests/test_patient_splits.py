@@ -363,3 +363,23 @@ class SaltTest(tf.test.TestCase):
     with self.assertRaises(convert.ConvertError):
       _convert(f"dicom:{one}", out, holdout=0.5)
     self.assertEqual(os.listdir(out), [])
+
+
+class PoolSizeTest(tf.test.TestCase):
+  """The default pool is as large as the work pays for (input/workers.py)."""
+
+  def test_golden_pool_sizes(self):
+    from input import workers  # pylint: disable=import-outside-toplevel
+    start = 0.5
+    # 0.1 s of work: a pool (0.5 s to start) never pays.
+    self.assertEqual(workers.pool_size(2, 10, 0.001, 100, start), 1)
+    # 1.0 s: 2 workers take 0.5 + 0.5 = 1.0 s, not less.
+    self.assertEqual(workers.pool_size(2, 10, 0.01, 100, start), 1)
+    # The default start cost: 60 slices at 20 ms (1.2 s) stay in one process.
+    self.assertEqual(workers.pool_size(2, 4, 0.02, 60), 1)
+    # 10 s: 2 workers take 5.5 s.
+    self.assertEqual(workers.pool_size(2, 10, 0.01, 1000, start), 2)
+    # No more workers than shards left, nor than CPUs.
+    self.assertEqual(workers.pool_size(8, 3, 0.01, 1000, start), 3)
+    self.assertEqual(workers.pool_size(2, 30, 0.01, 1000, start), 2)
+    self.assertEqual(workers.pool_size(1, 30, 0.01, 1000, start), 1)
