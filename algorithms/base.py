@@ -27,6 +27,10 @@ class DataInfo:
   # None for other data and for run directories written before they existed.
   window: dict | None = dataclasses.field(default=None, hash=False)
   medical: dict | None = dataclasses.field(default=None, hash=False)
+  # Medical data: the slices' in-plane pixel spacing after resizing, per
+  # domain as the window, {"image": [row mm, column mm]} (see
+  # `training.data.pixel_spacing`); None when no series knows its spacing.
+  pixel_spacing: dict | None = dataclasses.field(default=None, hash=False)
 
 
 @dataclasses.dataclass(frozen=True)

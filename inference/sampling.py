@@ -205,7 +205,7 @@ def run(config):
   if x.ndim == 2 and not out.endswith((".npz", ".png")):
     raise ValueError("2-D samples go to .npz or .png")
   if config.format in ("png16", "nifti"):
-    volumes.write_samples(out, x, config.format, algorithm.data)
+    volumes.write_samples(out, x, config.format, algorithm.data, algorithm.config.data)
   elif out.endswith(".npz"):
     np.savez(out, x=x, **({"y": y} if y is not None else {}))
   elif out.endswith(".png"):

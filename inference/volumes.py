@@ -27,9 +27,11 @@ import tensorflow as tf
 
 from input import dicom
 from input import images
+from input import manifest as manifest_lib
 from input import medical_base
 from input import nifti
 from input import window as window_lib
+from training import data as data_lib
 
 WINDOW_NAME = "window.json"
 STACK_NAME = "samples.nii.gz"
@@ -145,12 +147,46 @@ def check_sample_format(fmt, data):
     require("nibabel", "NIfTI samples")
 
 
-def write_samples(folder, x, fmt, data):
+def sample_spacing(data, data_spec=None):
+  """The in-plane pixel spacing of generated slices, logged in one line.
+
+  Args:
+    data: the run's `DataInfo`; its `pixel_spacing` of the generated domain
+      (the training slices' spacing after resizing) when recorded.
+    data_spec: the run's --data. For run directories written before the
+      spacing was recorded: a converted directory whose manifest gives it.
+
+  Returns:
+    (row spacing, column spacing) in mm; (1.0, 1.0) when no spacing is known.
+  """
+  domain = generated_domain(data)
+  spacing, origin = data.pixel_spacing, "recorded by pipeline.train"
+  if spacing is None and data_spec and os.path.isfile(
+      os.path.join(data_spec, manifest_lib.MANIFEST_NAME)):
+    spacing = data_lib.pixel_spacing(manifest_lib.load(data_spec))
+    origin = f"from the manifest of {data_spec}"
+  if not spacing or domain not in spacing:
+    logging.info("NIfTI samples: 1 x 1 mm pixels; the training slices' pixel spacing is not "
+                 "known (neither the run directory nor its data's manifest has one)")
+    return 1.0, 1.0
+  row, col = spacing[domain]
+  logging.info("NIfTI samples: %.4g x %.4g mm pixels (rows x columns), the training slices' "
+               "in-plane spacing after resizing (%s)", row, col, origin)
+  return row, col
+
+
+def write_samples(folder, x, fmt, data, data_spec=None):
   """Writes samples [N, H, W, C] in [-1, 1] into `folder` with window.json.
 
   png16: `NNNNN.png`, 16-bit grayscale or RGB, codes `to_codes16(x)`.
   nifti: one axial stack `samples.nii.gz` [W, H, N] of 1-channel samples in
-  modality units (`Window.from_model`), 1 mm voxels.
+  modality units (`Window.from_model`) whose pixels have the training slices'
+  in-plane spacing (`sample_spacing`, 1 mm when unknown). Its third axis
+  indexes the samples: the header claims no patient space and says so
+  (`nifti.write_stack(samples=True)`).
+
+  Args:
+    data_spec: the run's --data, for `sample_spacing`.
 
   Returns:
     The paths written (window.json not counted).
@@ -169,7 +205,9 @@ def write_samples(folder, x, fmt, data):
                "code = round((x + 1) / 2 * 65535) of the model's x in [-1, 1]")
   else:
     written.append(os.path.join(folder, STACK_NAME))
-    nifti.write_stack(window.from_model(x[..., 0]), written[-1])
+    row, col = sample_spacing(data, data_spec)
+    nifti.write_stack(window.from_model(x[..., 0]), written[-1], zooms=(col, row, 1.0),
+                      samples=True)
     mapping = "voxels in modality units: low + (x + 1) / 2 * (high - low)"
   record = {"format": fmt, "domain": domain, "window": window_entry(data, domain),
             "medical": data.medical, "mapping": mapping}

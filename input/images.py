@@ -244,27 +244,46 @@ def _pil_reason(e):
   return f"cannot decode: {text}"
 
 
+def fitted_shape(height, width, out_height, out_width, mode):
+  """The size of what `to_spec` resizes onto out_height x out_width.
+
+  Args:
+    height, width: the source image's size.
+    out_height, out_width: the output size.
+    mode: a `RESIZE_MODES` entry. `crop` keeps the centered part of the
+      output's aspect ratio (the short side whole), `pad` pads the image to
+      that aspect ratio (the long side whole), `stretch` takes the image as is.
+
+  Returns:
+    (rows, columns) of the cropped or padded source, so that one output pixel
+    spans rows / out_height source rows and columns / out_width source columns.
+  """
+  if mode == "stretch" or height * out_width == width * out_height:
+    return height, width
+  too_tall = height * out_width > width * out_height
+  if mode == "crop":
+    if too_tall:
+      return max(1, round(width * out_height / out_width)), width
+    return height, max(1, round(height * out_width / out_height))
+  if too_tall:  # pad
+    return height, round(height * out_width / out_height)
+  return round(width * out_height / out_width), width
+
+
 def _fit_geometry(x, height, width, mode):
   """Crops or pads float array x [h, w, c] to the target aspect ratio."""
   h, w = x.shape[:2]
-  if mode == "stretch" or h * width == w * height:
+  new_h, new_w = fitted_shape(h, w, height, width, mode)
+  if (new_h, new_w) == (h, w):
     return x
-  if mode == "crop":
-    if h * width > w * height:  # Too tall: crop rows.
-      new_h = max(1, round(w * height / width))
-      top = (h - new_h) // 2
-      return x[top:top + new_h]
-    new_w = max(1, round(h * width / height))
+  if new_h < h:
+    top = (h - new_h) // 2
+    return x[top:top + new_h]
+  if new_w < w:
     left = (w - new_w) // 2
     return x[:, left:left + new_w]
-  # pad
-  if h * width > w * height:  # Too tall: pad columns.
-    new_w = round(h * width / height)
-    left = (new_w - w) // 2
-    return np.pad(x, ((0, 0), (left, new_w - w - left), (0, 0)))
-  new_h = round(w * height / width)
-  top = (new_h - h) // 2
-  return np.pad(x, ((top, new_h - h - top), (0, 0), (0, 0)))
+  top, left = (new_h - h) // 2, (new_w - w) // 2
+  return np.pad(x, ((top, new_h - h - top), (left, new_w - w - left), (0, 0)))
 
 
 def _resize(x, height, width):
@@ -329,6 +348,6 @@ def split_side_by_side(arr):
 
 __all__ = [
     "BadImageError", "ENCODINGS", "IMAGE_EXTENSIONS", "ImageInfo", "ImageSpec",
-    "RESIZE_MODES", "decode_bytes", "encode", "probe_file", "read_file",
+    "RESIZE_MODES", "decode_bytes", "encode", "fitted_shape", "probe_file", "read_file",
     "split_side_by_side", "to_spec",
 ]

@@ -8,7 +8,9 @@ r"""Draws samples from a trained generator.
 or a directory (one PNG per sample). For a directory, --format=png16 writes
 one 16-bit PNG per sample (the codes of the data's window) and --format=nifti
 one NIfTI stack `samples.nii.gz` in modality units (1-channel DICOM or NIfTI
-data), both with window.json, the window used:
+data; pixels of the training slices' in-plane spacing after resizing, the
+third axis indexing samples, no patient space), both with window.json, the
+window used:
 
     python -m pipeline.sample --model_dir=runs/dcgan-ct --num=16 --output=ct/ \
         --format=nifti

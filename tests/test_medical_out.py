@@ -8,6 +8,7 @@ flipped affine (B = 200 - A), converted by `input.convert`; the DICOM files
 are pydicom's own test files, found through the installed package (copied
 into temporary folders only)."""
 
+import dataclasses
 import gzip
 import json
 import os
@@ -30,6 +31,7 @@ from input import nifti
 from input import window as window_lib
 from tests import helpers
 from training import config as config_lib
+from training import data as data_lib
 from training import run_dir
 from training import trainer
 
@@ -71,6 +73,31 @@ def _all_files(root):
   return [os.path.join(d, f) for d, _, names in os.walk(root) for f in names]
 
 
+def _dicom_series(folder, size, spacing, num_slices=2):
+  """A CT series of `num_slices` size x size slices with PixelSpacing `spacing`."""
+  os.makedirs(folder, exist_ok=True)
+  template = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+  uid = pydicom.uid.generate_uid()
+  rng = np.random.default_rng(size)
+  for k in range(num_slices):
+    ds = template.copy()
+    ds.SeriesInstanceUID, ds.SOPInstanceUID = uid, pydicom.uid.generate_uid()
+    ds.ImagePositionPatient = [0.0, 0.0, float(k)]
+    ds.Rows = ds.Columns = size
+    ds.PixelSpacing = list(spacing)
+    ds.PixelData = rng.integers(0, 200, (size, size), dtype=np.int16).tobytes()
+    ds.save_as(os.path.join(folder, f"{k:03d}.dcm"))
+
+
+def _assert_sample_header(test, img, zooms):
+  """A samples stack: `zooms`, no claimed space, axis 3 described as samples."""
+  header = img.header
+  test.assertAllClose(header.get_zooms(), zooms, atol=1e-5)
+  test.assertEqual((int(header["qform_code"]), int(header["sform_code"])), (0, 0))
+  test.assertEqual(header["descrip"].item().decode(), nifti.SAMPLES_DESCRIPTION)
+  test.assertEqual(header.get_xyzt_units()[0], "mm")
+
+
 class MedicalOutTest(tf.test.TestCase):
 
   @classmethod
@@ -105,7 +132,7 @@ class MedicalOutTest(tf.test.TestCase):
     with open(path, encoding="utf-8") as f:
       info = json.load(f)
     self.assertIn("window", info)
-    del info["window"], info["medical"]
+    del info["window"], info["medical"], info["pixel_spacing"]
     with open(path, "w", encoding="utf-8") as f:
       json.dump(info, f)
     return old
@@ -116,13 +143,16 @@ class MedicalOutTest(tf.test.TestCase):
     _, data = run_dir.load_run(self.pix2pix_dir)
     self.assertEqual(data.window, self.paired_manifest["window"])
     self.assertEqual(set(data.window), {"A", "B"})
+    # Axial slices of the volumes (AFFINE): rows along y (1.5 mm), columns x (2 mm).
+    self.assertEqual(data.pixel_spacing, {"A": [1.5, 2.0], "B": [1.5, 2.0]})
     self.assertEqual(data.medical, {"format": "nifti", "window": "auto", "slice_axis": "axial",
-                                    "volume_index": "0"})
+                                    "volume_index": "0", "patient_from": None})
     _, data = run_dir.load_run(self.dcgan_dir)
     self.assertEqual((data.window["image"]["low"], data.window["image"]["high"]), (LOW, HIGH))
+    self.assertEqual(data.pixel_spacing, {"image": [1.5, 2.0]})
     # Old run directories load, without a window.
     _, data = run_dir.load_run(self._without_window(self.dcgan_dir))
-    self.assertEqual((data.window, data.medical), (None, None))
+    self.assertEqual((data.window, data.medical, data.pixel_spacing), (None, None, None))
     self.assertEqual(data.shape, (16, 16, 1))
 
   # --- pipeline.sample --format ---
@@ -147,6 +177,9 @@ class MedicalOutTest(tf.test.TestCase):
     # in modality units: low + (x + 1) / 2 * (high - low).
     img = nib.load(os.path.join(nii_dir, volumes.STACK_NAME))
     self.assertEqual(img.shape, (16, 16, 5))
+    # The training volumes' canonical zooms are x 2, y 1.5, z 1 mm (AFFINE):
+    # axial slices of 1.5 mm rows and 2 mm columns, kept at 16 x 16.
+    _assert_sample_header(self, img, (2.0, 1.5, 1.0))
     raw = np.asarray(img.dataobj, np.float64)[:, ::-1, :].transpose(2, 1, 0)
     self.assertAllClose(raw, LOW + (x[..., 0] + 1) / 2 * (HIGH - LOW), atol=1e-3)
     self.assertAllGreaterEqual(raw, LOW)
@@ -188,6 +221,20 @@ class MedicalOutTest(tf.test.TestCase):
       volumes.check_sample_format("png16", base.DataInfo("vector", (2,), 0, "ring"))
     with self.assertRaisesRegex(ValueError, "writes a directory"):
       sampling.SampleConfig(model_dir="m", output="x.npz", format="png16").validate()
+
+  def test_samples_of_runs_that_predate_the_recorded_spacing(self):
+    algorithm, _ = sampling.load_algorithm(self.dcgan_dir)
+    old = dataclasses.replace(algorithm.data, pixel_spacing=None)
+    ct = os.path.join(self.root, "ct")  # The run's --data: its manifest has the spacing.
+    self.assertEqual(algorithm.config.data, ct)
+    with self.assertLogs("absl", "INFO") as logs:
+      self.assertEqual(volumes.sample_spacing(old, ct), (1.5, 2.0))
+    self.assertIn(f"1.5 x 2 mm pixels (rows x columns), the training slices' in-plane spacing "
+                  f"after resizing (from the manifest of {ct})", logs.output[-1])
+    with self.assertLogs("absl", "INFO") as logs:
+      self.assertEqual(volumes.sample_spacing(old, "dicom:/moved"), (1.0, 1.0))
+    self.assertIn("1 x 1 mm pixels; the training slices' pixel spacing is not known",
+                  logs.output[-1])
 
   # --- pipeline.translate ---
 
@@ -357,6 +404,96 @@ class MedicalOutTest(tf.test.TestCase):
     got = serve(images=tf.constant(x))["images"].numpy()
     self.assertAllClose(got, self.pix2pix.algorithm.translate(tf.constant(x)), atol=1e-5)
     self.assertAllInRange(got, -1.0, 1.0)
+
+
+class PixelSpacingTest(tf.test.TestCase):
+  """The samples' pixel spacing: the training slices' after resizing."""
+
+  def _manifest(self, series, size, resize="crop", fmt="dicom", kind="image"):
+    feature = "image_a" if kind == "paired" else "image"
+    return {"kind": kind, "features": {feature: {"shape": [*size, 1]}},
+            "config": {"resize": resize}, "series": series,
+            "medical": {"format": fmt, "slice_axis": "axial"}}
+
+  def test_dicom_256_at_0_7_mm_converted_to_64_gives_2_8_mm(self):
+    tmp = self.create_tempdir().full_path
+    _dicom_series(os.path.join(tmp, "ct"), 256, (0.7, 0.7))
+    out = os.path.join(tmp, "ct-tfr")
+    manifest = convert.run(convert.ConvertConfig(source=f"dicom:{os.path.join(tmp, 'ct')}",
+                                                 output=out, image_size=64, num_workers=1,
+                                                 window="40,400"))
+    info = data_lib.describe(manifest, out)
+    self.assertAllClose(info.pixel_spacing["image"], [2.8, 2.8])
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 64, 64, 1)).astype(np.float32)
+    folder = os.path.join(tmp, "samples")
+    volumes.write_samples(folder, x, "nifti", info)
+    img = nib.load(os.path.join(folder, volumes.STACK_NAME))
+    self.assertEqual(img.shape, (64, 64, 3))
+    _assert_sample_header(self, img, (2.8, 2.8, 1.0))
+
+  def test_resize_modes_golden(self):
+    # 200 rows x 100 columns at 0.5 mm between rows, 0.8 mm between columns,
+    # onto 50 x 50: crop keeps 100 x 100 (the short side's scale), pad makes
+    # 200 x 200 (the long side's), stretch takes 200 x 100.
+    series = {"s": {"shape": [200, 100], "pixel_spacing": [0.5, 0.8]}}
+    for mode, expected in (("crop", [1.0, 1.6]), ("pad", [2.0, 3.2]),
+                           ("stretch", [2.0, 1.6])):
+      got = data_lib.pixel_spacing(self._manifest(series, (50, 50), mode))
+      self.assertAllClose(got["image"], expected, msg=mode)
+    # 50 rows x 200 columns onto 40 x 80 (crop: 50 x 100; pad: 100 x 200).
+    series = {"s": {"shape": [50, 200], "pixel_spacing": [1.0, 1.0]}}
+    for mode, expected in (("crop", [1.25, 1.25]), ("pad", [2.5, 2.5]),
+                           ("stretch", [1.25, 2.5])):
+      got = data_lib.pixel_spacing(self._manifest(series, (40, 80), mode))
+      self.assertAllClose(got["image"], expected, msg=mode)
+    # Kept sizes need no resize: the spacing as read.
+    got = data_lib.pixel_spacing(self._manifest(series, (50, 200), "crop"))
+    self.assertAllClose(got["image"], [1.0, 1.0])
+
+  def test_nifti_zooms_in_the_plane_of_the_slice_axis(self):
+    # Canonical zooms x 0.9, y 1.1, z 3 mm; the series' shape is its slices'.
+    for axis, shape, expected in (("axial", [40, 20], [1.1, 0.9]),
+                                  ("coronal", [40, 20], [3.0, 0.9]),
+                                  ("sagittal", [40, 20], [3.0, 1.1])):
+      series = {"v": {"shape": shape, "zooms": [0.9, 1.1, 3.0], "axis": axis}}
+      got = data_lib.pixel_spacing(self._manifest(series, (20, 10), "stretch", "nifti"))
+      self.assertAllClose(got["image"], [2 * v for v in expected], msg=axis)
+    # A volume whose voxel axes are permuted and flipped (AFFINE: i -> L,
+    # j -> S, k -> A) records canonical zooms, as it records its shape.
+    tmp = self.create_tempdir().full_path
+    _save(os.path.join(tmp, "v.nii.gz"), np.zeros((4, 3, 5), np.float32))
+    (volume,), _ = nifti.scan(tmp, "axial", "0")
+    self.assertEqual(volume.info["zooms"], [2.0, 1.5, 1.0])
+    self.assertEqual(volume.shape, (5, 4))  # Rows along y (k), columns along x (i).
+
+  def test_series_that_differ_take_the_median_per_domain(self):
+    series = {f"s{i}": {"shape": [256, 256], "pixel_spacing": [v, v], "side": "A"}
+              for i, v in enumerate((0.6, 0.7, 0.9))}
+    series["b"] = {"shape": [256, 256], "pixel_spacing": [0.5, 0.6], "side": "B"}
+    series["none"] = {"shape": [256, 256], "pixel_spacing": None, "side": "B"}
+    with self.assertLogs("absl", "INFO") as logs:
+      got = data_lib.pixel_spacing(self._manifest(series, (64, 64), kind="paired"))
+    self.assertAllClose(got["A"], [2.8, 2.8])
+    self.assertAllClose(got["B"], [2.0, 2.4])
+    text = "\n".join(logs.output)
+    self.assertIn("Pixel spacing of domain A: its 3 series differ after resizing to 64x64 (rows "
+                  "2.4 to 3.6 mm, columns 2.4 to 3.6 mm); samples use the median, 2.8 x 2.8 mm",
+                  text)
+    self.assertIn("Pixel spacing of domain B: 1 of 2 series have none", text)
+    self.assertNotIn("domain B: its", text)
+
+  def test_without_a_spacing_samples_keep_1_mm_and_say_so(self):
+    series = {"s": {"shape": [64, 64], "pixel_spacing": None}}
+    self.assertIsNone(data_lib.pixel_spacing(self._manifest(series, (64, 64))))
+    self.assertIsNone(data_lib.pixel_spacing({"kind": "image", "features": {}}))  # Not medical.
+    info = base.DataInfo("image", (8, 8, 1), 0, "x", window={"image": {"low": 0.0, "high": 1.0}})
+    folder = self.create_tempdir().full_path
+    with self.assertLogs("absl", "INFO") as logs:
+      volumes.write_samples(folder, np.zeros((2, 8, 8, 1), np.float32), "nifti", info)
+    self.assertTrue(any("1 x 1 mm pixels; the training slices' pixel spacing is not known" in line
+                        for line in logs.output), logs.output)
+    _assert_sample_header(self, nib.load(os.path.join(folder, volumes.STACK_NAME)),
+                          (1.0, 1.0, 1.0))
 
 
 if __name__ == "__main__":
