@@ -7,11 +7,16 @@ covers the source's paths, its content fingerprint (every file's relative
 name, size and modification time) and the conversion settings. A folder
 whose files changed since it was converted gets a new key, and so is
 converted again; the log says so, and the stale entry is removed.
+
+DICOM and NIfTI sources are refused here (`refuse_medical`): their window
+and held-out patients are settings of `pipeline.convert`, which converts
+them once into a directory that --data and --real then name.
 """
 
 import hashlib
 import os
 import re
+import shlex
 import shutil
 
 from absl import logging
@@ -158,20 +163,58 @@ def ensure_builtin(name, cache_dir=None, image_size=None, seed=0, max_examples=N
                           num_workers)
 
 
+def refuse_medical(spec, flag="--data"):
+  """Refuses a DICOM or NIfTI source where converted data is named.
+
+  Their conversion has settings that a data flag cannot carry (--window,
+  --holdout and --split_by, --slice_axis, --min_foreground): converted into
+  the cache, the scans would get the default window and no held-out
+  patients. `resolve` calls this first; pipeline.train also calls it before
+  building its strategy, which for multi_worker waits for the cluster.
+
+  Args:
+    spec: a data spec, as for `resolve`.
+    flag: the flag that gave `spec`, for the message.
+
+  Raises:
+    ValueError: `dicom:`/`nifti:` sources, also inside `paired:`/`unpaired:`;
+      one line with the conversion command to run instead.
+  """
+  kind, _, arg = spec.partition(":")
+  fmt, paths = medical.split_format(spec if kind in medical.FORMATS else arg)
+  if not fmt or kind not in (*medical.FORMATS, "paired", "unpaired"):
+    return
+  names = []
+  for p in paths:
+    name = os.path.basename(os.path.normpath(p)) or fmt
+    names.append(name.split(".", 1)[0] if os.path.isfile(p) else name)  # scan.nii.gz -> scan
+  output = os.path.join(os.path.dirname(os.path.normpath(paths[0])) if paths else "",
+                        "-".join(names or [fmt]) + "-tfr")
+  raise ValueError(
+      f"{flag} {spec!r} is a {fmt.upper() if fmt == 'dicom' else 'NIfTI'} source, which must be "
+      f"converted first (its window and held-out patients are conversion settings): "
+      f"python -m pipeline.convert --source={shlex.quote(spec)} --output={shlex.quote(output)} "
+      f"--window=auto --holdout=0.1 (choose --window: CENTER,WIDTH, a preset such as ct_brain, "
+      f"or percentile:LOW,HIGH), then {flag}={shlex.quote(output)}")
+
+
 def resolve(spec, cache_dir=None, image_size=None, flag="--data"):
   """The directory of converted data that a data spec names.
 
   Args:
     spec: a directory made by `pipeline.convert`; a source `KIND:ARG`
-      (`builtin:shapes`, `folder:DIR`, `tfds:NAME`, ...), converted into the
-      cache on first use; or a plain folder of images (as `folder:DIR`).
+      (`builtin:shapes`, `folder:DIR`, `tfds:NAME`, ...; not `dicom:` or
+      `nifti:`), converted into the cache on first use; or a plain folder of
+      images (as `folder:DIR`).
     cache_dir: where converted sources are cached.
     image_size: size to convert image sources to (None: the source's).
     flag: the flag that gave `spec`, for the error message.
 
   Raises:
-    ValueError: a spec that names nothing usable (one line, naming it).
+    ValueError: a spec that names nothing usable, or a DICOM or NIfTI source
+      (`refuse_medical`); one line, naming it.
   """
+  refuse_medical(spec, flag)
   kind, sep, _ = spec.partition(":")
   if sep and kind in sources.SOURCE_KINDS:
     return ensure_converted(spec, cache_dir=cache_dir, image_size=image_size)

@@ -1,6 +1,7 @@
 """input/cache.py: the converted-data cache and the one resolver of data specs."""
 
 import os
+import re
 import time
 
 import tensorflow as tf
@@ -71,6 +72,26 @@ class CacheTest(tf.test.TestCase):
     with self.assertRaisesRegex(ValueError, "holds no images"):
       cache.resolve(f"folder:{empty}", cache_dir=self.cache_dir)
     self.assertFalse([n for n in _entries(self.cache_dir) if n.startswith("empty")])
+
+  def test_medical_sources_are_refused_with_the_conversion_command(self):
+    scan = os.path.join(self.tmp, "scans", "sub-01_T1w.nii.gz")
+    os.makedirs(os.path.dirname(scan))
+    with open(scan, "wb"):  # Refused unread: an empty file will do.
+      pass
+    converted = os.path.join(self.tmp, "scans", "sub-01_T1w-tfr")
+    with self.assertRaisesRegex(
+        ValueError, "^" + re.escape(
+            f"--real 'nifti:{scan}' is a NIfTI source, which must be converted first (its "
+            f"window and held-out patients are conversion settings): python -m pipeline.convert "
+            f"--source=nifti:{scan} --output={converted} --window=auto --holdout=0.1 (choose "
+            f"--window: CENTER,WIDTH, a preset such as ct_brain, or percentile:LOW,HIGH), then "
+            f"--real={converted}") + "$"):
+      cache.resolve(f"nifti:{scan}", cache_dir=self.cache_dir, flag="--real")
+    for spec in ("dicom:/x", "unpaired:dicom:/a,/b", "paired:nifti:/a,/b"):
+      with self.assertRaisesRegex(ValueError, "must be converted first"):
+        cache.resolve(spec, cache_dir=self.cache_dir)
+    self.assertFalse(os.path.exists(self.cache_dir))
+    cache.refuse_medical("paired:/a,/b")  # Images: converted into the cache as before.
 
 
 if __name__ == "__main__":

@@ -114,6 +114,35 @@ class TrainAndSampleTest(tf.test.TestCase):
       self.assertNotIn("Traceback", out)
 
 
+  def test_medical_sources_are_refused_with_the_conversion_command(self):
+    # multi_worker with a peer that never comes: the refusal must come before
+    # the strategy, which would wait --cluster_timeout for the cluster.
+    tmp = self.create_tempdir().full_path
+    scans, run_dir = os.path.join(tmp, "ct"), os.path.join(tmp, "run")
+    os.makedirs(scans)
+    cluster = [f"--cluster_workers=127.0.0.1:{_free_port()},127.0.0.1:{_free_port()}",
+               "--task_index=0", "--cluster_timeout=120"]
+    cases = [
+        (f"dicom:{scans}", "a DICOM source", f"--source=dicom:{scans} --output={scans}-tfr",
+         f"{scans}-tfr"),
+        (f"paired:nifti:{tmp}/t1,{tmp}/t2", "a NIfTI source",
+         f"--source=paired:nifti:{tmp}/t1,{tmp}/t2 --output={tmp}/t1-t2-tfr", f"{tmp}/t1-t2-tfr"),
+    ]
+    for data, what, command, converted in cases:
+      proc = _train([f"--data={data}", f"--model_dir={run_dir}", "--strategy=multi_worker",
+                     *cluster, f"--data_cache={os.path.join(tmp, 'cache')}"])
+      out, _ = proc.communicate(timeout=100)
+      self.assertEqual(proc.returncode, 2, out[-3000:])
+      self.assertEqual(out.strip().splitlines()[-1],
+                       f"train: error: --data {data!r} is {what}, which must be converted first "
+                       "(its window and held-out patients are conversion settings): python -m "
+                       f"pipeline.convert {command} --window=auto --holdout=0.1 (choose "
+                       "--window: CENTER,WIDTH, a preset such as ct_brain, or "
+                       f"percentile:LOW,HIGH), then --data={converted}")
+      self.assertFalse(os.path.exists(run_dir))
+      self.assertFalse(os.path.exists(os.path.join(tmp, "cache")))
+
+
 class ConsoleTest(tf.test.TestCase):
 
   def test_the_console_shows_what_a_user_needs(self):

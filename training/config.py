@@ -49,8 +49,8 @@ class TrainConfig:
       " pix2pix, cyclegan, unit.")
   data: str | None = setting(None,
       "A directory made by pipeline.convert, or a source converted into the cache on first use: "
-      "builtin:NAME, folder:DIR, tfds:NAME, npz:FILE. Default: builtin:shapes (builtin:ring2d for"
-      " gan and cgan).")
+      "builtin:NAME, folder:DIR, tfds:NAME, npz:FILE (DICOM and NIfTI: pipeline.convert them "
+      "first). Default: builtin:shapes (builtin:ring2d for gan and cgan).")
   model_dir: str | None = setting(None, "Run directory. Default: runs/<algo>-<dataset>.")
   strategy: str = setting("mirrored",
       "tf.distribute strategy. mirrored: every visible GPU, else the CPU.",

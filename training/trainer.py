@@ -87,6 +87,9 @@ class _Trainer:
     """`exit_stack`: holds the run's train.log open (none without one)."""
     config.validate()
     algorithms.check_settings(config)  # Before resolve fills in the algorithm's defaults.
+    algo_cls = algorithms.get(config.algo)
+    spec = config.data or algo_cls.default_data
+    cache.refuse_medical(spec)  # Before a multi_worker strategy waits for its cluster.
     try:
       self.strategy = strategy_lib.get_strategy(config.strategy, config.cpu_replicas,
                                                 config.cluster_timeout, config.cluster_workers,
@@ -95,8 +98,6 @@ class _Trainer:
       raise TrainingError(str(e)) from None
     self.num_workers, self.worker_index, self.is_chief = strategy_lib.worker_info(
         self.strategy)
-    algo_cls = algorithms.get(config.algo)
-    spec = config.data or algo_cls.default_data
     data_dir = cache.resolve(spec, cache_dir=config.data_cache, image_size=config.image_size)
     self.manifest = manifest_lib.load(data_dir)
     self.data_dir = data_dir
