@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import pickle
 import stat
 
 import numpy as np
@@ -15,6 +16,7 @@ import tensorflow as tf
 
 from input import convert
 from input import identity
+from input import medical
 from input import medical_base
 from input import splits
 
@@ -59,11 +61,12 @@ def _write_series(folder, patient, series_uid, fill, n=2, blank_ids=False, **tag
 
 
 def _cohort(root, patients=PATIENTS, series_per_patient=2, **kwargs):
-  """root/<patient>/<series>/: each patient's slices hold raw 100 * (index + 1)."""
+  """root/case<i>/<series>/ (folders not named after patients): each patient's
+  slices hold raw 100 * (i + 1)."""
   for p in patients:
     value = 100 * (PATIENTS.index(p) + 1)
     for s in range(series_per_patient):
-      _write_series(os.path.join(root, p, f"series{s}"), p,
+      _write_series(os.path.join(root, f"case{PATIENTS.index(p)}", f"series{s}"), p,
                     f"1.2.826.0.1.{PATIENTS.index(p)}.{s}", value, **kwargs)
 
 
@@ -289,6 +292,27 @@ class PortableSplitTest(tf.test.TestCase):
     for out in ("t1-tfr", "t2-tfr"):
       with open(os.path.join(parent, out, "manifest.json"), encoding="utf-8") as f:
         self.assertNotIn(secret, f.read())
+      # The identities that order the split reach no file (plan, sidecars, shards).
+      for folder, _, files in os.walk(os.path.join(parent, out)):
+        for name in files:
+          if name == medical_base.SALT_NAME:
+            continue
+          with open(os.path.join(folder, name), "rb") as f:
+            data = f.read()
+          for p in PATIENTS:
+            self.assertNotIn(p.encode(), data, msg=f"{p} in {name}")
+
+  def test_workers_get_no_identity(self):
+    root = self.create_tempdir().full_path
+    _cohort(root, PATIENTS[:2], series_per_patient=1)
+    source = medical.MedicalSource(f"dicom:{root}", "dicom", [root], "image",
+                                   medical.MedicalOptions())
+    source.salt = medical_base.new_salt()
+    source.items()
+    self.assertIn("PAT0", "".join(source.secret_ids().values()))
+    state = pickle.dumps(source)  # What a spawned worker receives.
+    for p in PATIENTS[:2]:
+      self.assertNotIn(p.encode(), state)
 
   def test_a_split_file_without_its_key_is_refused(self):
     parent = self.create_tempdir().full_path
