@@ -31,6 +31,10 @@ class DataInfo:
   # domain as the window, {"image": [row mm, column mm]} (see
   # `training.data.pixel_spacing`); None when no series knows its spacing.
   pixel_spacing: dict | None = dataclasses.field(default=None, hash=False)
+  # Data converted with --holdout: the manifest's "holdout" record (how the
+  # held-out split was made and its fingerprint), which the memorization
+  # audit compares with --real's. None otherwise.
+  holdout: dict | None = dataclasses.field(default=None, hash=False)
 
 
 @dataclasses.dataclass(frozen=True)

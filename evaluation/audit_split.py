@@ -10,17 +10,24 @@ from training import run_dir
 
 
 def _trained_on(model_dir):
-  """The manifest of the data a run was trained on (its --data, resolved as
-  the trainer resolved it), or None when it cannot be found."""
-  run_config, _ = run_dir.load_run(model_dir)
+  """(what the run trained on, its data's holdout record or None, its data's
+  manifest fingerprint or None).
+
+  The run directory records the holdout (`DataInfo.holdout`); runs written
+  before it did are read from their data's manifest, when it can be found.
+  """
+  run_config, data = run_dir.load_run(model_dir)
+  if data.holdout is not None:
+    return run_config.data, data.holdout, None
   try:
     data_dir = cache.resolve(run_config.data, cache_dir=run_config.data_cache,
                              image_size=run_config.image_size)
-    return data_dir, manifest_lib.load(data_dir)
+    manifest = manifest_lib.load(data_dir)
   except (ValueError, OSError) as e:
     logging.warning("Memorization: the run's training data %r cannot be read: %s",
                     run_config.data, e)
-    return run_config.data, None
+    return run_config.data, None, None
+  return run_config.data, manifest.get("holdout"), manifest.get("fingerprint")
 
 
 def check(config, real):
@@ -52,18 +59,15 @@ def check(config, real):
     raise ValueError("--memorization with --samples cannot tell which data the samples' model "
                      "was trained on, so whether the held-out patients were in it; give "
                      f"--model_dir instead{way_out}")
-  data, trained = _trained_on(config.model_dir)
-  if trained is None:
-    raise ValueError(f"--memorization: the training data of {config.model_dir!r} ({data!r}) "
-                     f"cannot be read, so its split cannot be compared with --real's{way_out}")
+  data, trained_holdout, trained_fingerprint = _trained_on(config.model_dir)
   if holdout is None:
-    if trained.get("fingerprint") != real.manifest.get("fingerprint"):
+    if trained_fingerprint != real.manifest.get("fingerprint"):
       raise ValueError(f"--memorization: {config.model_dir!r} was trained on {data!r}, not on "
                        f"{config.real!r}, whose test split is the source's own{way_out}")
     return
-  mine = (trained.get("holdout") or {}).get("fingerprint")
+  mine = (trained_holdout or {}).get("fingerprint")
   if mine != holdout.get("fingerprint"):
-    what = ("was trained on data without a held-out split" if not trained.get("holdout") else
+    what = ("was trained on data without a held-out split" if not trained_holdout else
             "was trained on data split another way (another split fingerprint)")
     raise ValueError(f"--memorization: {config.model_dir!r} {what} ({data!r}), so the held-out "
                      f"patients of {config.real!r} may have been training patients; convert both "

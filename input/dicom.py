@@ -8,8 +8,11 @@ slice per frame. `slice_values(ref)` decodes one slice in modality units:
 RescaleSlope/Intercept (or a Modality LUT) applied, MONOCHROME1 inverted.
 
 Nothing read from a header that identifies a patient (PatientName, PatientID,
-birth date, accession number, institution) leaves this module: series and
-patients are named by the salted hashes that `pseudonym` makes.
+birth date, accession number, institution) leaves this module but in
+`Volume.secret_ids`, which orders the held-out split in memory and is never
+written or sent to a worker: series, studies and patients are named by the
+salted hashes that `pseudonym` makes. Who the patient is follows
+`input.identity`.
 """
 
 import collections

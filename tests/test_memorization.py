@@ -5,6 +5,7 @@ test split is refused in one line (exit 2)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -19,6 +20,7 @@ from input import convert
 from tests import helpers
 from tests import test_evaluate
 from tests import test_train
+from training import run_dir
 from training import samples as samples_lib
 from training import trainer
 
@@ -304,6 +306,22 @@ class AuditSplitTest(tf.test.TestCase):
     with self.assertLogs("absl", "INFO") as logs:
       self.check(real=self.data["patient"], model_dir=self.run_dir)
     self.assertIn("holds out patients", "\n".join(logs.output))
+
+  def test_the_run_remembers_its_split_when_the_data_moves(self):
+    _, info = run_dir.load_run(self.run_dir)
+    with open(os.path.join(self.data["patient"], "manifest.json"), encoding="utf-8") as f:
+      self.assertEqual(info.holdout, json.load(f)["holdout"])
+    moved = os.path.join(self.create_tempdir().full_path, "run")
+    shutil.copytree(self.run_dir, moved)
+    config_path = os.path.join(moved, "config.json")
+    with open(config_path, encoding="utf-8") as f:
+      stored = json.load(f)
+    stored["data"] = "/nonexistent/moved-away"
+    with open(config_path, "w", encoding="utf-8") as f:
+      json.dump(stored, f)
+    self.check(real=self.data["patient"], model_dir=moved)  # No error.
+    with self.assertRaisesRegex(ValueError, "split another way"):
+      self.check(real=self.data["patient_seed5"], model_dir=moved)
 
   def test_cli_refuses_in_one_line_before_the_feature_network(self):
     done = subprocess.run(

@@ -26,7 +26,7 @@ def describe(manifest, spec):
                                              else spec.split(":", 1)[1].split(",")[0]))
   return base.DataInfo(kind=kind, shape=shape, num_classes=len(names), name=name,
                        window=manifest.get("window"), medical=manifest.get("medical"),
-                       pixel_spacing=pixel_spacing(manifest))
+                       pixel_spacing=pixel_spacing(manifest), holdout=manifest.get("holdout"))
 
 
 def pixel_spacing(manifest):
