@@ -8,10 +8,11 @@ writer needs (`tf.train.Example`, `TFRecordWriter`): about 3 s a worker on a
 small folders. (A `forkserver` saves nothing: its children import the
 binary's `__main__` again, as spawned ones do.)
 
-By default the first shard is written in this process and timed; the pool
-size is then the one that the estimate `WORKER_START_S + serial / workers`
-makes fastest for the rest (1: no pool), so the default is never the slower
-choice on a small folder. Measured with bench/convert_dicom.py (BUILD.md).
+By default the first two shards are written in this process and the second,
+warm one is timed; the pool size is then the one that the estimate
+`workers * WORKER_START_S + serial / workers` makes fastest for the rest (1: no pool),
+so the default is never the slower choice on a small folder. Measured with
+bench/convert_dicom.py (BUILD.md).
 """
 
 import concurrent.futures
@@ -24,9 +25,11 @@ from absl import logging
 from input import images
 from input import shards
 
-# Seconds from asking for a pool to its workers writing: a fresh Python
-# importing TensorFlow (bench/convert_dicom.py's "[diag] import tensorflow"
-# row: 3.2-4.9 s on the 2-core CPUs here; BUILD.md).
+# Seconds each worker costs before it writes: a fresh Python importing
+# TensorFlow (bench/convert_dicom.py's "[diag] import tensorflow" row: 3.3 s
+# on the 2-core CPUs here). Counted once per worker: on 2 cores a pool of 2
+# added 4.2-8.9 s to a 60-slice conversion (BUILD.md), so the imports do not
+# overlap; on machines with many cores this is conservative.
 WORKER_START_S = 3.5
 
 
@@ -40,19 +43,20 @@ def available_cpus():
 
 def pool_size(cpus, num_jobs, seconds_per_item, num_items, start_s=WORKER_START_S):
   """The number of workers that finishes `num_items` soonest by the estimate
-  `start_s + serial / workers` (serial alone for 1 worker).
+  `workers * start_s + serial / workers` (serial alone for 1 worker, which
+  runs in this process).
 
   Args:
     cpus: the CPUs available.
     num_jobs: shards left (no more workers than shards).
-    seconds_per_item: measured on the first shard.
+    seconds_per_item: measured on a warm shard.
     num_items: items left.
-    start_s: the cost of starting a pool.
+    start_s: what each worker costs before it writes.
   """
   serial = seconds_per_item * num_items
   best, best_s = 1, serial
   for workers in range(2, min(cpus, num_jobs) + 1):
-    estimate = start_s + serial / workers
+    estimate = workers * start_s + serial / workers
     if estimate < best_s:
       best, best_s = workers, estimate
   return best
@@ -70,14 +74,17 @@ def write_shards(source, jobs, args, num_workers, max_image_pixels, on_done):
     on_done: called with each shard's record, in completion order.
   """
   jobs = list(jobs)
-  if num_workers is None and len(jobs) > 1:
+  if num_workers is None and len(jobs) > 2:
+    # The first shard pays one-time costs (imports, decoder set-up) that a
+    # fresh process would count as work: time the second, warm one.
+    on_done(shards.write_indexed_shard(source, jobs.pop(0), *args))
     start = time.perf_counter()
-    first = jobs.pop(0)
-    on_done(shards.write_indexed_shard(source, first, *args))
-    per_item = (time.perf_counter() - start) / max(1, len(first.items))
+    timed = jobs.pop(0)
+    on_done(shards.write_indexed_shard(source, timed, *args))
+    per_item = (time.perf_counter() - start) / max(1, len(timed.items))
     left = sum(len(j.items) for j in jobs)
     num_workers = pool_size(available_cpus(), len(jobs), per_item, left)
-    logging.info("Writing %d more shards with %d worker(s): %.1f ms an input on the first "
+    logging.info("Writing %d more shards with %d worker(s): %.1f ms an input on the second "
                  "shard, %.1f s of work left in one process", len(jobs), num_workers,
                  per_item * 1e3, per_item * left)
   workers = min(num_workers or 1, max(1, len(jobs)))

@@ -395,15 +395,20 @@ class PoolSizeTest(tf.test.TestCase):
   def test_golden_pool_sizes(self):
     from input import workers  # pylint: disable=import-outside-toplevel
     start = 0.5
-    # 0.1 s of work: a pool (0.5 s to start) never pays.
+    # 0.1 s of work: a pool (0.5 s a worker) never pays.
     self.assertEqual(workers.pool_size(2, 10, 0.001, 100, start), 1)
-    # 1.0 s: 2 workers take 0.5 + 0.5 = 1.0 s, not less.
-    self.assertEqual(workers.pool_size(2, 10, 0.01, 100, start), 1)
-    # The default start cost: 60 slices at 20 ms (1.2 s) stay in one process.
-    self.assertEqual(workers.pool_size(2, 4, 0.02, 60), 1)
-    # 10 s: 2 workers take 5.5 s.
+    # 2.0 s: 2 workers take 2 x 0.5 + 1.0 = 2.0 s, not less.
+    self.assertEqual(workers.pool_size(2, 10, 0.02, 100, start), 1)
+    # 10 s: 2 workers take 1 + 5 = 6 s.
     self.assertEqual(workers.pool_size(2, 10, 0.01, 1000, start), 2)
+    # 10 s on 8 CPUs: 4 workers (2 + 2.5) beat 3 (1.5 + 3.33); 5 only ties (2.5 + 2).
+    self.assertEqual(workers.pool_size(8, 30, 0.01, 1000, start), 4)
     # No more workers than shards left, nor than CPUs.
     self.assertEqual(workers.pool_size(8, 3, 0.01, 1000, start), 3)
     self.assertEqual(workers.pool_size(2, 30, 0.01, 1000, start), 2)
+    # The default cost (3.5 s a worker): 60 slices at 20 ms (1.2 s) stay in one
+    # process, and so do 512 at 25 ms (12.8 s: 2 workers 7 + 6.4).
+    self.assertEqual(workers.pool_size(2, 4, 0.02, 60), 1)
+    self.assertEqual(workers.pool_size(2, 14, 0.025, 512), 1)
+    self.assertEqual(workers.pool_size(2, 14, 0.1, 512), 2)  # 51 s: 7 + 25.6.
     self.assertEqual(workers.pool_size(1, 30, 0.01, 1000, start), 1)
