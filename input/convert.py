@@ -113,8 +113,8 @@ class ConvertConfig:
       "folder: labels from first-level subfolder names (auto: when every image is in one).",
       choices=["auto", "subfolder", "none"])
   num_workers: int | None = setting(None,
-      "Parallel writer processes. Default: as many as pay for their start-up (timed on the "
-      "first shard), at most the CPUs available.")
+      "Parallel writer processes. Default: as many as pay for their start-up (from the time "
+      "of the second shard), at most the CPUs available.")
   overwrite: bool = setting(False, "Start over: rewrite every shard even if complete ones exist.")
   num_tasks: int = setting(1,
       "Split the conversion over this many tasks (Slurm array, Kubernetes Indexed Job); each "

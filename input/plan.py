@@ -173,7 +173,11 @@ class Plan:
         "source": source.spec, "kind": self.kind, "features": self.features,
         "resize": config.resize, "labels": config.labels, "label_names": self.label_names,
         "seed": config.seed, "max_examples": config.max_examples, "shards": counts,
-        "holdout": self.holdout, "min_foreground": config.min_foreground,
+        # How the split was made ("made") differs between the task that
+        # writes a --split_file and the tasks that then reuse it; the split not.
+        "holdout": (None if self.holdout is None else
+                    {k: v for k, v in self.holdout.items() if k != "made"}),
+        "min_foreground": config.min_foreground,
         "keys": keys_digest, "extra": source.extra_manifest(),
     }, sort_keys=True))
     self.jobs = []

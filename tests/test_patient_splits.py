@@ -412,3 +412,17 @@ class PoolSizeTest(tf.test.TestCase):
     self.assertEqual(workers.pool_size(2, 14, 0.025, 512), 1)
     self.assertEqual(workers.pool_size(2, 14, 0.1, 512), 2)  # 51 s: 7 + 25.6.
     self.assertEqual(workers.pool_size(1, 30, 0.01, 1000, start), 1)
+
+
+class SplitFileTasksTest(tf.test.TestCase):
+
+  def test_tasks_that_reuse_the_new_split_file_plan_alike(self):
+    parent = self.create_tempdir().full_path
+    _cohort(os.path.join(parent, "src"), PATIENTS[:4], series_per_patient=1)
+    split_file = os.path.join(parent, "split.json")
+    out = os.path.join(parent, "out")
+    for task in range(2):  # Task 0 writes the split file; task 1 finds and reuses it.
+      self.assertIsNone(_convert(f"dicom:{parent}/src", out, holdout=0.5, split_file=split_file,
+                                 num_tasks=2, task_index=task))
+    m = convert.finalize(out)
+    self.assertEqual(m["holdout"]["groups"], {"train": 2, "test": 2})
