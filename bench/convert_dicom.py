@@ -562,9 +562,10 @@ def main(argv):
     for r in range(FLAGS.repeats + 1):
       order = list(runs) if r % 2 == 0 else list(reversed(runs))
       for name, w in order:
-        side = {PIPELINE: "pipeline", BINARY: "binary", REF: "ref"}.get(name, "baseline")
-        out = os.path.join(work, f"out-{side}-{w}")
-        shutil.rmtree(out, ignore_errors=True)
+        side = {PIPELINE: "pipeline", BINARY: "binary", REF: "ref", BASELINE: "baseline"}.get(name)
+        out = os.path.join(work, f"out-{side}-{w}")  # Diagnostics write nothing.
+        if side:
+          shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
         if name == PIPELINE:
           n = _pipeline(root, out, FLAGS.window, w)

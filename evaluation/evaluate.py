@@ -467,9 +467,11 @@ def _memorization_report(config, real, net, audit, test_split):
   report = audit.report(png)
   for space in memorization_lib.SPACES:
     if report[space]["test_copies"]:
-      logging.warning("Memorization: %d held-out images count as copies of training images in "
-                      "%s space: the split may share patients or the data holds duplicates",
-                      report[space]["test_copies"], space)
+      logging.warning("Memorization: %d of %d held-out images fall under the copy threshold in "
+                      "%s space; samples are judged against that rate. Many mean near-duplicate "
+                      "images in the data, patients shared by the splits, or features too coarse "
+                      "to tell images apart", report[space]["test_copies"], report["num_test"],
+                      space)
   (logging.warning if report["memorized"] else logging.info)(
       "%s", memorization_lib.summary_line(report))
   return report
