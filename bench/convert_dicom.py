@@ -604,10 +604,7 @@ def main(argv):
     print()
     print(text, end="")
     if FLAGS.results_dir:
-      os.makedirs(FLAGS.results_dir, exist_ok=True)
-      path = os.path.join(FLAGS.results_dir, f"convert_dicom-{context['when']:%Y-%m-%d}.md")
-      with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+      path = report.save(FLAGS.results_dir, "convert_dicom", text, context["when"])
       print(f"\nwrote {path}")
   finally:
     if FLAGS.compare_ref:

@@ -39,6 +39,8 @@ from input import reader
 from training import config as config_lib
 from training import trainer
 
+import report  # pylint: disable=wrong-import-order  (bench/report.py)
+
 OLD_PERCENTILE, OLD_FRACTION = 1.0, 0.05  # The replaced rule: 5% below test_p01.
 
 
@@ -138,12 +140,10 @@ def main():
                  f"{old:.1%}: {'MEMORIZED' if old > OLD_FRACTION else 'no'}"])
     header = ["generator", "truth", "pixel ratio (median)", "pixel copies", "pixel p",
               "feature copies", "feature p", "verdict", "old rule (pixels)"]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"
-             for r in [header, ["-" * w for w in widths]] + rows]
     held = next(r for r in rows if r[0].startswith("held-out"))
     text = (f"# Memorization audit on known generators, {datetime.date.today()}\n\n"
             f"Command: `python bench/memorization_audit.py {' '.join(sys.argv[1:])}`\n\n"
+            f"Machine: {report.machine()}\n\n"
             "builtin:shapes at 16 px: 256 train, 256 held-out images; random conv features "
             "(coarse: many held-out images fall under the threshold there, and the test "
             "judges samples against that rate). Last row: 8x8 images made like scans (one "
@@ -152,14 +152,10 @@ def main():
             f"{memorization.COPY_RATIO:.3g}; flagged at one-sided Fisher p < "
             f"{memorization.P_VALUE:g} against the held-out images ({held[3]} of them under "
             "the threshold in pixels). Old rule: more than 5% of samples nearer a training "
-            "image than the held-out 1st percentile.\n\n" + "\n".join(lines) + "\n")
+            "image than the held-out 1st percentile.\n\n" + report.table(header, rows) + "\n")
     print(text)
     if args.results_dir:
-      os.makedirs(args.results_dir, exist_ok=True)
-      path = os.path.join(args.results_dir, f"memorization_audit-{datetime.date.today()}.md")
-      with open(path, "w", encoding="utf-8") as out:
-        out.write(text)
-      print(f"wrote {path}")
+      print(f"wrote {report.save(args.results_dir, 'memorization_audit', text)}")
   finally:
     shutil.rmtree(work, ignore_errors=True)
 

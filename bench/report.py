@@ -4,6 +4,7 @@ Imported by the scripts in bench/ (run as `python bench/<name>.py`, so this
 folder is on sys.path).
 """
 
+import datetime
 import os
 import platform
 
@@ -44,3 +45,13 @@ def table(header, rows):
 
   sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
   return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def save(results_dir, name, text, when=None):
+  """Writes `text` to RESULTS_DIR/NAME-YYYY-MM-DD.md (made if needed); returns the path."""
+  when = when or datetime.date.today()
+  os.makedirs(results_dir, exist_ok=True)
+  path = os.path.join(results_dir, f"{name}-{when:%Y-%m-%d}.md")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(text)
+  return path
