@@ -10,8 +10,10 @@ manifest (`series.<id>.window`), so that generated or translated images can
 be mapped back to modality units.
 
 Paired volumes are matched by name (a DICOM series' folder relative to its
-root, a NIfTI file's relative name without extension), then slice by slice;
-a pair whose slice counts or in-plane shapes differ is skipped and listed.
+root; a NIfTI file's BIDS entities without the suffix, `sub-01_ses-2`, else
+its relative name without extensions), then slice by slice; a pair whose
+slice counts or in-plane shapes differ is skipped and listed. Who the
+patient of a volume is follows `input.identity`.
 """
 
 import collections
