@@ -5,7 +5,8 @@
 | `default`      | no distribution (`tf.distribute.get_strategy()`)                |
 | `one_device`   | the first GPU, or the CPU                                       |
 | `mirrored`     | every visible GPU (NCCL all-reduce; `HierarchicalCopyAllReduce` |
-|                | over logical GPUs split from one), or the CPU devices           |
+|                | over an even split of logical GPUs, else ReductionToOneDevice), |
+|                | or the CPU devices                                              |
 | `multi_worker` | MultiWorkerMirroredStrategy over the cluster of `cluster.resolve_cluster` |
 
 `cpu_replicas=N` splits the CPU into N logical devices so that `mirrored`
@@ -133,12 +134,21 @@ def gpu_cross_device_ops(devices):
   NCCL when each is a whole visible GPU. When a GPU is split into logical
   devices (`tf.config.set_logical_device_configuration`), NCCL is not
   supported (TensorFlow's own `select_cross_device_ops` says so and falls back
-  to `ReductionToOneDevice`); `HierarchicalCopyAllReduce` is the GPU
-  all-reduce that works there (bench/gpu_check.py, row 3).
+  to `ReductionToOneDevice`). `HierarchicalCopyAllReduce` is the GPU
+  all-reduce that works there (bench/gpu_check.py, row 3), but only over an
+  even number of devices: built for the DGX-1 topology, it sums two halves of
+  `n // 2` devices each (`aggregate_gradients_using_hierarchical_copy` in
+  tensorflow/python/distribute/cross_device_utils.py), so with an odd `n` the
+  last device's values are left out (pinned in tests/test_tf_facts.py: over 3
+  devices it sums 1 + 2 = 3, not 6). An odd split reduces through one device.
   """
-  if len(devices) > len(tf.config.get_visible_devices("GPU")):
+  if len(devices) <= len(tf.config.get_visible_devices("GPU")):
+    return tf.distribute.NcclAllReduce()
+  if len(devices) % 2 == 0:
     return tf.distribute.HierarchicalCopyAllReduce()
-  return tf.distribute.NcclAllReduce()
+  logging.info("%d logical GPUs: an odd split, where HierarchicalCopyAllReduce would leave "
+               "one out; all-reducing through one device (ReductionToOneDevice)", len(devices))
+  return tf.distribute.ReductionToOneDevice()
 
 
 def cross_device_ops_name(strategy):

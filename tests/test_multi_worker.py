@@ -43,6 +43,7 @@ from tests import helpers
 from tests import test_cli
 from tests import test_train
 from tests import test_translation
+from training import checkpointing
 from training import config as config_lib
 from training import trainer
 
@@ -296,8 +297,8 @@ class MultiWorkerPreemptionTest(tf.test.TestCase):
     self.assertLen(saved, 1)
     saved = saved.pop()
     self.assertTrue(at <= saved < steps, f"{saved} after {at}")
-    for index in range(2):
-      self.assertIn(f"checkpoints/input-worker{index}-of-2/ckpt-{saved}.index",
+    for index in range(2):  # TINY's global batch 8 over 2 workers of one replica each.
+      self.assertIn(f"checkpoints/{checkpointing.input_key(index, 2, 4, 1)}/ckpt-{saved}.index",
                     _run_dir_files(interrupted))
     self.assertFalse([f for f in os.listdir(interrupted) if f.startswith(".")])
 
@@ -497,8 +498,9 @@ class TwoWorkersEqualOneProcessTest(tf.test.TestCase, parameterized.TestCase):
                      [f"samples/step_{steps:07d}.png"])
     self.assertTrue(re.search(r"^\[worker 0\] .*Wrote samples", launcher.text, re.M))
     self.assertFalse(re.search(r"^\[worker 1\] .*Wrote samples", launcher.text, re.M))
-    for index in range(2):
-      self.assertIn(f"checkpoints/input-worker{index}-of-2/ckpt-{steps}.index", files)
+    for index in range(2):  # Each worker's position, keyed by its shape.
+      self.assertTrue(any(re.fullmatch(rf"checkpoints/input-worker{index}-of-2-batch\d+x1/"
+                                       rf"ckpt-{steps}\.index", f) for f in files), files)
 
 
 if __name__ == "__main__":

@@ -25,14 +25,20 @@ class StrategyFactoryTest(tf.test.TestCase):
     self.assertEqual(strategy_lib.cross_device_ops_name(one), "none")
 
   def test_gpu_all_reduce(self):
-    # NCCL between whole GPUs; HierarchicalCopyAllReduce over logical GPUs
-    # split from fewer visible ones (NCCL is not supported there).
-    gpus = ["/device:GPU:0", "/device:GPU:1"]
-    with mock.patch.object(tf.config, "get_visible_devices", return_value=["gpu0", "gpu1"]):
-      self.assertIsInstance(strategy_lib.gpu_cross_device_ops(gpus), tf.distribute.NcclAllReduce)
-    with mock.patch.object(tf.config, "get_visible_devices", return_value=["gpu0"]):
-      self.assertIsInstance(strategy_lib.gpu_cross_device_ops(gpus),
-                            tf.distribute.HierarchicalCopyAllReduce)
+    # NCCL between whole GPUs; over logical GPUs split from fewer visible ones
+    # (NCCL is not supported there) HierarchicalCopyAllReduce for an even
+    # count, ReductionToOneDevice for an odd one, which it would sum wrongly.
+    expected = {1: tf.distribute.NcclAllReduce, 2: tf.distribute.HierarchicalCopyAllReduce,
+                3: tf.distribute.ReductionToOneDevice, 4: tf.distribute.HierarchicalCopyAllReduce,
+                8: tf.distribute.HierarchicalCopyAllReduce}
+    for n, kind in expected.items():
+      devices = [f"/device:GPU:{i}" for i in range(n)]
+      with mock.patch.object(tf.config, "get_visible_devices", return_value=["gpu0"]):
+        self.assertIsInstance(strategy_lib.gpu_cross_device_ops(devices), kind, msg=n)
+      with mock.patch.object(tf.config, "get_visible_devices",
+                             return_value=[f"gpu{i}" for i in range(n)]):
+        self.assertIsInstance(strategy_lib.gpu_cross_device_ops(devices),
+                              tf.distribute.NcclAllReduce, msg=n)
 
   def test_pinned_errors(self):
     cases = [

@@ -6,6 +6,8 @@ the code to revisit.
 """
 
 import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -205,6 +207,35 @@ class XlaFactsTest(tf.test.TestCase):
     self.assertNotAllClose(tf.function(normal)(seed),
                            tf.function(normal, jit_compile=True)(seed))
     self.assertAllEqual(tf.function(ints)(seed), tf.function(ints, jit_compile=True)(seed))
+
+
+_HIERARCHICAL_SUMS = """
+import tensorflow as tf
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 4)
+for n in (2, 3, 4):
+  s = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)],
+                                     cross_device_ops=tf.distribute.HierarchicalCopyAllReduce())
+  v = s.experimental_distribute_values_from_function(
+      lambda ctx: tf.constant([float(ctx.replica_id_in_sync_group + 1)]))
+  r = s.extended.batch_reduce_to(tf.distribute.ReduceOp.SUM, [(v, v)])[0]
+  print(n, [float(x[0]) for x in s.experimental_local_results(r)])
+"""
+
+
+class HierarchicalCopyFactTest(tf.test.TestCase):
+
+  def test_hierarchical_copy_leaves_a_device_out_of_an_odd_count(self):
+    # distribute/strategy.py uses HierarchicalCopyAllReduce over an even split
+    # of logical GPUs only. It sums two halves of n // 2 devices; with 3
+    # devices holding 1, 2, 3 it returns 1 + 2. Four logical CPUs need a
+    # fresh process (this one has two).
+    done = subprocess.run([sys.executable, "-c", _HIERARCHICAL_SUMS], capture_output=True,
+                          text=True, timeout=300, check=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    sums = dict(line.split(" ", 1) for line in done.stdout.strip().splitlines())
+    self.assertEqual(sums, {"2": "[3.0, 3.0]", "3": "[3.0, 3.0, 3.0]",
+                            "4": "[10.0, 10.0, 10.0, 10.0]"})
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 from absl.testing import parameterized
 import numpy as np
@@ -10,6 +12,8 @@ import tensorflow as tf
 
 import algorithms
 from input import convert
+from tests import helpers
+from training import checkpointing
 from training import config as config_lib
 from training import equivalence
 from training import errors
@@ -51,6 +55,29 @@ def tiny_config(algo, model_dir, **kwargs):
   return config_lib.TrainConfig(**defaults)
 
 
+_THREE_REPLICAS = """
+import json, sys
+from absl import flags
+flags.FLAGS.mark_as_parsed()
+import numpy as np
+from tests.test_train import tiny_config
+from training import equivalence, trainer
+tmp = sys.argv[1]
+kw = dict(global_batch_size=6, train_steps=2)
+three = trainer.run(tiny_config("sngan", tmp + "/three", cpu_replicas=3, **kw))  # First: 3 CPUs.
+one = trainer.run(tiny_config("sngan", tmp + "/one", cpu_replicas=1, **kw))
+init = trainer.run(tiny_config("sngan", tmp + "/init", cpu_replicas=1, train_steps=1, lr_g=0.0,
+                               lr_d=0.0, global_batch_size=6))
+w1, w3, w0 = (equivalence.weights(r) for r in (one, three, init))
+close = all(np.allclose(w1[n], w3[n], rtol=equivalence.REPLICAS_RTOL,
+                        atol=equivalence.REPLICAS_ATOL) for n in w1)
+moved = sum(not np.allclose(w1[n], w0[n]) for n in w1) / len(w1)
+print(json.dumps({"replicas": [three.strategy.num_replicas_in_sync,
+                               one.strategy.num_replicas_in_sync],
+                  "close": bool(close) and sorted(w1) == sorted(w3), "moved": moved}))
+"""
+
+
 class ReplicaEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
   """k steps on 2 replicas (logical CPUs) == k steps on 1 replica, same global
   batch, same per-example noise. Batch norm is synchronized; spectral-norm u
@@ -88,6 +115,20 @@ class ReplicaEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
     for key in ("d_loss", "g_loss"):
       self.assertAllClose(one.metrics[key], two.metrics[key], rtol=equivalence.REPLICAS_RTOL,
                           atol=equivalence.REPLICAS_ATOL)
+
+  @pytest.mark.slow
+  def test_three_replicas_equal_one(self):
+    # An odd replica count (issue 27: the all-reduce over an odd split). Three
+    # logical CPUs need a fresh process: this one has two.
+    tmp = self.create_tempdir().full_path
+    done = subprocess.run([sys.executable, "-c", _THREE_REPLICAS, tmp], cwd=helpers.REPO_ROOT,
+                          env=helpers.subprocess_env(), capture_output=True, text=True,
+                          timeout=600, check=False)
+    self.assertEqual(done.returncode, 0, done.stderr[-3000:])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    self.assertEqual(result["replicas"], [3, 1])
+    self.assertTrue(result["close"], result)
+    self.assertGreater(result["moved"], 0.3)
 
   def test_replica_copies_stay_equal(self):
     tmp = self.create_tempdir().full_path
@@ -136,6 +177,46 @@ class ResumeTest(tf.test.TestCase, parameterized.TestCase):
     resumed = t.train()
     wf, wr = weights(full), weights(resumed)
     self.assertFalse(all(np.allclose(wf[n], wr[n], rtol=1e-6, atol=1e-7) for n in wf))
+
+
+class ResumeOnAnotherShapeTest(tf.test.TestCase):
+  """Issue 27: a run resumed with another replica count (a requeue onto a node
+  with another number of GPUs) goes on: weights, optimizers and step are
+  restored, the input starts afresh with a warning; the same shape again
+  resumes its own input position exactly."""
+
+  def test_one_to_two_to_one_replicas(self):
+    tmp = self.create_tempdir().full_path
+    flags = dict(deterministic=True, checkpoint_every=10, log_every=10, steps_per_loop=10)
+    run = os.path.join(tmp, "run")
+
+    def train(steps, replicas):
+      with self.assertLogs("absl", "INFO") as logs:
+        result = trainer.run(tiny_config("wgan_gp", run, train_steps=steps,
+                                         cpu_replicas=replicas, **flags))
+      self.assertEqual(result.step, steps)
+      for w in weights(result).values():
+        self.assertTrue(np.all(np.isfinite(w)))
+      return "\n".join(logs.output)
+
+    train(10, 1)
+    # Before, the iterator restored from the 1-replica run was used as is;
+    # with batches of the old size still prefetched in it, the compiled loop
+    # died (the README's command resumed with --cpu_replicas=2: "Incompatible
+    # shapes at component 0: expected [16,32,32,3] but got [32,32,32,3]").
+    text = train(20, 2)
+    self.assertIn("at step 10", text)
+    self.assertIn("another input shape than it was saved with", text)
+    self.assertIn("holds no input position for worker 0 of 1 at 4 examples per replica", text)
+    text = train(30, 2)  # The same shape again: its own position, no warning.
+    self.assertIn("at step 20", text)
+    self.assertNotIn("another input shape", text)
+    text = train(40, 1)  # Back to 1: its position is from step 10, not 30.
+    self.assertIn("at step 30", text)
+    self.assertIn("another input shape", text)
+    files = sorted(os.listdir(os.path.join(run, "checkpoints")))
+    self.assertIn(checkpointing.input_key(0, 1, 8, 1), files)
+    self.assertIn(checkpointing.input_key(0, 1, 4, 2), files)
 
 
 class EmaTest(tf.test.TestCase):

@@ -4,8 +4,9 @@ writes into it, and what other programs read back from it.
     config.json          the resolved TrainConfig (training/config.py)
     data_info.json       the DataInfo the models were built for (with the data's
                          window and medical settings for DICOM/NIfTI data)
-    checkpoints/         ckpt-N (the format of `trackable_items`), and with
-                         several workers input-worker<i>-of-<n>/
+    checkpoints/         ckpt-N (the format of `trackable_items`), and each
+                         worker's input positions in
+                         input-worker<i>-of-<n>-batch<b>x<r>/ (training/checkpointing.py)
     checkpoints/best/    --keep_best's copy of one checkpoint and best.json
     samples/             step_NNNNNNN.png grids
     tensorboard/         event files

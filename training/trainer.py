@@ -158,8 +158,9 @@ class _Trainer:
     self.checkpointer = checkpointing.Checkpointer(
         config.model_dir,
         dict(step=self.step, **run_dir.trackable_items(self.algorithm.checkpoint_items())),
-        self.iterator, self.num_workers, self.worker_index, self.is_chief,
-        config.keep_checkpoints, self.sync_workers)
+        self.iterator, lambda: iter(self.dataset), self.num_workers, self.worker_index,
+        self.is_chief, self.per_replica, self.num_local, config.keep_checkpoints,
+        self.sync_workers)
     self.checkpointer.restore_latest()
     # On the chief: the evaluator (its real statistics first, so that a
     # missing feature network fails now, not after hours).
