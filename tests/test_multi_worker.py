@@ -268,6 +268,29 @@ class PreemptionTest(tf.test.TestCase):
     self.assertEqual(_max_differences(a, b), (0.0, 0.0), f"SIGTERM after step {at}")
 
 
+class WorkerCountChangeTest(tf.test.TestCase):
+
+  @pytest.mark.slow
+  def test_two_workers_then_one_process_resumes(self):
+    # Issue 27: a job requeued with fewer workers. The one process restores
+    # the weights, optimizers and step; no position was saved for its shape
+    # (worker 0 of 1, 8 a replica), so its input starts afresh with a warning.
+    run = os.path.join(self.create_tempdir().full_path, "run")
+    args = ["--algo=wgan_gp", f"--data={test_train.small_data('shapes')}", "--steps_per_loop=2",
+            "--checkpoint_every=2", *TINY, f"--model_dir={run}"]
+    launcher = _launch([*args, "--train_steps=4"])
+    self.assertEqual(launcher.finish(), 0, launcher.text[-3000:])
+    one = _train([*args, "--train_steps=8"])
+    self.assertEqual(one.finish(), 0, one.text[-3000:])
+    self.assertIn(f"Resumed from {run}/checkpoints/ckpt-4 at step 4", one.text)
+    self.assertIn("holds no input position for worker 0 of 1 at 8 examples per replica",
+                  one.text)
+    files = _run_dir_files(run)
+    self.assertIn(f"checkpoints/{checkpointing.input_key(0, 2, 4, 1)}/ckpt-4.index", files)
+    self.assertIn(f"checkpoints/{checkpointing.input_key(0, 1, 8, 1)}/ckpt-8.index", files)
+    self.assertIn("checkpoints/ckpt-8.index", files)
+
+
 class MultiWorkerPreemptionTest(tf.test.TestCase):
   """Four two-worker runs (about 2.5 minutes on 2 cores): the slow stage."""
 
