@@ -88,6 +88,7 @@ def get_strategy(name, cpu_replicas=None, cluster_timeout=None, cluster_workers=
       raise ValueError(f"--cpu_replicas={cpu_replicas} needs --strategy=mirrored "
                        f"(or multi_worker), not {name}")
   gpus = tf.config.list_physical_devices("GPU")
+  configure_gpu_memory(gpus)
   if cpu_replicas and not gpus:
     configure_cpu_replicas(cpu_replicas)
   if name == "default":
@@ -126,6 +127,42 @@ def get_strategy(name, cpu_replicas=None, cluster_timeout=None, cluster_workers=
                                                      communication_options=options)
   except tf.errors.OpError as e:
     raise cluster_lib.cluster_error(cluster, timeout_s, e) from None
+
+
+GROWTH_ENV = "TF_FORCE_GPU_ALLOW_GROWTH"
+
+
+def configure_gpu_memory(gpus, environ=None):
+  """Lets each GPU's memory grow as needed, before the strategy touches it.
+
+  TensorFlow otherwise maps nearly all of every visible GPU's memory in the
+  first process that initializes it (the guide's "Limiting GPU memory
+  growth"): a second process on the same GPU (an evaluation, a profiler, a
+  mis-assigned worker) then fails with out-of-memory, and the peak memory the
+  run really needs cannot be read off nvidia-smi. Growth costs a little
+  fragmentation, which a training loop of fixed shapes does not show. Set
+  TF_FORCE_GPU_ALLOW_GROWTH=false to keep TensorFlow's preallocation (it is
+  then left to TensorFlow, which reads that variable itself). GPUs split into
+  logical devices (bench/gpu_check.py) keep their configuration: the two
+  cannot be combined.
+
+  Returns:
+    The GPUs whose memory growth this call turned on.
+  """
+  environ = os.environ if environ is None else environ
+  if GROWTH_ENV in environ:
+    return []
+  grown = []
+  for gpu in gpus:
+    if tf.config.get_logical_device_configuration(gpu):
+      continue
+    try:
+      tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError as e:  # The devices are initialized already: too late, say so.
+      logging.warning("GPU memory growth not set on %s: %s", gpu.name, e)
+      continue
+    grown.append(gpu)
+  return grown
 
 
 def gpu_cross_device_ops(devices):

@@ -25,13 +25,20 @@ line prefixed with `[worker i] `.
   reaches only the launcher, and on Linux they get SIGTERM if the launcher
   dies without stopping them.
 
-This is for trying a multi-worker setup on one machine. Every worker sees
-every GPU of the machine: there, `--strategy=mirrored` is the right choice.
+This is for trying a multi-worker setup on one machine. Each worker gets its
+own GPUs through CUDA_VISIBLE_DEVICES: the machine's GPUs (those
+CUDA_VISIBLE_DEVICES lists, else those `nvidia-smi` finds) are split evenly,
+so 4 GPUs and 2 workers give `0,1` and `2,3`. A count that does not divide
+is refused in one line: workers that shared a GPU would each map its memory
+and NCCL would refuse the duplicate ("Duplicate GPU detected"). Without GPUs
+every worker runs on the CPU. For one machine `--strategy=mirrored` is the
+faster choice; this tries what a cluster will run.
 """
 
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,7 +60,7 @@ FLAGS = flags.FLAGS
 LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1  # From <linux/prctl.h>.
 
-__all__ = ["build_tf_config", "free_ports", "run", "exit_code"]
+__all__ = ["assign_gpus", "build_tf_config", "free_ports", "run", "exit_code", "visible_gpus"]
 
 
 def free_ports(n, host=LOOPBACK):
@@ -73,6 +80,40 @@ def free_ports(n, host=LOOPBACK):
   finally:
     for s in sockets:
       s.close()
+
+
+def visible_gpus(environ):
+  """The GPU ids this machine offers its workers: CUDA_VISIBLE_DEVICES when set
+  (empty or -1: none), else `nvidia-smi`'s indices, else none."""
+  if "CUDA_VISIBLE_DEVICES" in environ:
+    ids = [g.strip() for g in environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    return [] if ids[:1] == ["-1"] else ids
+  smi = shutil.which("nvidia-smi", path=environ.get("PATH"))
+  if not smi:
+    return []
+  try:
+    listed = subprocess.run([smi, "--query-gpu=index", "--format=csv,noheader"],
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+  except (OSError, subprocess.SubprocessError):
+    return []
+  return [line.strip() for line in listed.splitlines() if line.strip()]
+
+
+def assign_gpus(gpus, num_workers):
+  """Each worker's CUDA_VISIBLE_DEVICES: the GPUs split into equal, disjoint runs.
+
+  Raises:
+    ValueError: GPUs that cannot be split evenly (one line, with the ways out).
+  """
+  if not gpus:
+    return [""] * num_workers  # CPU workers; "" hides any GPU from TensorFlow.
+  if len(gpus) % num_workers:
+    raise ValueError(f"--workers={num_workers} cannot share {len(gpus)} GPU(s) "
+                     f"({','.join(gpus)}) evenly, and workers must not share a GPU; use "
+                     f"--workers={len(gpus)} (one GPU each) or a divisor of {len(gpus)}, or "
+                     "one process with --strategy=mirrored")
+  per = len(gpus) // num_workers
+  return [",".join(gpus[i * per:(i + 1) * per]) for i in range(num_workers)]
 
 
 def exit_code(returncode):
@@ -158,8 +199,8 @@ def run(num_workers, train_args, python=None, module=TRAIN_MODULE, env=None, out
     the first worker that failed; 128+N when stopped by signal N.
 
   Raises:
-    ValueError: num_workers < 1, a negative grace, or train_args choosing
-      another strategy.
+    ValueError: num_workers < 1, a negative grace, train_args choosing
+      another strategy, or GPUs that the workers cannot split evenly.
   """
   if num_workers < 1:
     raise ValueError(f"--workers must be >= 1, got {num_workers}")
@@ -169,6 +210,7 @@ def run(num_workers, train_args, python=None, module=TRAIN_MODULE, env=None, out
   output = _Output(out or sys.stdout)
   base_env = dict(os.environ if env is None else env)
   base_env["PYTHONUNBUFFERED"] = "1"  # Lines as they happen, not at exit.
+  worker_gpus = assign_gpus(visible_gpus(base_env), num_workers)
   hosts = [f"{LOOPBACK}:{port}" for port in free_ports(num_workers)]
 
   signals = []
@@ -180,8 +222,12 @@ def run(num_workers, train_args, python=None, module=TRAIN_MODULE, env=None, out
   try:
     output.line(f"[launch] {num_workers} worker(s) on {', '.join(hosts)}: "
                 f"{' '.join(command)}")
+    if any(worker_gpus):
+      output.line("[launch] GPUs: " + "; ".join(f"worker {i}: {g}"
+                                               for i, g in enumerate(worker_gpus)))
     for index in range(num_workers):
-      worker_env = dict(base_env, TF_CONFIG=json.dumps(build_tf_config(hosts, index)))
+      worker_env = dict(base_env, TF_CONFIG=json.dumps(build_tf_config(hosts, index)),
+                        CUDA_VISIBLE_DEVICES=worker_gpus[index])
       procs.append(subprocess.Popen(
           command, env=worker_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
           stderr=subprocess.STDOUT, process_group=0,

@@ -151,6 +151,41 @@ class LocalLauncherTest(tf.test.TestCase):
     for line in launcher.lines:
       self.assertRegex(line, r"^\[(worker \d|launch)\] ")
 
+  def test_each_worker_gets_its_own_gpus(self):
+    launcher = _Launcher(["--workers=2", "--", "--algo=gan"], "0,0",
+                         extra_env={"CUDA_VISIBLE_DEVICES": "0,1,2,3"})
+    self.assertEqual(launcher.finish(), 0, "\n".join(launcher.lines))
+    self.assertIn("[worker 0] gpus [0,1]", launcher.lines)
+    self.assertIn("[worker 1] gpus [2,3]", launcher.lines)
+    self.assertIn("[launch] GPUs: worker 0: 0,1; worker 1: 2,3", launcher.lines)
+    # GPUs the workers cannot split are refused in one line, before any starts.
+    launcher = _Launcher(["--workers=2", "--", "--algo=gan"], "0,0",
+                         extra_env={"CUDA_VISIBLE_DEVICES": "0,1,2"})
+    self.assertEqual(launcher.finish(), 2, "\n".join(launcher.lines))
+    self.assertEqual(launcher.lines, [
+        "local: error: --workers=2 cannot share 3 GPU(s) (0,1,2) evenly, and workers must not "
+        "share a GPU; use --workers=3 (one GPU each) or a divisor of 3, or one process with "
+        "--strategy=mirrored"])
+
+  def test_gpu_assignment(self):
+    self.assertEqual(local.assign_gpus(["0", "1", "2", "3"], 2), ["0,1", "2,3"])
+    self.assertEqual(local.assign_gpus(["4", "6"], 2), ["4", "6"])
+    self.assertEqual(local.assign_gpus(list("01234567"), 4), ["0,1", "2,3", "4,5", "6,7"])
+    self.assertEqual(local.assign_gpus([], 3), ["", "", ""])  # CPU workers.
+    for gpus, n in ((["0"], 2), (["0", "1", "2"], 2)):
+      with self.assertRaisesRegex(ValueError, "workers must not share a GPU"):
+        local.assign_gpus(gpus, n)
+    self.assertEqual(local.visible_gpus({"CUDA_VISIBLE_DEVICES": " 2, 3 "}), ["2", "3"])
+    self.assertEqual(local.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}), [])
+    self.assertEqual(local.visible_gpus({"CUDA_VISIBLE_DEVICES": "-1"}), [])
+    bin_dir = self.create_tempdir().full_path
+    self.assertEqual(local.visible_gpus({"PATH": bin_dir}), [])  # No nvidia-smi: no GPU.
+    smi = os.path.join(bin_dir, "nvidia-smi")
+    with open(smi, "w", encoding="utf-8") as f:
+      f.write("#!/bin/sh\nprintf '0\\n1\\n'\n")
+    os.chmod(smi, 0o755)
+    self.assertEqual(local.visible_gpus({"PATH": bin_dir}), ["0", "1"])
+
   def test_failing_worker_stops_the_others_and_gives_its_code(self):
     start = time.monotonic()
     launcher = _Launcher(["--workers=2", "--"], "sleep,3")

@@ -40,6 +40,20 @@ class StrategyFactoryTest(tf.test.TestCase):
         self.assertIsInstance(strategy_lib.gpu_cross_device_ops(devices),
                               tf.distribute.NcclAllReduce, msg=n)
 
+  def test_gpu_memory_grows_unless_told_or_split(self):
+    gpus = ["gpu0", "gpu1", "gpu2"]
+    split = {"gpu1": ["two logical"]}
+    with mock.patch.object(tf.config.experimental, "set_memory_growth") as grow, \
+         mock.patch.object(tf.config, "get_logical_device_configuration",
+                           side_effect=lambda g: split.get(g)):
+      self.assertEqual(strategy_lib.configure_gpu_memory(gpus, environ={}), ["gpu0", "gpu2"])
+      self.assertEqual(grow.call_args_list, [mock.call("gpu0", True), mock.call("gpu2", True)])
+      grow.reset_mock()
+      self.assertEqual(strategy_lib.configure_gpu_memory(
+          gpus, environ={strategy_lib.GROWTH_ENV: "false"}), [])
+      grow.assert_not_called()
+    self.assertEqual(strategy_lib.configure_gpu_memory([], environ={}), [])
+
   def test_pinned_errors(self):
     cases = [
         (("tpu",), {}, "unknown strategy 'tpu'; valid: default, one_device, mirrored, "
