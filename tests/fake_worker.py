@@ -27,7 +27,7 @@ def main():
   print(f"task {tf_config['task']['type']} {index} of {len(workers)} pid {os.getpid()} "
         f"args {' '.join(sys.argv[1:])}", flush=True)
   print(f"cluster {' '.join(workers)}", file=sys.stderr, flush=True)
-  print(f"gpus [{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}]", flush=True)
+  print(f"gpus [{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}]", file=sys.stderr, flush=True)
   if action.lstrip("-").isdigit():
     sys.exit(int(action))
 
