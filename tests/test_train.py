@@ -219,6 +219,28 @@ class ResumeOnAnotherShapeTest(tf.test.TestCase):
     self.assertIn(checkpointing.input_key(0, 1, 4, 2), files)
 
 
+class PerReplicaBatchTest(tf.test.TestCase):
+  """Issue 27: --per_replica_batch_size scales the global batch with the replicas."""
+
+  def test_the_global_batch_follows_the_replicas(self):
+    run = self.create_tempdir().full_path
+    result = trainer.run(tiny_config("wgan_gp", run, global_batch_size=None,
+                                     per_replica_batch_size=3, cpu_replicas=2, train_steps=1))
+    self.assertEqual(result.config.global_batch_size, 6)
+    with open(os.path.join(run, "config.json"), encoding="utf-8") as f:
+      stored = json.load(f)
+    self.assertEqual((stored["global_batch_size"], stored["per_replica_batch_size"]), (6, 3))
+    # The run keeps its global batch: another replica count is refused, named.
+    with self.assertRaisesRegex(errors.TrainingError, "global_batch_size=6 there, 3 now"):
+      trainer.run(tiny_config("wgan_gp", run, global_batch_size=None, per_replica_batch_size=3,
+                              cpu_replicas=1, train_steps=2))
+
+  def test_not_both(self):
+    with self.assertRaisesRegex(ValueError, "give --global_batch_size or "
+                                "--per_replica_batch_size, not both"):
+      tiny_config("wgan_gp", "/tmp/unused", per_replica_batch_size=4).validate()
+
+
 class EmaTest(tf.test.TestCase):
 
   def test_ema_golden(self):

@@ -26,7 +26,7 @@ RESUMABLE_CHANGES = frozenset({
 # Fields that came after runs were first stored: their config.json holds no
 # value (None when loaded), and the run was trained as these fields' defaults
 # resolve, so a stored None resumes under any resolved value.
-ADDED_FIELDS = frozenset({"conditional", "penalty", "augment"})
+ADDED_FIELDS = frozenset({"conditional", "penalty", "augment", "per_replica_batch_size"})
 
 # --keep_best: lower is better for the distances, higher for the rest
 # (evaluation/evaluate.py computes them).
@@ -69,6 +69,10 @@ class TrainConfig:
   global_batch_size: int | None = setting(None,
       "Examples per step over all replicas. Default: 32 for images (the papers' 64 by flag), "
       "4 for pix2pix, 1 for cyclegan and unit, 256 for 2-D data.")
+  per_replica_batch_size: int | None = setting(None,
+      "Instead of --global_batch_size: examples per step on each replica, so that the global "
+      "batch grows with the replicas (8 GPUs x 64). A run keeps its global batch: resumed on "
+      "another number of replicas it is refused (the difference is listed).")
   train_steps: int = setting(8000, "Generator steps to train for.")
   steps_per_loop: int = setting(10,
       "Generator steps per tf.function call (removes Python overhead).")
@@ -201,8 +205,11 @@ class TrainConfig:
     for name in positive:
       if getattr(self, name) < 1:
         raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-    for name in ("global_batch_size", "n_critic", "z_dim", "image_size", "shuffle_buffer",
-                 "res_blocks", "base_channels"):
+    if self.global_batch_size is not None and self.per_replica_batch_size is not None:
+      raise ValueError(f"give --global_batch_size or --per_replica_batch_size, not both (got "
+                       f"{self.global_batch_size} and {self.per_replica_batch_size})")
+    for name in ("global_batch_size", "per_replica_batch_size", "n_critic", "z_dim",
+                 "image_size", "shuffle_buffer", "res_blocks", "base_channels"):
       value = getattr(self, name)
       if value is not None and value < 1:
         raise ValueError(f"--{name} must be >= 1, got {value}")

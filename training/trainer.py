@@ -102,12 +102,15 @@ class _Trainer:
     self.manifest = manifest_lib.load(data_dir)
     self.data_dir = data_dir
     self.data = data_lib.describe(self.manifest, spec)
+    replicas = self.strategy.num_replicas_in_sync
+    if config.per_replica_batch_size:  # The global batch follows the replicas.
+      config = dataclasses.replace(
+          config, global_batch_size=config.per_replica_batch_size * replicas)
     config = algo_cls.resolve(dataclasses.replace(config, data=spec), self.data)
     if config.model_dir is None:
       config = dataclasses.replace(config, model_dir=os.path.join(
           "runs", f"{config.algo}-{self.data.name}"))
     self.config = config
-    replicas = self.strategy.num_replicas_in_sync
     if config.global_batch_size % replicas:
       raise ValueError(f"--global_batch_size={config.global_batch_size} does not divide by "
                        f"the {replicas} replicas; use a multiple of {replicas}")
