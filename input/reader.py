@@ -1,9 +1,14 @@
 """Reading converted TFRecords, one input pipeline per worker.
 
-The trainer does:
+The trainer does (training/trainer.py, `_build_input`):
 
     dataset_fn = reader.make_dataset_fn(config, global_batch_size, requirements)
-    dist_ds = strategy.distribute_datasets_from_function(dataset_fn)
+    iterator = iter(dataset_fn(tf.distribute.InputContext(num_workers, worker_index, replicas)))
+
+and hands one per-replica batch to each local replica with
+`experimental_distribute_values_from_function`: a plain iterator, unlike the
+strategy's distributed ones, can be saved in a checkpoint (exact resume). The
+function also fits `strategy.distribute_datasets_from_function`.
 
 `dataset_fn(input_context)` builds the pipeline of one worker:
 1. shard *files* by input pipeline (each worker reads a disjoint set of
@@ -308,7 +313,7 @@ def _pipeline(data_dir, manifest, split, ctx, config, batch_size):
 
 
 def make_dataset_fn(config, global_batch_size, requirements=None):
-  """Returns `dataset_fn(input_context)` for `distribute_datasets_from_function`.
+  """Returns `dataset_fn(input_context)`: one worker's pipeline (see the module doc).
 
   The manifest is read and checked here, in the calling process, so that a
   missing dataset or a mismatch with the model fails before training starts.
@@ -341,8 +346,12 @@ def make_dataset_fn(config, global_batch_size, requirements=None):
       ds = tf.data.Dataset.zip(tuple(parts)).map(_merge_domains)
     options = tf.data.Options()
     options.deterministic = config.deterministic
+    # This function shards itself. The policy matters only where a strategy
+    # distributes the dataset (distribute_datasets_from_function, or
+    # experimental_distribute_dataset of it); the trainer's plain iterator
+    # never auto-shards.
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.OFF)  # This function shards itself.
+        tf.data.experimental.AutoShardPolicy.OFF)
     return ds.with_options(options).prefetch(_AUTOTUNE)
 
   return dataset_fn
