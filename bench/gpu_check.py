@@ -18,7 +18,9 @@ training/equivalence.py, the ones the CPU tests use):
    row names the all-reduce the strategy factory picked there;
 4. `--xla=auto` and `--precision=auto` resolve to what BUILD.md says, and the
    run trains.
-Then, on GPU, an information row: whether NCCL runs over the split at all.
+Then, with two GPUs or more, an information row: whether NCCL all-reduces
+over every whole GPU (on one GPU it is skipped: NCCL cannot put two ranks on
+one GPU).
 
 Speed rows (bench/train_step.py's eager loop, tf.function loop and trainer,
 same networks; real images/s, ratios to the eager and tf.function loops of the
@@ -314,10 +316,16 @@ def _run_correctness(args, budget, out, work):
 
 
 def _run_nccl_probe(args, budget, out, work):
-  row = {"id": "3n", "kind": "info", "check": "NCCL all-reduce over 2 logical GPUs of one GPU"}
+  row = {"id": "3n", "kind": "info", "check": "NCCL all-reduce over every whole GPU"}
   if args.cpu_smoke:
     out.add(dict(row, status="info", measured="n/a: NCCL is GPU only",
                  notes="the CPU replicas use ReductionToOneDevice (rows 2b, 2c, 3)"))
+    return
+  num_gpus = len(tf.config.list_physical_devices("GPU"))
+  if num_gpus < 2:  # NCCL cannot put two ranks on one GPU ("Duplicate GPU detected").
+    out.add(dict(row, status="info", measured=f"not run: {num_gpus} GPU",
+                 notes="NCCL needs two whole GPUs; a split GPU uses HierarchicalCopyAllReduce "
+                       "(row 3)"))
     return
   if not budget.fits("nccl"):
     out.add(dict(row, status="SKIPPED", measured="not run: --budget_s"))
@@ -429,7 +437,8 @@ def _emit(row_id, row):
 
 def _child(args):
   logging.set_verbosity(logging.WARNING)
-  rows_lib.configure_devices(args.cpu_smoke, split=args.child in ("correctness", "nccl"))
+  rows_lib.configure_devices(args.cpu_smoke, split=args.child == "correctness",
+                             every_gpu=args.child == "nccl")
   if args.child == "nccl":
     _emit("3n", rows_lib.nccl_probe())
     return 0

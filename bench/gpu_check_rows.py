@@ -62,19 +62,22 @@ DOCUMENTED_GROWTH_STEPS = 2000
 INITIAL_SCALE = 2.0**15
 
 
-def configure_devices(cpu, split):
+def configure_devices(cpu, split, every_gpu=False):
   """Before TensorFlow initializes: the devices of this child process.
 
   Args:
     cpu: use CPU devices only (`--cpu_smoke`).
     split: two logical devices (the first GPU split in two, or two CPUs);
       otherwise the whole first GPU (or the CPU).
+    every_gpu: every GPU, whole (the NCCL probe).
   """
   gpus = tf.config.list_physical_devices("GPU")
   if cpu:
     tf.config.set_visible_devices([], "GPU")
     if split:
       strategy_lib.configure_cpu_replicas(2)
+  elif gpus and every_gpu:
+    tf.config.set_visible_devices(gpus, "GPU")
   elif gpus:
     tf.config.set_visible_devices(gpus[0], "GPU")
     if split:
@@ -364,13 +367,12 @@ def default_image_size():
 
 
 # -----------------------------------------------------------------------------
-# NCCL over two logical GPUs of one GPU (information; GPU only).
+# NCCL over every whole GPU (information; two GPUs or more).
 
 
 def nccl_probe():
-  """Whether an NCCL all-reduce runs over the two logical GPUs (built here
-  directly: the trainer's strategies come from the factory, which does not
-  pick NCCL there; this row says whether it could)."""
+  """Whether an NCCL all-reduce runs over every visible whole GPU, as the
+  factory's `mirrored` strategy does there."""
   devices = [d.name for d in tf.config.list_logical_devices("GPU")]
   start = time.perf_counter()
   strategy = tf.distribute.MirroredStrategy(devices,
@@ -385,5 +387,4 @@ def nccl_probe():
   works = values == [float(len(devices))] * len(devices)
   return {"status": "info", "measured": f"NCCL all-reduce {'works' if works else 'wrong'}: "
           f"{values}", "limit": "",
-          "notes": f"{len(devices)} logical GPUs, {time.perf_counter() - start:.1f} s; the "
-                   "factory uses HierarchicalCopyAllReduce there (distribute/strategy.py)"}
+          "notes": f"{len(devices)} GPUs, {time.perf_counter() - start:.1f} s"}

@@ -57,7 +57,6 @@ class Checkpointer:
                is_chief, per_replica_batch, num_local, keep, sync_workers):
     self.items = items
     self.step = items["step"]
-    self.iterator = iterator
     self.new_iterator = new_iterator
     self.num_workers = num_workers
     self.worker_index = worker_index
