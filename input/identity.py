@@ -32,7 +32,6 @@ _KEYWORD = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 # How a patient was identified (the log line counts these).
 BY_RULE = "--patient_from"
 BY_BIDS = "BIDS sub-"
-BY_FOLDER = "folder"
 UNIDENTIFIED = "unidentified"
 
 

@@ -19,6 +19,7 @@ from input import identity
 from input import medical
 from input import medical_base
 from input import splits
+from input.source_base import Item
 
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")
@@ -341,7 +342,6 @@ class PortableSplitTest(tf.test.TestCase):
 
 
 def splits_item(patient):
-  from input.source_base import Item  # pylint: disable=import-outside-toplevel
   return Item(f"{patient}/0", patient=patient, series=patient)
 
 
