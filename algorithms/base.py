@@ -8,9 +8,24 @@ returns per-example values [B_local] and never reduces over the batch or
 touches the strategy. The trainer does the rest (see `training/trainer.py`).
 The algorithms themselves are in `algorithms/gans.py` and
 `algorithms/translation.py`; importing the package registers them all.
+
+What a trained algorithm does is its `Algorithm.inference`: evaluation/ and
+inference/ ask that, never the algorithm's class, so that a new family of
+algorithms says here how it is evaluated, exported and applied.
 """
 
 import dataclasses
+
+# What a trained algorithm does (`Algorithm.inference`):
+# SAMPLING: draws samples from latents, `sample(z, labels)`; evaluated on its
+#   samples, exported as `serving_default(z[, labels])`, run by pipeline.sample.
+# TRANSLATION: maps images to images of the same size, `translate(x, reverse)`
+#   at any multiple of `stride`; evaluated on translated held-out images,
+#   exported as `serving_default(images)`, run by pipeline.translate.
+SAMPLING = "sampling"
+TRANSLATION = "translation"
+INFERENCE_KINDS = (SAMPLING, TRANSLATION)
+DIRECTIONS = ("AtoB", "BtoA")  # Of a translation: which domain is the input.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +82,11 @@ def register(name):
   return wrap
 
 
-def names():
-  return sorted(_REGISTRY)
+def names(inference=None):
+  """The registered names, sorted; only those whose `Algorithm.inference` is
+  `inference` when given."""
+  return sorted(name for name, cls in _REGISTRY.items()
+                if inference is None or cls.inference == inference)
 
 
 def check_settings(config):
@@ -111,8 +129,14 @@ class Algorithm:
   Subclasses implement `resolve`, `build`, `phases`, `loss` and, where needed,
   `before_update` (replica context, before the gradient tape) and
   `after_update` (cross-replica context, after the optimizer step).
+  A trained algorithm is used as its `inference` says (SAMPLING or
+  TRANSLATION, above), through the methods of that kind.
   """
   default_data = "builtin:shapes"
+  inference = SAMPLING
+  # TRANSLATION: whether the model also translates against the direction it
+  # was trained in (`translate(x, reverse=True)`).
+  reversible = False
 
   @classmethod
   def hyperparameters(cls):
@@ -202,3 +226,37 @@ class Algorithm:
 
   def data_requirements(self):
     raise NotImplementedError
+
+  # --- What a trained algorithm does (`inference`) ---
+
+  def sample(self, z, labels=None):
+    """SAMPLING: samples [B, ...] in the data's range from latents z
+    [B, z_dim] (and labels [B] int32 of conditional algorithms, else None)."""
+    raise NotImplementedError
+
+  def translate(self, x, reverse=False):
+    """TRANSLATION: images [B, H, W, C] in [-1, 1], H and W multiples of
+    `stride`, translated in the configured direction (the other way with
+    reverse=True, where `reversible`)."""
+    raise NotImplementedError
+
+  def translation_networks(self):
+    """TRANSLATION: the networks `translate` runs (whose weights an export holds)."""
+    raise NotImplementedError
+
+  def translation_direction(self, direction=None):
+    """TRANSLATION: (direction, reverse) to translate in for a requested
+    --direction (None: the trained one), reverse meaning against it.
+
+    Raises:
+      ValueError: not a direction, or one this model cannot translate.
+    """
+    trained = self.config.direction
+    direction = direction or trained
+    if direction not in DIRECTIONS:
+      raise ValueError(f"--direction must be {' or '.join(DIRECTIONS)}, got {direction!r}")
+    reverse = direction != trained
+    if reverse and not self.reversible:
+      raise ValueError(f"this {self.config.algo} model translates {trained} only; --direction="
+                       f"{direction} needs a model trained with that direction")
+    return direction, reverse

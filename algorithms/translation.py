@@ -120,6 +120,8 @@ class TranslationSpec:
 
 class Translation(base.Algorithm):
   """What the three translation algorithms share."""
+  inference = base.TRANSLATION
+  reversible = True
   spec = None
   preview_split = "test"
   preview_examples = 8
@@ -134,8 +136,9 @@ class Translation(base.Algorithm):
     if data.kind != spec.kind:
       raise ValueError(f"{config.algo} needs {spec.kind} data (pipeline.convert "
                        f"--source={spec.kind}:...), got {data.kind} data")
-    if config.direction not in ("AtoB", "BtoA"):
-      raise ValueError(f"--direction must be AtoB or BtoA, got {config.direction!r}")
+    if config.direction not in base.DIRECTIONS:
+      raise ValueError(f"--direction must be {' or '.join(base.DIRECTIONS)}, got "
+                       f"{config.direction!r}")
     pick = lambda value, default: default if value is None else value  # noqa: E731
     return dataclasses.replace(
         config, n_critic=1,
@@ -186,11 +189,6 @@ class Translation(base.Algorithm):
     k = self.preview_examples
     return {key: tf.constant(examples[key][:k]) for key in ("image_a", "image_b")}
 
-  def translate(self, x, reverse=False):
-    """Translates images [B, H, W, C] in [-1, 1] in the configured direction
-    (the other way with reverse=True, where the algorithm can)."""
-    raise NotImplementedError
-
   @property
   def stride(self):
     """Image sides must be multiples of this (fully convolutional networks)."""
@@ -207,6 +205,7 @@ class Pix2Pix(Translation):
                          l1_weight=100.0,
                          reference="Isola et al. 2017: batch 1-10, lambda_L1 100")
   default_data = "builtin:shapes_paired"
+  reversible = False  # One generator, trained one way.
 
   @classmethod
   def hyperparameters(cls):
@@ -271,6 +270,9 @@ class Pix2Pix(Translation):
     if reverse:
       raise ValueError("pix2pix translates one way only: the direction it was trained in")
     return self.generator(x, training=False)
+
+  def translation_networks(self):
+    return [self.generator]
 
   def preview(self, inputs):
     """Rows of input | output | target."""
@@ -391,6 +393,9 @@ class CycleGAN(_Unpaired):
   def translate_ba(self, x):
     return self.gen_ba(x, training=False)
 
+  def translation_networks(self):
+    return [self.gen_ab, self.gen_ba]
+
   def loss(self, phase, batch, rand):
     c = self.config
     a, b = batch["image_a"], batch["image_b"]
@@ -479,6 +484,9 @@ class UNIT(_Unpaired):
 
   def translate_ba(self, x):
     return self.unit(x, source="b", target="a", training=False)
+
+  def translation_networks(self):
+    return [self.unit]
 
   def _noisy(self, mu, rand, name):
     """z = mu + N(0, I), from the replica-independent stream `name`."""

@@ -39,7 +39,7 @@ import time
 from absl import logging
 import tensorflow as tf
 
-from algorithms import translation
+import algorithms
 from evaluation import evaluate
 from inference import sampling
 from input import manifest as manifest_lib
@@ -84,8 +84,7 @@ class DuringTraining:
   def __init__(self, config, algorithm, data_dir, manifest, checkpoint_dir, step):
     self.config = config
     self.algorithm = algorithm
-    self.is_translation = isinstance(algorithm, translation.Translation)
-    is_translation = self.is_translation
+    self.is_translation = algorithm.inference == algorithms.TRANSLATION
     num = config.eval_num_samples
     self.eval_config = evaluate.EvaluateConfig(
         real=data_dir, features=config.eval_features,
@@ -93,7 +92,7 @@ class DuringTraining:
         num_samples=num, num_real=num, seed=config.seed, data_cache=config.data_cache,
         kid_subset_size=min(1000, num),
         real_split="test" if "test" in manifest["splits"] else "train")
-    if is_translation:
+    if self.is_translation:
       real, self._source_split, self._source_feature = translation_real(
           data_dir, manifest, config.direction, num)
     else:

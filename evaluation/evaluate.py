@@ -43,7 +43,7 @@ import time
 from absl import logging
 import numpy as np
 
-from algorithms import translation
+import algorithms
 from evaluation import audit_split
 from evaluation import features as features_lib
 from evaluation import memorization as memorization_lib
@@ -223,7 +223,7 @@ def _fake_source(config, real):
   num, batch_size = config.num_samples, config.batch_size
   if config.model_dir:
     algorithm, step = sampling.load_algorithm(config.model_dir, config.checkpoint)
-    if isinstance(algorithm, translation.Translation):
+    if algorithm.inference == algorithms.TRANSLATION:
       raise ValueError(
           f"{config.model_dir!r} holds a {algorithm.config.algo} run: translate held-out "
           "images first (python -m pipeline.translate --input=... --output=OUT) and evaluate "

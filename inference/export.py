@@ -45,7 +45,7 @@ import shutil
 
 import tensorflow as tf
 
-from algorithms import translation
+import algorithms
 from inference import sampling
 from inference import volumes
 from settings import required, setting
@@ -62,7 +62,7 @@ class ExportConfig:
       "Checkpoint path, step, or best (--keep_best's; default: the latest).")
   direction: str | None = setting(None,
       "Translation models: the direction to export (default: the trained one; cyclegan and unit "
-      "can export either).", choices=["AtoB", "BtoA"])
+      "can export either).", choices=algorithms.DIRECTIONS)
   overwrite: bool = setting(False, "Replace an existing --output directory.")
 
 
@@ -141,21 +141,12 @@ def export(algorithm, output, direction=None, step=None):
   """
   algo = algorithm.config.algo
   info = {"algo": algo, "step": step, "range": [-1.0, 1.0], "signature": "serving_default"}
-  if isinstance(algorithm, translation.Translation):
-    trained = algorithm.config.direction
-    direction = direction or trained
-    if direction not in ("AtoB", "BtoA"):
-      raise ValueError(f"--direction must be AtoB or BtoA, got {direction!r}")
-    reverse = direction != trained
-    if reverse and algo == "pix2pix":
-      raise ValueError(f"this pix2pix model translates {trained} only; --direction="
-                       f"{direction} needs a model trained with that direction")
-    networks = [v for k, v in algorithm.checkpoint_items().items()
-                if k.startswith(("generator", "unit"))]
-    channels = algorithm.image_shape[-1]
+  if algorithm.inference == algorithms.TRANSLATION:
+    direction, reverse = algorithm.translation_direction(direction)
+    channels = algorithm.data.shape[-1]
     module = TranslationModule(lambda x: algorithm.translate(x, reverse=reverse),
-                               algorithm.stride, channels, networks)
-    info.update(kind="translation", direction=direction, channels=channels,
+                               algorithm.stride, channels, algorithm.translation_networks())
+    info.update(kind=algorithm.inference, direction=direction, channels=channels,
                 input_domain=direction[0], output_domain=direction[-1],
                 stride=algorithm.stride,
                 inputs={"images": f"[None, None, None, {channels}] float32 in [-1, 1]"},
@@ -170,7 +161,7 @@ def export(algorithm, output, direction=None, step=None):
     inputs = {"z": f"[None, {z_dim}] float32 (standard normal)"}
     if num_classes:
       inputs["labels"] = f"[None] int32 in [0, {num_classes})"
-    info.update(kind="sampling", z_dim=z_dim, num_classes=num_classes,
+    info.update(kind=algorithm.inference, z_dim=z_dim, num_classes=num_classes,
                 output_domain=volumes.generated_domain(algorithm.data),
                 generator="ema_generator" if algorithm.ema_generator is not None
                 else "generator", inputs=inputs)

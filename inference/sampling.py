@@ -187,13 +187,16 @@ def run(config):
     (number of samples written, the checkpoint's step).
 
   Raises:
-    ValueError: bad settings, not a run directory, no such checkpoint, bad
-      labels, 2-D samples asked for as a folder of PNGs, or a --format the
-      data cannot take (`volumes.check_sample_format`).
+    ValueError: bad settings, not a run directory, no such checkpoint, a
+      translation run, bad labels, 2-D samples asked for as a folder of PNGs,
+      or a --format the data cannot take (`volumes.check_sample_format`).
   """
   config.validate()
   out = config.output
   algorithm, step = load_algorithm(config.model_dir, config.checkpoint)
+  if algorithm.inference == algorithms.TRANSLATION:
+    raise ValueError(f"{config.model_dir!r} holds a {algorithm.config.algo} run, a translation "
+                     "model: it draws no samples (apply it with python -m pipeline.translate)")
   volumes.check_sample_format(config.format, algorithm.data)
   labels = list(config.labels) or None
   columns = None

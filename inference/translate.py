@@ -26,7 +26,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from algorithms import translation
+import algorithms
 from inference import sampling
 from inference import volumes
 from input import images as images_lib
@@ -43,7 +43,7 @@ class TranslateConfig:
                          "as series-<pseudonym>).")
   direction: str | None = setting(
       None, "Default: the direction the model was trained in. cyclegan and unit translate "
-      "both ways; pix2pix only the trained way.", choices=("AtoB", "BtoA"))
+      "both ways; pix2pix only the trained way.", choices=algorithms.DIRECTIONS)
   checkpoint: str | None = setting(
       None, "Checkpoint path, step, or best (--keep_best's; default: the latest).")
   format: str | None = setting(
@@ -94,18 +94,11 @@ def run(config):
     raise ValueError(f"--input {config.input!r} does not exist")
   _check_paths(config)
   algorithm, step = sampling.load_algorithm(config.model_dir, config.checkpoint)
-  if not isinstance(algorithm, translation.Translation):
+  if algorithm.inference != algorithms.TRANSLATION:
     raise ValueError(f"{config.model_dir!r} holds a {algorithm.config.algo} run, not a "
-                     "translation model (pix2pix, cyclegan, unit)")
-  trained = algorithm.config.direction
-  direction = config.direction or trained
-  if direction not in ("AtoB", "BtoA"):
-    raise ValueError(f"--direction must be AtoB or BtoA, got {direction!r}")
-  reverse = direction != trained
-  if reverse and algorithm.config.algo == "pix2pix":
-    raise ValueError(f"this pix2pix model translates {trained} only; --direction={direction} "
-                     "needs a model trained with that direction")
-  channels = algorithm.image_shape[-1]
+                     f"translation model ({', '.join(algorithms.names(algorithms.TRANSLATION))})")
+  direction, reverse = algorithm.translation_direction(config.direction)
+  channels = algorithm.data.shape[-1]
   fn = tf.function(lambda x: algorithm.translate(x, reverse=reverse), reduce_retracing=True)
   kind = volumes.input_format(config.input, (algorithm.data.medical or {}).get("format"))
   if kind == "images" and config.format == "nifti":
