@@ -225,7 +225,7 @@ def _cpus():
 
 def _fixed_window(spec):
   """(low, high) in HU of `--window`, via input/window.py's parser."""
-  from input import window as window_lib  # pylint: disable=import-outside-toplevel
+  from input.medical import window as window_lib  # pylint: disable=import-outside-toplevel
   parsed = window_lib.parse(spec)
   if parsed.kind == "auto":  # The synthetic series are CT: auto means ct_full.
     parsed = window_lib.parse("ct_full")
@@ -289,8 +289,8 @@ def _label(workers):
 
 def _scan(root):
   """The pipeline's header scan alone; returns the number of slices found."""
-  from input import dicom  # pylint: disable=import-outside-toplevel
-  from input import medical_base  # pylint: disable=import-outside-toplevel
+  from input.medical import dicom  # pylint: disable=import-outside-toplevel
+  from input.medical import pseudonyms as medical_base  # pylint: disable=import-outside-toplevel
   volumes = dicom.scan(root, medical_base.Pseudonym("0" * 64))[0]
   return sum(v.num_slices for v in volumes)
 

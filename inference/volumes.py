@@ -4,7 +4,7 @@ volumes and DICOM series translated slice by slice (`pipeline.sample
 --format`, `pipeline.translate`).
 
 The model works in [-1, 1]. A window [low, high] in modality units (see
-`input.window`) maps that range back:
+`input.medical.window`) maps that range back:
 
     code     = round((x + 1) / 2 * 65535)            # 16-bit PNG
     modality = low + (x + 1) / 2 * (high - low)      # NIfTI
@@ -25,12 +25,13 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
-from input import dicom
 from input import images
 from input import manifest as manifest_lib
-from input import medical_base
-from input import nifti
-from input import window as window_lib
+from input.medical import dicom
+from input.medical import nifti
+from input.medical import pseudonyms
+from input.medical import volume as medical_volume
+from input.medical import window as window_lib
 from training import data as data_lib
 
 WINDOW_NAME = "window.json"
@@ -99,10 +100,10 @@ def require(module, what):
   """Imports `module` of the `[medical]` extra, or raises a one-line
   ValueError (the binaries' errors) saying what needs it."""
   try:
-    medical_base.require(module, what)
-  except medical_base.MissingExtraError:
+    medical_volume.require(module, what)
+  except medical_volume.MissingExtraError:
     raise ValueError(f"{what} need {module}, which is not installed; install the medical "
-                     f"extra: {medical_base.EXTRA_HINT}") from None
+                     f"extra: {medical_volume.EXTRA_HINT}") from None
 
 
 def write_window_json(folder, record):
@@ -249,7 +250,7 @@ def input_format(path, medical_format=None):
                      "NIfTI file, or a folder of images, NIfTI or DICOM files")
   if not os.path.isdir(path):
     raise ValueError(f"--input {path!r} does not exist")
-  files = medical_base.walk_files(path)
+  files = medical_volume.walk_files(path)
   if any(nifti.is_nifti(f) for f in files):
     return "nifti"
   others = [f for f in files if not f.lower().endswith(images.IMAGE_EXTENSIONS)]
@@ -394,8 +395,8 @@ def translate_dicom(translator, root, output, fmt, salt_dir):
     (written paths, [(input path or series name, reason)] skipped).
   """
   require("pydicom", "DICOM inputs")
-  pseudonym = medical_base.Pseudonym(medical_base.load_or_create_salt(
-      os.path.join(salt_dir, medical_base.SALT_NAME)))
+  pseudonym = pseudonyms.Pseudonym(pseudonyms.load_or_create_salt(
+      os.path.join(salt_dir, pseudonyms.SALT_NAME)))
   volumes, scan_skipped, _, _ = dicom.scan(root, pseudonym)
   skipped = [(os.path.join(root, s["key"]), s["reason"]) for s in scan_skipped]
   written = []

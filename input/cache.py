@@ -24,7 +24,7 @@ from absl import logging
 from input import builtin
 from input import convert
 from input import manifest as manifest_lib
-from input import medical
+from input.medical import source as medical
 from input import sources
 
 # Source kinds whose argument is one or more local paths (comma separated).

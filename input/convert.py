@@ -34,13 +34,14 @@ from absl import logging
 
 from input import images
 from input import manifest as manifest_lib
-from input import medical
-from input import medical_base
+from input.medical import pseudonyms
+from input.medical import source as medical
+from input.medical import splits
+from input.medical import volume as medical_volume
+from input.medical import window as window_lib
 from input import plan as plan_lib
 from input import shards
 from input import sources
-from input import splits
-from input import window as window_lib
 from input import workers
 from settings import required, setting
 
@@ -223,7 +224,7 @@ def _prepare_output(config, plan):
     if config.num_tasks == 1:
       shards.remove_if_exists(os.path.join(out, manifest_lib.MANIFEST_NAME))
       for name in os.listdir(os.path.join(out, shards.STATE_DIR)):
-        if name != medical_base.SALT_NAME:  # Pseudonyms stay the same.
+        if name != pseudonyms.SALT_NAME:  # Pseudonyms stay the same.
           shards.remove_if_exists(os.path.join(out, shards.STATE_DIR, name))
   manifest_lib.write_json_atomic(os.path.join(out, shards.STATE_DIR, _PLAN_NAME),
                                  plan.to_json())
@@ -246,11 +247,11 @@ class _Created:
         self.paths.append(d)
 
   def claim_salt(self, path, salt):
-    """`medical_base.claim_salt`, remembering a file this run wrote."""
+    """`pseudonyms.claim_salt`, remembering a file this run wrote."""
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.exists(parent):
       self.paths.insert(0, parent)
-    salt, wrote = medical_base.claim_salt(path, salt)
+    salt, wrote = pseudonyms.claim_salt(path, salt)
     if wrote:
       self.paths.insert(0, path)
     return salt
@@ -277,18 +278,18 @@ def _pseudonym_salt(config, created):
     ConvertError: a split file without its key, or an output converted
       under another key (without --overwrite).
   """
-  out_path = os.path.join(config.output, shards.STATE_DIR, medical_base.SALT_NAME)
-  have = medical_base.read_salt(out_path)
+  out_path = os.path.join(config.output, shards.STATE_DIR, pseudonyms.SALT_NAME)
+  have = pseudonyms.read_salt(out_path)
   if not config.split_file:
-    return have or created.claim_salt(out_path, medical_base.new_salt())
+    return have or created.claim_salt(out_path, pseudonyms.new_salt())
   key_path = config.split_file + KEY_SUFFIX
-  key = medical_base.read_salt(key_path)
+  key = pseudonyms.read_salt(key_path)
   if key is None:
     if os.path.exists(config.split_file):
       raise ConvertError(f"--split_file {config.split_file!r} has no key beside it ({key_path!r}"
                          "), so the pseudonyms it lists cannot be matched; copy the key from "
                          "where the split was made")
-    key = created.claim_salt(key_path, have or medical_base.new_salt())
+    key = created.claim_salt(key_path, have or pseudonyms.new_salt())
   if have is None:
     return created.claim_salt(out_path, key)
   if have != key:
@@ -339,7 +340,7 @@ def run(config):
     if isinstance(source, medical.MedicalSource):
       source.salt = _pseudonym_salt(config, created)
     plan = plan_lib.Plan(source, config, reuse)
-  except (sources.SourceError, medical_base.MissingExtraError, splits.SplitError,
+  except (sources.SourceError, medical_volume.MissingExtraError, splits.SplitError,
           ConvertError) as e:
     created.undo()  # A run that fails writes nothing.
     raise ConvertError(str(e)) from None

@@ -21,9 +21,9 @@ import numpy as np
 
 from input import images
 from input import manifest as manifest_lib
-from input import medical
+from input.medical import source as medical
+from input.medical import splits
 from input import sources
-from input import splits
 
 # Exit codes of `pipeline.convert`.
 EXIT_USAGE = 2  # Bad flags or source; nothing was written.

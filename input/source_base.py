@@ -4,8 +4,8 @@
 import dataclasses
 import os
 
-from input import identity
 from input import images
+from input.medical import identity
 
 class SourceError(ValueError):
   """A source that cannot be converted at all (bad spec, empty, unreadable)."""
@@ -24,7 +24,7 @@ class Item:
     series: the series or volume the example belongs to (`--split_by=series`).
     patient: the patient it belongs to (`--split_by=patient`); never a
       patient-identifying value, only a pseudonym or a folder name; "" when
-      nothing identifies it (`input.identity`).
+      nothing identifies it (`input.medical.identity`).
     study: the study it belongs to (`--split_by=study`; "": its series).
   """
   key: str
@@ -84,7 +84,7 @@ class Source:
 
   def secret_ids(self):
     """{group name: the identity it was made from} for the split order
-    (`input.splits`), where a name is a salted pseudonym; never written."""
+    (`input.medical.splits`), where a name is a salted pseudonym; never written."""
     return {}
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from input import builtin
 from input import images
-from input import medical
+from input.medical import source as medical
 from input.source_base import Item, Skip, Source, SourceError, group_of
 
 SOURCE_KINDS = ("folder", "tfds", "npz", "paired", "unpaired", "builtin", "dicom", "nifti")
@@ -408,7 +408,7 @@ def parse_source(spec, *, labels="auto", seed=0, image_size=None, tfds_data_dir=
   Raises:
     SourceError: unknown kind (the message lists the valid ones) or a bad
       argument.
-    medical_base.MissingExtraError: a dicom or nifti source without the
+    input.medical.volume.MissingExtraError: a dicom or nifti source without the
       `[medical]` extra installed.
   """
   kind, sep, arg = spec.partition(":")

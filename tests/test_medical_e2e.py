@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from input import window as window_lib
+from input.medical import window as window_lib
 from tests import helpers
 
 pydicom = pytest.importorskip("pydicom")

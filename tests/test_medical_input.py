@@ -15,11 +15,11 @@ import tensorflow as tf
 
 from input import cache
 from input import convert
-from input import dicom
 from input import images
-from input import medical_base
-from input import nifti
-from input import window as window_lib
+from input.medical import dicom
+from input.medical import nifti
+from input.medical import pseudonyms
+from input.medical import window as window_lib
 from tests import helpers
 
 pydicom = pytest.importorskip("pydicom")
@@ -108,7 +108,7 @@ class DicomReadTest(tf.test.TestCase):
     folder = self.create_tempdir().full_path
     z = [4.0, -2.0, 10.0, 0.0, 7.5]
     _series(folder, 5, "P1", "1.2.3.4", z_order=z, fill=lambda k: int(z[k] * 10))
-    vols, skipped, _, _ = dicom.scan(folder, medical_base.Pseudonym("0" * 64))
+    vols, skipped, _, _ = dicom.scan(folder, pseudonyms.Pseudonym("0" * 64))
     self.assertEqual(skipped, [])
     self.assertLen(vols, 1)
     self.assertEqual(vols[0].info["slice_order"], "ImagePositionPatient")
@@ -119,7 +119,7 @@ class DicomReadTest(tf.test.TestCase):
   def test_multi_frame_file_gives_one_slice_per_frame(self):
     folder = self.create_tempdir().full_path
     _copy("rtdose.dcm", folder)
-    vols, _, _, _ = dicom.scan(folder, medical_base.Pseudonym("0" * 64))
+    vols, _, _, _ = dicom.scan(folder, pseudonyms.Pseudonym("0" * 64))
     self.assertLen(vols, 1)
     self.assertEqual(vols[0].num_slices, 15)
     ds = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
@@ -197,7 +197,7 @@ class DicomConvertTest(tf.test.TestCase):
     for value in IDENTIFIERS:
       for blob in blobs:
         self.assertNotIn(value.encode(), blob, msg=value)
-    with open(os.path.join(out, ".convert", medical_base.SALT_NAME), encoding="utf-8") as f:
+    with open(os.path.join(out, ".convert", pseudonyms.SALT_NAME), encoding="utf-8") as f:
       salt = f.read().strip()
     with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
       self.assertNotIn(salt, f.read())

@@ -27,8 +27,8 @@ from inference import translate
 from inference import volumes
 from input import convert
 from input import images
-from input import nifti
-from input import window as window_lib
+from input.medical import nifti
+from input.medical import window as window_lib
 from tests import helpers
 from training import config as config_lib
 from training import data as data_lib

@@ -15,10 +15,10 @@ import pytest
 import tensorflow as tf
 
 from input import convert
-from input import identity
-from input import medical
-from input import medical_base
-from input import splits
+from input.medical import identity
+from input.medical import pseudonyms
+from input.medical import source as medical
+from input.medical import splits
 from input.source_base import Item
 
 pydicom = pytest.importorskip("pydicom")
@@ -296,7 +296,7 @@ class PortableSplitTest(tf.test.TestCase):
       # The identities that order the split reach no file (plan, sidecars, shards).
       for folder, _, files in os.walk(os.path.join(parent, out)):
         for name in files:
-          if name == medical_base.SALT_NAME:
+          if name == pseudonyms.SALT_NAME:
             continue
           with open(os.path.join(folder, name), "rb") as f:
             data = f.read()
@@ -308,7 +308,7 @@ class PortableSplitTest(tf.test.TestCase):
     _cohort(root, PATIENTS[:2], series_per_patient=1)
     source = medical.MedicalSource(f"dicom:{root}", "dicom", [root], "image",
                                    medical.MedicalOptions())
-    source.salt = medical_base.new_salt()
+    source.salt = pseudonyms.new_salt()
     source.items()
     self.assertIn("PAT0", "".join(source.secret_ids().values()))
     state = pickle.dumps(source)  # What a spawned worker receives.
@@ -354,9 +354,9 @@ class SaltTest(tf.test.TestCase):
     manifests = [_convert(f"dicom:{root}", out, holdout=0.5) for out in outs]
     patients = [sorted(e["patient"] for e in m["series"].values()) for m in manifests]
     self.assertNotEqual(patients[0], patients[1])  # Two salts: two sets of pseudonyms.
-    salt_path = os.path.join(outs[0], ".convert", medical_base.SALT_NAME)
+    salt_path = os.path.join(outs[0], ".convert", pseudonyms.SALT_NAME)
     self.assertEqual(stat.S_IMODE(os.stat(salt_path).st_mode), 0o600)
-    salt = medical_base.read_salt(salt_path)
+    salt = pseudonyms.read_salt(salt_path)
     expected = sorted(
         "p" + hmac.new(salt.encode(), f"patient\0PatientID\0\0{p}".encode(),
                        hashlib.sha256).hexdigest()[:12] for p in PATIENTS[:2])

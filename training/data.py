@@ -9,7 +9,7 @@ import numpy as np
 from algorithms import base
 from input import images
 from input import manifest as manifest_lib
-from input import nifti
+from input.medical import nifti
 
 
 def describe(manifest, spec):

@@ -12,7 +12,7 @@ birth date, accession number, institution) leaves this module but in
 `Volume.secret_ids`, which orders the held-out split in memory and is never
 written or sent to a worker: series, studies and patients are named by the
 salted hashes that `pseudonym` makes. Who the patient is follows
-`input.identity`.
+`input.medical.identity`.
 """
 
 import collections
@@ -23,9 +23,9 @@ import warnings
 
 import numpy as np
 
-from input import identity
 from input import images
-from input import medical_base as base
+from input.medical import identity
+from input.medical import volume as base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,7 @@ def scan(root, pseudonym, patient_from=None):
     root: a folder, searched recursively (hidden files and folders skipped).
     pseudonym: `f(kind, value) -> str`, the salted hash naming series,
       studies and patients.
-    patient_from: `--patient_from` (`input.identity`), or None for the
+    patient_from: `--patient_from` (`input.medical.identity`), or None for the
       patient-module attributes.
 
   Returns:

@@ -3,7 +3,7 @@
 
 Each series (DICOM) or 3-D volume (NIfTI) becomes a stack of 2-D slices, one
 example each, keyed `<volume id>/<slice>`. A slice is windowed (see
-`input.window`) onto 16-bit codes; the shard writer then brings it to the
+`input.medical.window`) onto 16-bit codes; the shard writer then brings it to the
 output spec (so `--bit_depth=8` keeps the top 8 bits of the same window).
 Each volume's window travels with its slices into the shard sidecars and the
 manifest (`series.<id>.window`), so that generated or translated images can
@@ -13,7 +13,7 @@ Paired volumes are matched by name (a DICOM series' folder relative to its
 root; a NIfTI file's BIDS entities without the suffix, `sub-01_ses-2`, else
 its relative name without extensions), then slice by slice; a pair whose
 slice counts or in-plane shapes differ is skipped and listed. Who the
-patient of a volume is follows `input.identity`.
+patient of a volume is follows `input.medical.identity`.
 """
 
 import collections
@@ -23,13 +23,14 @@ import os
 from absl import logging
 import numpy as np
 
-from input import dicom
-from input import identity
 from input import images
-from input import medical_base as base
-from input import nifti
+from input.medical import dicom
+from input.medical import identity
+from input.medical import nifti
+from input.medical import pseudonyms
+from input.medical import volume as base
+from input.medical import window as window_lib
 from input import shards
-from input import window as window_lib
 from input.source_base import Item, Skip, Source, SourceError
 
 FORMATS = ("dicom", "nifti")
@@ -124,7 +125,7 @@ class MedicalSource(Source):
   def items(self):
     if self.salt is None:
       raise RuntimeError("MedicalSource.salt must be set before items()")
-    pseudonym = base.Pseudonym(self.salt)
+    pseudonym = pseudonyms.Pseudonym(self.salt)
     sides = ("",) if self.kind == "image" else ("A/", "B/")
     scanned, skips = [], []
     for root, side in zip(self.roots, sides):

@@ -21,9 +21,9 @@ import os
 
 import numpy as np
 
-from input import identity
 from input import images
-from input import medical_base as base
+from input.medical import identity
+from input.medical import volume as base
 
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 
@@ -83,7 +83,7 @@ def scan(path, axis, volume_index, patient_from=None):
   """The volumes of a NIfTI file or folder, read from headers only.
 
   A volume's patient is its BIDS subject, or what `patient_from` says
-  (`input.identity`); its study is the subject and session; paired volumes
+  (`input.medical.identity`); its study is the subject and session; paired volumes
   match by their BIDS entities without the suffix (`sub-01_ses-2`), or by
   their relative name without extensions when the name is not BIDS.
 

@@ -1,0 +1,13 @@
+"""Medical input: DICOM series and NIfTI volumes as stacks of 2-D slices.
+
+- `source`: the `dicom:`/`nifti:` conversion sources (`MedicalSource`).
+- `dicom`, `nifti`: the readers (pydicom and nibabel, the `[medical]` extra).
+- `volume`: what both readers produce (`Volume`), and the extra's check.
+- `window`: intensity windows, from modality units to stored codes and back.
+- `identity`: who the patient, study and series of an input are.
+- `pseudonyms`: salted names for them, and the private salt.
+- `splits`: `--holdout`, a held-out split that shares no patient with train.
+
+This file imports nothing, so that a module of the package can be imported
+without the others.
+"""
