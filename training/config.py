@@ -9,6 +9,9 @@ import dataclasses
 import json
 import os
 
+import algorithms
+from algorithms import gans
+from algorithms import translation
 from distribute.strategy import STRATEGIES
 from settings import setting
 
@@ -39,18 +42,25 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 # resumes across the others (auto never picks it), not into or out of it.
 HALF_PRECISION_STATE = "mixed_float16"
 
+# The help of a setting whose default the algorithm owns (its paper's value,
+# chosen for the data in its `resolve`): the number is written there only.
+ALGO_DEFAULT = "Default: the algorithm's (see --algo)."
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """Everything that defines a training run: each field is a flag of
   `pipeline.train` (settings/: its default and help are written here only)."""
   algo: str = setting("sngan",
-      "Algorithm: gan, cgan, dcgan, cdcgan, wgan, wgan_gp, sngan, sn_wgan_gp, lsgan; translation:"
-      " pix2pix, cyclegan, unit.")
+      f"Algorithm: {', '.join(algorithms.names(algorithms.SAMPLING))}; translation: "
+      f"{', '.join(algorithms.names(algorithms.TRANSLATION))}. A setting whose default is the "
+      "algorithm's takes its paper's value for the data (README: the --algo tables; "
+      "algorithms/gans.py SPECS, algorithms/translation.py); MODEL_DIR/config.json records "
+      "the values of a run.")
   data: str | None = setting(None,
       "A directory made by pipeline.convert, or a source converted into the cache on first use: "
       "builtin:NAME, folder:DIR, tfds:NAME, npz:FILE (DICOM and NIfTI: pipeline.convert them "
-      "first). Default: builtin:shapes (builtin:ring2d for gan and cgan).")
+      "first). " + ALGO_DEFAULT)
   model_dir: str | None = setting(None, "Run directory. Default: runs/<algo>-<dataset>.")
   strategy: str = setting("mirrored",
       "tf.distribute strategy. mirrored: every visible GPU, else the CPU.",
@@ -67,8 +77,8 @@ class TrainConfig:
   task_index: int | None = setting(None,
       "multi_worker with --cluster_workers: this worker's index in that list.")
   global_batch_size: int | None = setting(None,
-      "Examples per step over all replicas. Default: 32 for images (the papers' 64 by flag), "
-      "4 for pix2pix, 1 for cyclegan and unit, 256 for 2-D data.")
+      f"Examples per step over all replicas. {ALGO_DEFAULT} The image GANs: {gans.IMAGE_BATCH} "
+      f"(the papers' 64 by flag), {gans.VECTOR_BATCH} on 2-D data; translation: the paper's.")
   per_replica_batch_size: int | None = setting(None,
       "Instead of --global_batch_size: examples per step on each replica, so that the global "
       "batch grows with the replicas (8 GPUs x 64). A run keeps its global batch: resumed on "
@@ -116,52 +126,56 @@ class TrainConfig:
   g_loss: str | None = setting(None,
       "With the bce loss: non-saturating (default) or the original minimax.",
       choices=["ns", "minimax"])
-  n_critic: int | None = setting(None, "Discriminator steps per generator step.")
-  lr_g: float | None = setting(None, "Generator learning rate (default: the paper's).")
-  lr_d: float | None = setting(None, "Discriminator learning rate (default: the paper's).")
-  beta1: float | None = setting(None, "Adam beta1 (default: the paper's).")
-  beta2: float | None = setting(None, "Adam beta2 (default: the paper's).")
-  gp_weight: float | None = setting(None, "Gradient-penalty lambda (wgan_gp, sn_wgan_gp: 10).")
-  weight_clip: float | None = setting(None, "Critic weight clipping (wgan: 0.01).")
+  n_critic: int | None = setting(None,
+      "Discriminator steps per generator step. " + ALGO_DEFAULT)
+  lr_g: float | None = setting(None, "Generator learning rate. " + ALGO_DEFAULT)
+  lr_d: float | None = setting(None, "Discriminator learning rate. " + ALGO_DEFAULT)
+  beta1: float | None = setting(None, "Adam beta1. " + ALGO_DEFAULT)
+  beta2: float | None = setting(None, "Adam beta2. " + ALGO_DEFAULT)
+  gp_weight: float | None = setting(None,
+      "Gradient-penalty lambda (--penalty=wgan_gp). " + ALGO_DEFAULT)
+  weight_clip: float | None = setting(None, "Critic weight clipping (0: none). " + ALGO_DEFAULT)
   lr_decay_start: float | None = setting(None,
       "Fraction of --train_steps after which every learning rate decays linearly to 0 at "
-      "--train_steps (default: the algorithm's; 1 = constant).")
+      "--train_steps (1 = constant). " + ALGO_DEFAULT)
   # Translation (pix2pix, cyclegan, unit); None takes the paper's value.
   direction: str = setting("AtoB",
-      "Translation algorithms: which domain is the input.", choices=["AtoB", "BtoA"])
+      "Translation algorithms: which domain is the input.", choices=algorithms.DIRECTIONS)
   l1_weight: float | None = setting(None,
-      "pix2pix: L1 weight (100); unit: reconstruction weight (10).")
-  cycle_weight: float | None = setting(None, "cyclegan, unit: cycle-consistency weight (10).")
-  identity_weight: float | None = setting(None,
-      "cyclegan: identity weight (5, i.e. 0.5 x the cycle weight).")
-  kl_weight: float | None = setting(None, "unit: KL weight of the latent codes (0.01).")
+      "pix2pix: L1 weight; unit: reconstruction weight. " + ALGO_DEFAULT)
+  cycle_weight: float | None = setting(None,
+      "cyclegan, unit: cycle-consistency weight. " + ALGO_DEFAULT)
+  identity_weight: float | None = setting(None, "cyclegan: identity weight. " + ALGO_DEFAULT)
+  kl_weight: float | None = setting(None,
+      "unit: KL weight of the latent codes. " + ALGO_DEFAULT)
   pool_size: int | None = setting(None,
-      "cyclegan: images in each discriminator's history (50; 0 disables it).")
-  jitter: bool = setting(True, "pix2pix: random jitter (1.12x resize, crop, mirror).")
+      "cyclegan: images in each discriminator's history (0 disables it). " + ALGO_DEFAULT)
+  jitter: bool = setting(True, "pix2pix: the paper's random jitter (enlarge, crop back at "
+                         "random, mirror).")
   res_blocks: int | None = setting(None,
-      "cyclegan: residual blocks per generator (6 below 256 px, 9 from 256 px); unit: private "
-      "blocks per encoder/decoder (3).")
+      "cyclegan: residual blocks per generator; unit: private blocks per encoder/decoder. "
+      + ALGO_DEFAULT + " cyclegan's depends on the image size.")
   # Networks.
   arch: str | None = setting(None,
-      "Network family of the image GANs (default: the algorithm's; mlp for 2-D data). resnet: "
-      "SNGAN-style residual G and D, widths and depth by resolution (32-256 px); cnn: the SNGAN "
-      "paper's standard CNN (dcgan with 3x3 stride-1 convolutions).",
-      choices=["mlp", "dcgan", "cnn", "resnet"])
+      "Network family of the image GANs. resnet: SNGAN-style residual G and D, widths and depth "
+      "by resolution (32-256 px); cnn: the SNGAN paper's standard CNN (dcgan with 3x3 stride-1 "
+      "convolutions). " + ALGO_DEFAULT, choices=gans.ARCHS)
   conditional: bool | None = setting(None,
-      "Image GANs: train class-conditionally on labeled data (default: cgan and cdcgan only). "
-      "--arch=resnet: conditional batch norm in G and a projection discriminator; dcgan and mlp: "
-      "labels concatenated to the inputs.")
-  z_dim: int | None = setting(None, "Latent size. Default: 128 (2 for 2-D data).")
+      "Image GANs: train class-conditionally on labeled data. --arch=resnet: conditional batch "
+      "norm in G and a projection discriminator; dcgan and mlp: labels concatenated to the "
+      "inputs. " + ALGO_DEFAULT)
+  z_dim: int | None = setting(None, "Latent size. " + ALGO_DEFAULT)
   base_channels: int | None = setting(None,
-      "Width of the conv nets. Default: the algorithm's: 32 for the image GANs' dcgan and cnn "
-      "networks (half the papers' 64: more steps per CPU-minute, see README), 64 for resnet and "
-      "the translation algorithms.")
+      f"Width of the conv nets. {ALGO_DEFAULT} The image GANs: {gans.SMALL_BASE_CHANNELS} for "
+      "the dcgan and cnn networks (half the papers' width: more steps per CPU-minute, see "
+      f"README), {gans.BASE_CHANNELS['resnet']} for resnet; translation: "
+      f"{translation.BASE_CHANNELS}.")
   mlp_hidden: tuple = setting((512, 512, 512), "Hidden widths of the MLPs.", kind="int_list")
   label_embedding: int = setting(0,
       "Conditional algorithms: 0 for one-hot labels, else the size of a learned label embedding.")
   ema_decay: float | None = setting(None,
-      "Generator EMA decay; samples use the EMA. Default: 0.999 with --arch=resnet, else 0 "
-      "(off).")
+      f"Generator EMA decay; samples use the EMA. Default: {gans.RESNET_EMA_DECAY} with "
+      "--arch=resnet, else 0 (off).")
   ema_start: int = setting(0,
       "Generator steps before the EMA starts averaging; before, it is a copy of the generator.")
   # Small data: augmentation that the discriminator sees on real and fake
@@ -171,15 +185,17 @@ class TrainConfig:
       "(DiffAugment): a comma list of color, translation, cutout, or diffaugment (all three), or "
       "none. Default: none, or diffaugment with --ada_target.")
   ada_target: float = setting(0.0,
-      "Adaptive augmentation (ADA): every 4 steps, move the probability p of each --augment op "
-      "by the sign of E[sign D(real)] - T (0.6 in the paper); 0: off, every op always applies.")
+      f"Adaptive augmentation (ADA): every {gans.ADA_INTERVAL} steps, move the probability p of "
+      "each --augment op by the sign of E[sign D(real)] - T (0.6 in the paper); 0: off, every op "
+      "always applies.")
   ada_kimg: int = setting(500,
-      "--ada_target: thousands of real images for p to move from 0 to 1 (the paper's 500).")
+      "--ada_target: thousands of real images for p to move from 0 to 1 (the default is the "
+      "paper's).")
   penalty: str | None = setting(None,
       "Image GANs: gradient penalty by name: wgan_gp (weight --gp_weight), r1 (at the real images, "
-      "weight --r1_gamma / 2) or none. Default: the algorithm's (wgan_gp for wgan_gp and "
-      "sn_wgan_gp, else none).", choices=["wgan_gp", "r1", "none"])
-  r1_gamma: float | None = setting(None, "--penalty=r1: gamma (default 10, Mescheder et al.).")
+      "weight --r1_gamma / 2) or none. " + ALGO_DEFAULT, choices=["wgan_gp", "r1", "none"])
+  r1_gamma: float | None = setting(None,
+      f"--penalty=r1: gamma (default {gans.R1_GAMMA:g}, Mescheder et al.).")
   r1_every: int = setting(1,
       "--penalty=r1: lazy regularization, the penalty every N generator steps with N times the "
       "weight (StyleGAN2: 16).")
