@@ -18,7 +18,6 @@ from input import images
 from input import manifest as manifest_lib
 
 STATE_DIR = ".convert"  # Inside the output: the plan and the shards' sidecars.
-WINDOWS_KEY = "_windows"  # In a source's loaded arrays: {volume id: window}, not a feature.
 
 
 def sha256_file(path):
@@ -31,7 +30,10 @@ def sha256_file(path):
 
 
 def serialize_example(kind, key, arrays, label, encoding):
-  """One tf.train.Example; image `arrays` are already brought to the spec."""
+  """One tf.train.Example; image `arrays` are already brought to the spec.
+
+  The record has a `label` feature only when `label` is not None.
+  """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   feats = {"key": tf.train.Feature(bytes_list=tf.train.BytesList(value=[key.encode()]))}
   if kind == "vector":
@@ -41,7 +43,7 @@ def serialize_example(kind, key, arrays, label, encoding):
     for name in manifest_lib.FEATURES_BY_KIND[kind]:
       data = images.encode(arrays[name], encoding)
       feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
-  if label >= 0:
+  if label is not None:
     feats["label"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
   return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(
       deterministic=True)
@@ -63,11 +65,14 @@ class ShardWriter:
     self.skipped = []
     self.label_counts = collections.Counter()
 
-  def add(self, key, arrays, label):
-    windows = arrays.pop(WINDOWS_KEY, {})
+  def add(self, key, example, label=None):
+    """Writes one `Example` (whose own label, if any, wins over `label`)."""
+    arrays = example.arrays
+    if example.label is not None:  # Generated and TFDS examples carry their own.
+      label = int(example.label)
     try:
-      label = int(arrays.pop("label", label))  # Generated and TFDS examples carry their own.
-      if self.label_names is not None and not 0 <= label < len(self.label_names):
+      if (label is not None and self.label_names is not None
+          and not 0 <= label < len(self.label_names)):
         raise images.BadImageError(f"label {label} outside 0..{len(self.label_names) - 1}")
       if self.kind != "vector":
         arrays = {k: images.to_spec(v, self.spec) for k, v in arrays.items()}
@@ -79,10 +84,10 @@ class ShardWriter:
     except images.BadImageError as e:
       self.skipped.append({"key": key, "reason": str(e)})
       return
-    self.windows.update(windows)
+    self.windows.update({vid: w.to_json() for vid, w in example.windows.items()})
     self.writer.write(record)
     self.num_records += 1
-    if label >= 0:
+    if label is not None:
       self.label_counts[self.label_names[label]] += 1
 
   def commit(self):
@@ -116,19 +121,17 @@ def write_indexed_shard(source, job, kind, spec, encoding, label_names, out_dir,
                         min_foreground=0.0):
   """Worker entry point: loads each item of `job` and writes the shard.
 
-  Items are written in `source.load_order` when the source has one (the
-  slices of one volume together, so that it is read once), else in plan
-  order.
+  Items are written in `source.load_order` (for volumes, the slices of one
+  volume together, so that it is read once).
   """
   w = ShardWriter(out_dir, job, kind, spec, encoding, label_names, min_foreground)
-  order = getattr(source, "load_order", None)
-  for item in (sorted(job.items, key=order) if order else job.items):
+  for item in source.load_order(job.items):
     try:
-      arrays = source.load(item)
+      example = source.load(item)
     except images.BadImageError as e:
       w.skipped.append({"key": item.key, "reason": str(e)})
       continue
-    w.add(item.key, arrays, item.label)
+    w.add(item.key, example, item.label)
   return w.commit()
 
 
@@ -164,7 +167,7 @@ def write_streaming(source, plan, todo, out_dir, log_progress):
       if writer is None:
         writer = ShardWriter(out_dir, job, plan.kind, plan.spec, plan.config.encoding,
                               plan.label_names, plan.config.min_foreground)
-      writer.add(f"{split}/{pos}", ex, -1)
+      writer.add(f"{split}/{pos}", ex)
     if writer is not None:
       log_progress(writer.commit())
 

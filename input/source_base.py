@@ -18,9 +18,10 @@ class Item:
   Attributes:
     key: a stable, unique name (a relative path or an index), kept in the record.
     paths: the files the example is read from (none for generated data).
-    label: class index, or -1 when the source has no labels.
+    label: class index, or None when the source has no labels (or the
+      loaded `Example` carries its own).
     index: position in an array or generated sequence (a slice index for
-      volumes).
+      volumes); None for an item read from its own file.
     series: the series or volume the example belongs to (`--split_by=series`).
     patient: the patient it belongs to (`--split_by=patient`); never a
       patient-identifying value, only a pseudonym or a folder name; "" when
@@ -29,11 +30,29 @@ class Item:
   """
   key: str
   paths: tuple = ()
-  label: int = -1
-  index: int = -1
+  label: int | None = None
+  index: int | None = None
   series: str = ""
   patient: str = ""
   study: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+  """One loaded example, as `Source.load` (or a streaming source) gives it.
+
+  Attributes:
+    arrays: {feature: native array}: "image", "image_a" and "image_b", or
+      "vector" (`manifest.FEATURES_BY_KIND`).
+    label: the class index of an example that carries its own (generated and
+      TFDS data); None: the item's label, if any.
+    windows: {volume id: `input.medical.window.Window`} that mapped the
+      example's images from modality units to codes; the manifest records
+      each volume's window. Empty for every other source.
+  """
+  arrays: dict
+  label: int | None = None
+  windows: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +78,12 @@ class Source:
     return None
 
   def load(self, item):
-    """Returns {feature: native array} for one item; raises BadImageError."""
+    """Returns the `Example` of one item; raises BadImageError."""
     raise NotImplementedError
+
+  def load_order(self, items):
+    """The items of one shard in the order to load them (default: as planned)."""
+    return list(items)
 
   def probe(self, item):
     """Header-only `ImageInfo` of an item, or None when unknown/unreadable."""

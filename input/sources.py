@@ -28,7 +28,7 @@ import numpy as np
 from input import builtin
 from input import images
 from input.medical import source as medical
-from input.source_base import Item, Skip, Source, SourceError, group_of
+from input.source_base import Example, Item, Skip, Source, SourceError, group_of
 
 SOURCE_KINDS = ("folder", "tfds", "npz", "paired", "unpaired", "builtin", "dicom", "nifti")
 
@@ -81,7 +81,7 @@ class FolderSource(Source):
       self._names = sorted({f.split(os.sep, 1)[0] for f in files})
       ids = {n: i for i, n in enumerate(self._names)}
     for f in files:
-      label, rel = -1, f
+      label, rel = None, f
       if use_labels:
         cls, rel = f.split(os.sep, 1)
         label = ids[cls]
@@ -93,7 +93,7 @@ class FolderSource(Source):
     return self._names
 
   def load(self, item):
-    return {"image": images.read_file(item.paths[0])}
+    return Example({"image": images.read_file(item.paths[0])})
 
   def source_dirs(self):
     return (self.root,)
@@ -151,7 +151,7 @@ class PairedSource(Source):
       a, b = images.split_side_by_side(images.read_file(item.paths[0]))
     else:
       a, b = images.read_file(item.paths[0]), images.read_file(item.paths[1])
-    return {"image_a": a, "image_b": b}
+    return Example({"image_a": a, "image_b": b})
 
   def probe(self, item):
     infos = [images.probe_file(p) for p in item.paths]
@@ -191,7 +191,7 @@ class UnpairedSource(Source):
     return out, []
 
   def load(self, item):
-    return {"image": images.read_file(item.paths[0])}
+    return Example({"image": images.read_file(item.paths[0])})
 
   def source_dirs(self):
     return self.dirs
@@ -244,9 +244,9 @@ class NpzSource(Source):
     return state
 
   def items(self):
-    n = self._shape[0]
-    labels = self._labels if self._labels is not None else np.full(n, -1)
-    return {"train": [Item(str(i), (), int(labels[i]), i) for i in range(n)]}, []
+    labels = self._labels
+    return {"train": [Item(str(i), label=None if labels is None else int(labels[i]), index=i)
+                      for i in range(self._shape[0])]}, []
 
   def label_names(self):
     return self._names
@@ -267,12 +267,12 @@ class NpzSource(Source):
         self._x = data["x"]
     x = self._x[item.index]
     if self.kind == "vector":
-      return {"vector": x.astype(np.float32)}
+      return Example({"vector": x.astype(np.float32)})
     if x.dtype.kind == "f":
       x = np.round(x * 255.0).astype(np.uint8)
     if x.ndim == 2:
       x = x[..., None]
-    return {"image": x}
+    return Example({"image": x})
 
 
 class BuiltinSource(Source):
@@ -292,7 +292,7 @@ class BuiltinSource(Source):
   def items(self):
     out = {}
     for split, n in self.info.splits:
-      out[split] = [Item(f"{split}/{i}", (), -1, i) for i in range(n)]
+      out[split] = [Item(f"{split}/{i}", index=i) for i in range(n)]
     return out, []
 
   def label_names(self):
@@ -309,8 +309,7 @@ class BuiltinSource(Source):
   def load(self, item):
     split = item.key.split("/", 1)[0]
     arrays, label = builtin.generate(self.name, split, item.index, self.seed, self.image_size)
-    arrays["label"] = label
-    return arrays
+    return Example(arrays, label)
 
   def extra_manifest(self):
     return {"builtin": {"name": self.name, "seed": self.seed, **dict(self.info.extra)}}
@@ -370,7 +369,7 @@ class TfdsSource(Source):
     return sum(1 for _ in self._iterate(split))  # Unknown size: count once.
 
   def items(self):
-    return {s: [Item(f"{s}/{i}", (), -1, i) for i in range(self.num_examples(s))]
+    return {s: [Item(f"{s}/{i}", index=i) for i in range(self.num_examples(s))]
             for s in self.splits()}, []
 
   def label_names(self):
@@ -389,13 +388,12 @@ class TfdsSource(Source):
     return tfds.as_numpy(ds)
 
   def stream(self, split):
-    """Yields {feature: array, "label": int} for each example in order."""
+    """Yields the `Example` of each example in order."""
     for ex in self._iterate(split):
-      out = {"image": np.asarray(ex[self._image_key])}
-      if out["image"].ndim == 2:
-        out["image"] = out["image"][..., None]
-      out["label"] = int(ex[self._label_key]) if self._label_key else -1
-      yield out
+      image = np.asarray(ex[self._image_key])
+      if image.ndim == 2:
+        image = image[..., None]
+      yield Example({"image": image}, int(ex[self._label_key]) if self._label_key else None)
 
 
 def parse_source(spec, *, labels="auto", seed=0, image_size=None, tfds_data_dir=None,

@@ -30,9 +30,9 @@ from input.medical import volume as base
 
 @dataclasses.dataclass(frozen=True)
 class SliceRef:
-  """One 2-D slice: a file, and the frame within it (-1: a single-frame file)."""
+  """One 2-D slice: a file, and the frame within it (None: a single-frame file)."""
   path: str
-  frame: int = -1
+  frame: int | None = None
 
 
 def _pydicom():
@@ -176,7 +176,7 @@ def _series(root, uid, members, pseudonym, patient_from):
     slices.sort(key=lambda s: (s[2], s[3]))
     order = "file name"
   rel, ds = members[0]
-  refs = tuple(SliceRef(os.path.join(root, rel), f if n > 1 else -1)
+  refs = tuple(SliceRef(os.path.join(root, rel), f if n > 1 else None)
                for _, _, rel, f, n in slices)
   folders = sorted({os.path.dirname(rel) for rel, _ in members})
   person, how = identity.dicom_patient(ds, rel, patient_from)
@@ -221,7 +221,7 @@ def slice_values(ref):
       arr = ds.pixel_array
   except Exception as e:  # pylint: disable=broad-except
     raise images.BadImageError(_decode_reason(e)) from None
-  if ref.frame >= 0:
+  if ref.frame is not None:
     arr = arr[ref.frame]
   samples = _int(ds, "SamplesPerPixel", 1)
   if samples == 3:

@@ -30,8 +30,7 @@ from input.medical import nifti
 from input.medical import pseudonyms
 from input.medical import volume as base
 from input.medical import window as window_lib
-from input import shards
-from input.source_base import Item, Skip, Source, SourceError
+from input.source_base import Example, Item, Skip, Source, SourceError
 
 FORMATS = ("dicom", "nifti")
 SLICE_AXES = tuple(nifti.AXES)
@@ -170,7 +169,7 @@ class MedicalSource(Source):
 
   @staticmethod
   def _slices(vols):
-    return [Item(f"{v.id}/{k:04d}", (), -1, k, series=v.id, patient=v.patient, study=v.study)
+    return [Item(f"{v.id}/{k:04d}", index=k, series=v.id, patient=v.patient, study=v.study)
             for v in vols for k in range(v.num_slices)]
 
   def _pair(self, scanned, pseudonym):
@@ -205,7 +204,7 @@ class MedicalSource(Source):
       self._pairs[pid] = (a.id, b.id)
       if self.fmt == "dicom":
         self._secret_ids[pid] = a.secret_ids.get(a.id, pid)
-      out += [Item(f"{pid}/{k:04d}", (), -1, k, series=pid, patient=a.patient or b.patient,
+      out += [Item(f"{pid}/{k:04d}", index=k, series=pid, patient=a.patient or b.patient,
                    study=a.study or b.study)
               for k in range(a.num_slices)]
     return {"train": out}, skips
@@ -216,8 +215,8 @@ class MedicalSource(Source):
     channels = 3 if v.info.get("samples_per_pixel", 1) == 3 else 1
     return images.ImageInfo(v.shape[0], v.shape[1], channels, 16)
 
-  def load_order(self, item):
-    return (item.series, item.index)
+  def load_order(self, items):
+    return sorted(items, key=lambda item: (item.series, item.index))
 
   def _relative(self, ref):
     path = os.path.abspath(ref.path if self.fmt == "dicom" else ref[0])
@@ -260,19 +259,18 @@ class MedicalSource(Source):
     if values.ndim == 3:  # Colour: no modality units, no window.
       return values
     w = self._window(v)
-    windows[vid] = w.to_json()
+    windows[vid] = w
     return w.to_codes(values, 16)[..., None]
 
   def load(self, item):
     windows = {}
     if self.kind == "paired":
       a, b = self._pairs[item.series]
-      out = {"image_a": self._load_slice(a, item.index, windows),
-             "image_b": self._load_slice(b, item.index, windows)}
+      arrays = {"image_a": self._load_slice(a, item.index, windows),
+                "image_b": self._load_slice(b, item.index, windows)}
     else:
-      out = {"image": self._load_slice(item.series, item.index, windows)}
-    out[shards.WINDOWS_KEY] = windows
-    return out
+      arrays = {"image": self._load_slice(item.series, item.index, windows)}
+    return Example(arrays, windows=windows)
 
   def source_dirs(self):
     return tuple(r for r in self.roots if os.path.isdir(r))
