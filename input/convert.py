@@ -326,8 +326,7 @@ def run(config):
     source = sources.parse_source(
         config.source, labels=config.labels, seed=config.seed, image_size=config.image_size,
         tfds_data_dir=config.tfds_data_dir,
-        medical_options=medical.MedicalOptions(config.window, config.slice_axis,
-                                               config.volume_index, config.patient_from))
+        medical_settings=config)
     _check_output(config, source)
     if config.patient_from and not isinstance(source, medical.MedicalSource):
       raise ConvertError(f"--patient_from applies to dicom: and nifti: sources, not "

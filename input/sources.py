@@ -397,11 +397,12 @@ class TfdsSource(Source):
 
 
 def parse_source(spec, *, labels="auto", seed=0, image_size=None, tfds_data_dir=None,
-                 medical_options=None):
+                 medical_settings=None):
   """Builds a `Source` from a `KIND:ARG` spec.
 
   Args:
-    medical_options: `medical.MedicalOptions` for dicom and nifti sources.
+    medical_settings: for dicom and nifti sources, what `MedicalOptions.parse`
+      reads (a `ConvertConfig`).
 
   Raises:
     SourceError: unknown kind (the message lists the valid ones) or a bad
@@ -413,13 +414,16 @@ def parse_source(spec, *, labels="auto", seed=0, image_size=None, tfds_data_dir=
   if not sep or kind not in SOURCE_KINDS:
     raise SourceError(f"unknown source {spec!r}; expected KIND:ARG with KIND one of "
                       f"{', '.join(SOURCE_KINDS)}")
-  options = medical_options or medical.MedicalOptions()
+  fmt, roots, mode = None, None, "image"
   if kind in medical.FORMATS:
-    return medical.MedicalSource(spec, kind, [arg] if arg else [], "image", options)
-  if kind in ("paired", "unpaired"):
+    fmt, roots = kind, [arg] if arg else []
+  elif kind in ("paired", "unpaired"):
     fmt, roots = medical.split_format(arg)
-    if fmt:
-      return medical.MedicalSource(spec, fmt, roots, kind, options)
+    mode = kind
+  if fmt:
+    reader = medical.READERS[fmt]
+    return medical.MedicalSource(spec, reader, roots, mode,
+                                 medical.MedicalOptions.parse(medical_settings, reader))
   if kind == "folder":
     return FolderSource(spec, arg, labels)
   if kind == "paired":

@@ -462,7 +462,7 @@ class PixelSpacingTest(tf.test.TestCase):
     # j -> S, k -> A) records canonical zooms, as it records its shape.
     tmp = self.create_tempdir().full_path
     _save(os.path.join(tmp, "v.nii.gz"), np.zeros((4, 3, 5), np.float32))
-    (volume,), _ = nifti.scan(tmp, "axial", "0")
+    (volume,) = nifti.scan(tmp, "axial", "0").volumes
     self.assertEqual(volume.info["zooms"], [2.0, 1.5, 1.0])
     self.assertEqual(volume.shape, (5, 4))  # Rows along y (k), columns along x (i).
 

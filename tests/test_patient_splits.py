@@ -17,9 +17,9 @@ import tensorflow as tf
 from input import convert
 from input.medical import identity
 from input.medical import pseudonyms
-from input.medical import source as medical
 from input.medical import splits
 from input.source_base import Item
+from input import sources
 
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")
@@ -306,8 +306,8 @@ class PortableSplitTest(tf.test.TestCase):
   def test_workers_get_no_identity(self):
     root = self.create_tempdir().full_path
     _cohort(root, PATIENTS[:2], series_per_patient=1)
-    source = medical.MedicalSource(f"dicom:{root}", "dicom", [root], "image",
-                                   medical.MedicalOptions())
+    source = sources.parse_source(f"dicom:{root}",
+                                  medical_settings=convert.ConvertConfig(output=f"{root}-out"))
     source.salt = pseudonyms.new_salt()
     source.items()
     self.assertIn("PAT0", "".join(source.secret_ids().values()))

@@ -1,4 +1,5 @@
-"""Reading DICOM series with pydicom (the `[medical]` extra).
+"""Reading DICOM series with pydicom (the `[medical]` extra); `READER` is the
+`volume.Reader` of `dicom:` sources.
 
 `scan(root, pseudonym)` finds every DICOM file under `root` whatever its
 extension, groups the image files into series by SeriesInstanceUID and orders
@@ -26,6 +27,7 @@ import numpy as np
 from input import images
 from input.medical import identity
 from input.medical import volume as base
+from input.source_base import SourceError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +106,9 @@ def scan(root, pseudonym, patient_from=None):
       patient-module attributes.
 
   Returns:
-    (volumes, skipped, non_images, ignored): `base.Volume`s in a fixed order
-    (by series id); skip records ({"key": relative path, "reason"}) for
-    DICOM files that cannot be used; records for DICOM objects that hold no
-    image (structured reports, RT plans, DICOMDIR), which are not errors;
-    and the number of non-DICOM files ignored.
+    A `base.Scan`: volumes by series id; DICOM files that cannot be used;
+    DICOM objects that hold no image (structured reports, RT plans,
+    DICOMDIR), which are not errors; and the number of non-DICOM files.
   """
   pydicom = _pydicom()
   from pydicom.errors import InvalidDicomError  # pylint: disable=import-outside-toplevel
@@ -143,7 +143,7 @@ def scan(root, pseudonym, patient_from=None):
     if vol is not None:
       volumes.append(vol)
   volumes.sort(key=lambda v: v.id)
-  return volumes, skipped, non_images, ignored
+  return base.Scan(volumes, skipped, tuple(non_images), ignored)
 
 
 def _series(root, uid, members, pseudonym, patient_from):
@@ -244,3 +244,58 @@ def slice_values(ref):
   except Exception as e:  # pylint: disable=broad-except
     raise images.BadImageError(f"cannot apply the modality LUT: {images.first_line(e)}") from None
   return np.asarray(values, np.float32)
+
+
+def volume_values(volume):
+  """Every value of a series' decodable grayscale slices (for percentile
+  windows); a slice that cannot be decoded is skipped here and reported when
+  it is loaded itself.
+
+  Raises:
+    images.BadImageError: no slice of the series can be decoded.
+  """
+  parts = []
+  for ref in volume.refs:
+    try:
+      x = slice_values(ref)
+    except images.BadImageError:
+      continue
+    if x.ndim == 2:
+      parts.append(x.reshape(-1))
+  if not parts:
+    raise images.BadImageError("no decodable slice in this series")
+  return np.concatenate(parts)
+
+
+class DicomReader(base.Reader):
+  """`dicom:` sources: a folder of DICOM files, searched recursively."""
+  name = "dicom"
+  label = "DICOM"
+  module = "pydicom"
+  volumes_are = "series"
+  matched_by = "folder"
+  private_names = True  # A folder may be named after the patient.
+
+  def check_root(self, root, spec):
+    if os.path.isfile(root):
+      hint = (f"; it is a NIfTI file: use nifti:{root}" if identity.is_nifti(root)
+              else "; give the folder that holds it")
+      raise SourceError(f"dicom: takes a folder of DICOM files, and {root!r} is a file{hint} "
+                        f"(from {spec!r})")
+    if not os.path.isdir(root):
+      raise SourceError(f"DICOM folder {root!r} does not exist (from {spec!r})")
+
+  def scan(self, root, pseudonym, options):
+    return scan(root, pseudonym, options.patient_from)
+
+  def slice_values(self, ref):
+    return slice_values(ref)
+
+  def volume_values(self, volume):
+    return volume_values(volume)
+
+  def manifest(self, non_images, ignored):
+    return {"non_image_dicom": list(non_images), "ignored_non_dicom_files": ignored}
+
+
+READER = DicomReader()

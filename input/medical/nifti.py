@@ -1,4 +1,5 @@
-"""Reading and writing NIfTI volumes with nibabel (the `[medical]` extra).
+"""Reading and writing NIfTI volumes with nibabel (the `[medical]` extra);
+`READER` is the `volume.Reader` of `nifti:` sources.
 
 Every volume is first reoriented to the closest canonical orientation (RAS+:
 x to the patient's right, y anterior, z superior), then cut into 2-D slices
@@ -18,14 +19,25 @@ header (`write_like`).
 
 import collections
 import os
+from typing import NamedTuple
 
 import numpy as np
 
 from input import images
 from input.medical import identity
 from input.medical import volume as base
+from input.source_base import SourceError
 
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+
+class SliceRef(NamedTuple):
+  """One 2-D slice of a file: the 3-D volume of a 4-D file (None: a 3-D
+  file), the axis it is cut along and the slice's index on that axis."""
+  path: str
+  volume: int | None
+  axis: str
+  index: int
 
 
 def _nib():
@@ -94,7 +106,7 @@ def scan(path, axis, volume_index, patient_from=None):
     patient_from: `--patient_from` (`folder:N` or `file`), or None.
 
   Returns:
-    (volumes, skipped): `base.Volume`s sorted by id, and skip records.
+    A `base.Scan`: volumes sorted by id, and the files that cannot be used.
   """
   nib = _nib()
   root, files = list_files(path)
@@ -115,7 +127,7 @@ def scan(path, axis, volume_index, patient_from=None):
       skipped.append({"key": rel, "reason": f"{len(shape)}-D volumes are not supported"})
       continue
     if volume_index == "all":
-      ts = list(range(frames)) if len(shape) == 4 else [-1]
+      ts = list(range(frames)) if len(shape) == 4 else [None]
     elif len(shape) == 4:
       if not 0 <= int(volume_index) < frames:
         skipped.append({"key": rel, "reason": f"--volume_index={volume_index} but the file "
@@ -123,7 +135,7 @@ def scan(path, axis, volume_index, patient_from=None):
         continue
       ts = [int(volume_index)]
     else:
-      ts = [-1]
+      ts = [None]
     a = AXES[axis]
     plane = [shape[i] for i in range(3) if i != a]  # (u, v) -> rows v, cols u.
     name = identity.strip_extensions(rel.replace(os.sep, "/"))
@@ -133,23 +145,23 @@ def scan(path, axis, volume_index, patient_from=None):
              else patient)
     match = identity.bids_match_key(rel) or name
     for t in ts:
-      vid = name if t < 0 else f"{name}@{t}"
       volumes.append(base.Volume(
-          id=vid,
-          match=match if t < 0 else f"{match}@{t}",
+          id=name if t is None else f"{name}@{t}",
+          match=match if t is None else f"{match}@{t}",
           patient=patient,
           study=study,
           identified_by=how,
           modality="",
           shape=(plane[1], plane[0]),
-          refs=tuple((full, t, axis, k) for k in range(shape[a])),
-          info={"file": rel, "volume_index": t, "axis": axis,
+          refs=tuple(SliceRef(full, t, axis, k) for k in range(shape[a])),
+          # The manifest writes -1 for a 3-D file, as it always has.
+          info={"file": rel, "volume_index": -1 if t is None else t, "axis": axis,
                 # Canonical, as the shape: permuted as the axes are.
                 "zooms": [float(z) for z in
                           canonical_shape(img.header.get_zooms()[:3], img.affine)]},
       ))
   volumes.sort(key=lambda v: v.id)
-  return volumes, skipped
+  return base.Scan(volumes, skipped)
 
 
 class _VolumeCache:
@@ -168,7 +180,7 @@ class _VolumeCache:
     nib = _nib()
     try:
       img = nib.as_closest_canonical(nib.load(path))
-      data = img.dataobj[..., t] if t >= 0 else img.dataobj[...]
+      data = img.dataobj[..., t] if t is not None else img.dataobj[...]
       data = np.asarray(data, np.float32)  # Applies scl_slope / scl_inter.
     except Exception as e:  # pylint: disable=broad-except
       raise images.BadImageError(f"unreadable NIfTI data: {images.first_line(e)}") from None
@@ -185,17 +197,16 @@ _CACHE = _VolumeCache()
 
 def volume_values(volume):
   """All values of a `base.Volume` (for percentile windows)."""
-  path, t, _, _ = volume.refs[0]
-  return _CACHE.get(path, t)
+  ref = volume.refs[0]
+  return _CACHE.get(ref.path, ref.volume)
 
 
 def slice_values(ref):
-  """One slice [rows, cols] of a reference made by `scan`, float32."""
-  path, t, axis, k = ref
-  data = _CACHE.get(path, t)
-  a = AXES[axis]
-  plane = np.take(data, k, axis=a)  # [u, v]
+  """One slice [rows, cols] of a `SliceRef` made by `scan`, float32."""
+  data = _CACHE.get(ref.path, ref.volume)
+  plane = np.take(data, ref.index, axis=AXES[ref.axis])  # [u, v]
   return np.ascontiguousarray(np.flipud(plane.T))
+
 
 
 def read_slices(path, axis, volume_index=None):
@@ -262,3 +273,29 @@ def write_stack(slices, out_path, zooms=(1.0, 1.0, 1.0), samples=False):
     img.set_sform(affine, code="unknown")
     img.header["descrip"] = SAMPLES_DESCRIPTION.encode("ascii")
   nib.save(img, out_path)
+
+
+class NiftiReader(base.Reader):
+  """`nifti:` sources: a NIfTI file, or a folder of them searched recursively."""
+  name = "nifti"
+  label = "NIfTI"
+  module = "nibabel"
+  volumes_are = "volumes"
+  matched_by = "file name"
+
+  def check_root(self, root, spec):
+    if not os.path.exists(root):
+      raise SourceError(f"NIfTI path {root!r} does not exist (from {spec!r})")
+
+  def scan(self, root, pseudonym, options):
+    del pseudonym  # NIfTI headers name no patient.
+    return scan(root, options.slice_axis, options.volume_index, options.patient_from)
+
+  def slice_values(self, ref):
+    return slice_values(ref)
+
+  def volume_values(self, volume):
+    return volume_values(volume)
+
+
+READER = NiftiReader()

@@ -21,7 +21,6 @@ import dataclasses
 import os
 
 from absl import logging
-import numpy as np
 
 from input import images
 from input.medical import dicom
@@ -32,30 +31,41 @@ from input.medical import volume as base
 from input.medical import window as window_lib
 from input.source_base import Example, Item, Skip, Source, SourceError
 
-FORMATS = ("dicom", "nifti")
+READERS = {r.name: r for r in (dicom.READER, nifti.READER)}
+FORMATS = tuple(READERS)
 SLICE_AXES = tuple(nifti.AXES)
 
 
 @dataclasses.dataclass(frozen=True)
 class MedicalOptions:
-  """The conversion settings that only medical sources read."""
-  window: str = "auto"
-  slice_axis: str = "axial"
-  volume_index: str = "0"
-  patient_from: str | None = None
+  """The conversion settings that only medical sources read, checked, with
+  --window parsed once (`parse`)."""
+  window: window_lib.WindowSpec
+  slice_axis: str
+  volume_index: str
+  patient_from: str | None
 
-  def validate(self, fmt=None):
+  @classmethod
+  def parse(cls, settings, reader):
+    """The options of a `reader` source from `settings` (anything with the
+    attributes `window`, `slice_axis`, `volume_index` and `patient_from`:
+    a `ConvertConfig`).
+
+    Raises:
+      SourceError: a bad value, named.
+    """
     try:
-      window_lib.parse(self.window)
-      identity.validate_rule(self.patient_from, fmt)
+      window = window_lib.parse(settings.window)
+      identity.validate_rule(settings.patient_from, reader.name)
     except (window_lib.WindowError, identity.IdentityError) as e:
       raise SourceError(str(e)) from None
-    if self.slice_axis not in SLICE_AXES:
+    if settings.slice_axis not in SLICE_AXES:
       raise SourceError(f"--slice_axis must be one of {', '.join(SLICE_AXES)}, "
-                        f"got {self.slice_axis!r}")
-    if self.volume_index != "all" and not (self.volume_index.isdigit()):
+                        f"got {settings.slice_axis!r}")
+    if settings.volume_index != "all" and not settings.volume_index.isdigit():
       raise SourceError(f"--volume_index must be an index >= 0 or 'all', "
-                        f"got {self.volume_index!r}")
+                        f"got {settings.volume_index!r}")
+    return cls(window, settings.slice_axis, settings.volume_index, settings.patient_from)
 
 
 def split_format(arg):
@@ -71,32 +81,22 @@ class MedicalSource(Source):
 
   Args:
     spec: the source spec, for messages.
-    fmt: "dicom" or "nifti".
+    reader: the format's `volume.Reader` (`dicom.READER`, `nifti.READER`).
     roots: one path (mode "image") or two (modes "paired" and "unpaired").
     mode: "image", "paired" or "unpaired".
     options: `MedicalOptions`.
   """
 
-  def __init__(self, spec, fmt, roots, mode, options):
+  def __init__(self, spec, reader, roots, mode, options):
     super().__init__(spec)
-    options.validate(fmt)
-    base.require("pydicom" if fmt == "dicom" else "nibabel", f"{fmt}:")
+    base.require(reader.module, f"{reader.name}:")
     want = 1 if mode == "image" else 2
     if len(roots) != want:
-      raise SourceError(f"{spec!r}: a {mode} {fmt} source takes "
+      raise SourceError(f"{spec!r}: a {mode} {reader.name} source takes "
                         f"{'one path' if want == 1 else 'two paths A,B'}")
     for r in roots:
-      if fmt == "dicom" and os.path.isfile(r):
-        hint = (f"; it is a NIfTI file: use nifti:{r}" if identity.is_nifti(r)
-                else "; give the folder that holds it")
-        raise SourceError(f"dicom: takes a folder of DICOM files, and {r!r} is a file{hint} "
-                          f"(from {spec!r})")
-      if fmt == "dicom" and not os.path.isdir(r):
-        raise SourceError(f"DICOM folder {r!r} does not exist (from {spec!r})")
-      if fmt == "nifti" and not os.path.exists(r):
-        raise SourceError(f"NIfTI path {r!r} does not exist (from {spec!r})")
-    self.fmt, self.roots, self.kind, self.options = fmt, tuple(roots), mode, options
-    self._window_spec = window_lib.parse(options.window)
+      reader.check_root(r, spec)
+    self.reader, self.roots, self.kind, self.options = reader, tuple(roots), mode, options
     self.salt = None  # Set by the conversion (kept in its output, never in the manifest).
     self._volumes = {}  # id -> Volume
     self._pairs = {}  # pair id -> (id A, id B)
@@ -105,21 +105,14 @@ class MedicalSource(Source):
     self._windows = {}  # Per process: id -> Window.
     self._secret_ids = {}  # Never written, never pickled (`secret_ids`).
 
-  @property
-  def _reader(self):
-    return dicom if self.fmt == "dicom" else nifti
-
   def _scan(self, root, side, pseudonym):
-    if self.fmt == "dicom":
-      vols, skipped, non_images, ignored = dicom.scan(root, pseudonym, self.options.patient_from)
-      self._non_images += [{**n, "key": f"{side}{n['key']}"} for n in non_images]
-      self._ignored += ignored
-    else:
-      vols, skipped = nifti.scan(root, self.options.slice_axis, self.options.volume_index,
-                                 self.options.patient_from)
+    found = self.reader.scan(root, pseudonym, self.options)
+    self._non_images += [{**n, "key": f"{side}{n['key']}"} for n in found.non_images]
+    self._ignored += found.ignored
+    vols = found.volumes
     if side:  # Two roots: ids must not collide (a NIfTI id is its file name).
       vols = [dataclasses.replace(v, id=f"{side}{v.id}") for v in vols]
-    return vols, [Skip(f"{side}{s['key']}", s["reason"]) for s in skipped]
+    return vols, [Skip(f"{side}{s['key']}", s["reason"]) for s in found.skipped]
 
   def items(self):
     if self.salt is None:
@@ -131,19 +124,16 @@ class MedicalSource(Source):
       vols, skipped = self._scan(root, side, pseudonym)
       skips += skipped
       if not vols:
-        raise SourceError(f"no readable {self.fmt.upper() if self.fmt == 'dicom' else 'NIfTI'} "
-                          f"image volume in {root!r}" + (f" ({len(skipped)} files skipped, "
-                                                         f"e.g. {skipped[0].key}: "
-                                                         f"{skipped[0].reason})"
-                                                         if skipped else ""))
+        raise SourceError(f"no readable {self.reader.label} image volume in {root!r}" + (
+            f" ({len(skipped)} files skipped, e.g. {skipped[0].key}: {skipped[0].reason})"
+            if skipped else ""))
       for v in vols:
         self._volumes[v.id] = v
         self._table[v.id] = self._describe(v, side.rstrip("/"))
         self._secret_ids.update(v.secret_ids)
       scanned.append(vols)
     methods = collections.Counter(v.identified_by for vols in scanned for v in vols)
-    logging.info("%s", identity.count_line("series" if self.fmt == "dicom" else "volumes",
-                                           methods))
+    logging.info("%s", identity.count_line(self.reader.volumes_are, methods))
     if self.kind == "image":
       out = {"train": self._slices(scanned[0])}
     elif self.kind == "unpaired":
@@ -190,20 +180,18 @@ class MedicalSource(Source):
     for side in (0, 1):
       for name, v in sorted(by_name[side].items()):
         if name not in by_name[1 - side]:
-          skips.append(Skip(v.id, f"no matching volume in "
-                            f"{'AB'[1 - side]} (matched by "
-                            f"{'folder' if self.fmt == 'dicom' else 'file name'})"))
+          skips.append(Skip(v.id, f"no matching volume in {'AB'[1 - side]} (matched by "
+                            f"{self.reader.matched_by})"))
     for name in sorted(set(by_name[0]) & set(by_name[1])):
       a, b = by_name[0][name], by_name[1][name]
-      pid = pseudonym("pair", name) if self.fmt == "dicom" else name
+      pid = pseudonym("pair", name) if self.reader.private_names else name
       if a.num_slices != b.num_slices or a.shape != b.shape:
         skips.append(Skip(pid, f"pair differs: A has {a.num_slices} slices of "
                           f"{a.shape[0]}x{a.shape[1]}, B {b.num_slices} of "
                           f"{b.shape[0]}x{b.shape[1]}"))
         continue
       self._pairs[pid] = (a.id, b.id)
-      if self.fmt == "dicom":
-        self._secret_ids[pid] = a.secret_ids.get(a.id, pid)
+      self._secret_ids[pid] = a.secret_ids.get(a.id, pid)
       out += [Item(f"{pid}/{k:04d}", index=k, series=pid, patient=a.patient or b.patient,
                    study=a.study or b.study)
               for k in range(a.num_slices)]
@@ -219,7 +207,7 @@ class MedicalSource(Source):
     return sorted(items, key=lambda item: (item.series, item.index))
 
   def _relative(self, ref):
-    path = os.path.abspath(ref.path if self.fmt == "dicom" else ref[0])
+    path = os.path.abspath(ref.path)
     for root in self.roots:
       root = os.path.abspath(root)
       if os.path.isdir(root) and path.startswith(root + os.sep):
@@ -228,32 +216,15 @@ class MedicalSource(Source):
 
   def _window(self, v):
     if v.id not in self._windows:
-      values = None
-      if self._window_spec.kind != "fixed" and not (self._window_spec.kind == "auto"
-                                                   and v.modality == "CT"):
-        values = self._volume_values(v)
-      self._windows[v.id] = window_lib.resolve(self._window_spec, values, v.modality)
+      spec = self.options.window
+      values = self.reader.volume_values(v) if spec.needs_values(v.modality) else None
+      self._windows[v.id] = window_lib.resolve(spec, values, v.modality)
     return self._windows[v.id]
-
-  def _volume_values(self, v):
-    if self.fmt == "nifti":
-      return nifti.volume_values(v)
-    parts = []
-    for ref in v.refs:
-      try:
-        x = dicom.slice_values(ref)
-      except images.BadImageError:
-        continue  # Skipped (with its reason) when its own slice is loaded.
-      if x.ndim == 2:
-        parts.append(x.reshape(-1))
-    if not parts:
-      raise images.BadImageError("no decodable slice in this series")
-    return np.concatenate(parts)
 
   def _load_slice(self, vid, index, windows):
     v = self._volumes[vid]
     try:
-      values = self._reader.slice_values(v.refs[index])
+      values = self.reader.slice_values(v.refs[index])
     except images.BadImageError as e:
       raise images.BadImageError(f"{e} (file {self._relative(v.refs[index])})") from None
     if values.ndim == 3:  # Colour: no modality units, no window.
@@ -276,16 +247,14 @@ class MedicalSource(Source):
     return tuple(r for r in self.roots if os.path.isdir(r))
 
   def extra_manifest(self):
-    extra = {"medical": {"format": self.fmt, "window": self.options.window,
-                         "slice_axis": self.options.slice_axis,
-                         "volume_index": self.options.volume_index,
-                         "patient_from": self.options.patient_from},
+    o = self.options
+    extra = {"medical": {"format": self.reader.name, "window": o.window.text,
+                         "slice_axis": o.slice_axis, "volume_index": o.volume_index,
+                         "patient_from": o.patient_from},
              "series": self._table}
     if self._pairs:
       extra["pairs"] = {pid: {"A": a, "B": b} for pid, (a, b) in sorted(self._pairs.items())}
-    if self.fmt == "dicom":
-      extra["non_image_dicom"] = self._non_images
-      extra["ignored_non_dicom_files"] = self._ignored
+    extra.update(self.reader.manifest(self._non_images, self._ignored))
     return extra
 
   def __getstate__(self):
@@ -296,4 +265,3 @@ class MedicalSource(Source):
     state["_volumes"] = {k: dataclasses.replace(v, secret_ids={})
                          for k, v in self._volumes.items()}
     return state
-

@@ -1,10 +1,12 @@
-"""What DICOM series and NIfTI volumes have in common once found: a `Volume`
-of ordered 2-D slices, the walk that finds their files, and the check for
-the `[medical]` extra."""
+"""What DICOM series and NIfTI volumes have in common: a `Volume` of ordered
+2-D slices, the `Reader` interface that finds and decodes them (`dicom.READER`,
+`nifti.READER`), the walk that finds their files, and the check for the
+`[medical]` extra."""
 
 import dataclasses
 import importlib
 import os
+from typing import NamedTuple
 
 EXTRA_HINT = "pip install 'gan-pipeline[medical]'"
 
@@ -71,3 +73,74 @@ def walk_files(root):
       if not name.startswith("."):
         found.append(os.path.relpath(os.path.join(dirpath, name), root))
   return sorted(found)
+
+
+class Scan(NamedTuple):
+  """What a reader found under one root.
+
+  Attributes:
+    volumes: `Volume`s sorted by id.
+    skipped: {"key": relative path, "reason"} of files of the format that
+      cannot be used.
+    non_images: {"key", "reason"} of files of the format that hold no image
+      (DICOM structured reports, RT plans, DICOMDIR); not errors.
+    ignored: the number of files not of the format.
+  """
+  volumes: list
+  skipped: list
+  non_images: tuple = ()
+  ignored: int = 0
+
+
+class Reader:
+  """How `MedicalSource` finds and decodes one format.
+
+  Subclasses set the attributes and implement the methods; `dicom.READER`
+  and `nifti.READER` are the two.
+
+  Attributes:
+    name: the source scheme, `dicom` or `nifti`.
+    label: the format in messages (`DICOM`, `NIfTI`).
+    module: the package of the `[medical]` extra the reader needs.
+    volumes_are: what a volume is called in the log (`series`, `volumes`).
+    matched_by: what paired volumes are matched by, for messages.
+    private_names: a volume's match name may name a patient (a DICOM folder),
+      so that a pair is named by its pseudonym.
+  """
+  name = ""
+  label = ""
+  module = ""
+  volumes_are = "volumes"
+  matched_by = "name"
+  private_names = False
+
+  def check_root(self, root, spec):
+    """Raises SourceError when `root` cannot hold this format (from `spec`)."""
+    raise NotImplementedError
+
+  def scan(self, root, pseudonym, options):
+    """The `Scan` of `root`, from headers only.
+
+    Args:
+      root: a path the source names.
+      pseudonym: `f(kind, value) -> str`, the salted names (`pseudonyms`).
+      options: the source's `MedicalOptions`.
+    """
+    raise NotImplementedError
+
+  def slice_values(self, ref):
+    """One slice in modality units: float32 [H, W], or [H, W, 3] colour.
+
+    Raises:
+      images.BadImageError: the slice cannot be decoded.
+    """
+    raise NotImplementedError
+
+  def volume_values(self, volume):
+    """Every value of a `Volume` (for percentile windows)."""
+    raise NotImplementedError
+
+  def manifest(self, non_images, ignored):
+    """The manifest's record of the files that were not images."""
+    del non_images, ignored
+    return {}

@@ -46,11 +46,26 @@ class WindowError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class WindowSpec:
-  """What `--window` asks for: a fixed window, per-volume percentiles, or auto."""
-  kind: str  # fixed | percentile | auto
-  low: float = 0.0  # fixed: modality units; percentile: percent.
+  """What `--window` asks for: a fixed window, per-volume percentiles, or
+  auto. Made once by `parse`; `resolve` turns it into each volume's `Window`.
+
+  Attributes:
+    kind: fixed | percentile | auto.
+    low, high: fixed: modality units; percentile: percent.
+    name: the preset name, when one was used.
+    text: the `--window` value it was parsed from, as given (the manifest
+      records it); not part of the value.
+  """
+  kind: str
+  low: float = 0.0
   high: float = 0.0
-  name: str = ""  # The preset name, when one was used.
+  name: str = ""
+  text: str = dataclasses.field(default="", compare=False)
+
+  def needs_values(self, modality):
+    """Whether a volume's window depends on its values (percentiles, or auto
+    for anything but CT), so that `resolve` needs them."""
+    return self.kind == "percentile" or (self.kind == "auto" and modality != "CT")
 
   def describe(self):
     if self.kind == "fixed":
@@ -68,7 +83,11 @@ def parse(spec):
     WindowError: a malformed spec, an unknown preset (listing them), a
       non-positive width or percentiles outside 0 <= LOW < HIGH <= 100.
   """
-  spec = (spec or "auto").strip()
+  return dataclasses.replace(_parse((spec or "auto").strip()),
+                             text="auto" if spec is None else spec)
+
+
+def _parse(spec):
   if spec == "auto":
     return WindowSpec("auto")
   if spec in PRESETS:
