@@ -42,21 +42,24 @@ VARIANTS = ("call1", "range", "range_pi1", "unrolled", "single")
 def _variants(t, k):
   """{name: callable running k generator steps the way that variant does}."""
   one_step = t._one_step  # pylint: disable=protected-access
+  feed = t.feed  # Every variant reads as train_loop does: one fetch ahead, within a call.
 
   @tf.function
   def range_pi1(num_steps):
-    for _ in tf.range(num_steps):
+    pending = feed.fetch()
+    for i in tf.range(num_steps):
       tf.autograph.experimental.set_loop_options(parallel_iterations=1)
-      one_step()
+      pending = one_step(pending, i + 1 == num_steps)
 
   @tf.function
   def unrolled():
-    for _ in range(k):
-      one_step()
+    pending = feed.fetch()
+    for i in range(k):
+      pending = one_step(pending, i + 1 == k)
 
   @tf.function
   def single():
-    one_step()
+    one_step(feed.fetch(), True)
 
   def host():  # What _host_loop reads after every call.
     int(t.step.numpy())

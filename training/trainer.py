@@ -16,8 +16,9 @@ manual all-reduce: it would count every gradient twice.
 Data: each worker builds its own `tf.data` pipeline (reader.make_dataset_fn
 with this worker's InputContext) and iterates it with a plain iterator, which,
 unlike the strategy's distributed iterators, can be saved in a checkpoint.
-Each step takes one per-replica batch per local replica and hands them out
-with `experimental_distribute_values_from_function`. So replica r of a
+Each fetch takes one per-replica batch per local replica, copied onto its
+replica's device one fetch ahead (training/device_feed.py), and hands them
+out with `experimental_distribute_values_from_function`. So replica r of a
 one-worker job gets the r-th consecutive slice of the global batch, the same
 examples a single replica would see in its batch of B.
 
@@ -57,6 +58,7 @@ from input import reader
 from training import checkpointing
 from training import config as config_lib
 from training import data as data_lib
+from training import device_feed
 from training import precision as precision_lib
 from training import preemption
 from training import randomness
@@ -197,13 +199,8 @@ class _Trainer:
                    ctx.num_input_pipelines, self.num_local)
     self.dataset = self.dataset_fn(ctx)
     self.iterator = iter(self.dataset)
-
-  def _next_batch(self):
-    """One per-replica batch for each local replica, as a distributed value."""
-    parts = [next(self.iterator) for _ in range(self.num_local)]
-    num_local = self.num_local
-    return self.strategy.experimental_distribute_values_from_function(
-        lambda ctx: parts[ctx.replica_id_in_sync_group % num_local])
+    self.feed = device_feed.DeviceFeed(self.strategy, strategy_lib.local_devices(self.strategy),
+                                       lambda: self.iterator, self.dataset.element_spec)
 
   # -- the compiled loop -----------------------------------------------------
 
@@ -285,29 +282,48 @@ class _Trainer:
       self.phase_counts[phase.name].assign_add(1.0)
       self.algorithm.after_update(phase, self.step, reduced)
 
-    def one_step():
-      """One generator step: every phase, n-critic repeats included (traced)."""
+    data_phases = [i for i, p in enumerate(phases) if p.needs_data]
+    last_fetch_phase = data_phases[-1] if data_phases else None
+    feed = self.feed
+
+    def one_step(pending, last_step):
+      """One generator step: every phase, n-critic repeats included (traced).
+
+      `pending`: the fetched batch this step reads first (device_feed.py);
+      returns the one after this step's last. `last_step`: whether this is the
+      last step of the call, whose last fetch is skipped."""
       if decay:
         factor = lr_factor(self.step, self.config.train_steps, self.config.lr_decay_start)
         for name, opt in optimizers.items():
           opt.learning_rate = base_lr[name] * factor
       previous = None  # The batch of the phase before, for `Phase.reuse_batch`.
       for i, phase in enumerate(phases):
+        last_phase = i == last_fetch_phase
         if phase.repeats == 1:
-          batch = (self._next_batch() if phase.needs_data
-                   else previous if phase.reuse_batch else None)
+          batch = previous if phase.reuse_batch else None
+          if phase.needs_data:
+            batch = feed.distribute(pending)
+            pending = feed.advance(last_step if last_phase else False)
           run_phase(i, phase, batch, 0)
           previous = batch
         else:
           for r in tf.range(phase.repeats):
-            run_phase(i, phase, self._next_batch() if phase.needs_data else None, r)
+            if phase.needs_data:
+              current = pending
+              pending = feed.advance(
+                  tf.logical_and(last_step, r + 1 == phase.repeats) if last_phase else False)
+              run_phase(i, phase, feed.distribute(current), r)
+            else:
+              run_phase(i, phase, None, r)
           previous = None
       self.step.assign_add(1)
+      return pending
 
     @tf.function
     def train_loop(num_steps):
-      for _ in tf.range(num_steps):
-        one_step()
+      pending = feed.fetch() if data_phases else ()
+      for i in tf.range(num_steps):
+        pending = one_step(pending, i + 1 == num_steps)
 
     self._one_step = one_step  # For bench/steps_per_loop.py's loop variants.
     self.train_loop = train_loop
