@@ -24,11 +24,7 @@ from absl import logging
 from input import builtin
 from input import convert
 from input import manifest as manifest_lib
-from input.medical import source as medical
 from input import sources
-
-# Source kinds whose argument is one or more local paths (comma separated).
-_LOCAL_KINDS = ("folder", "paired", "unpaired", "npz", "dicom", "nifti")
 
 
 def default_cache_dir():
@@ -66,11 +62,8 @@ def _local_paths(source):
   Raises:
     ValueError: a path that does not exist (one line, naming it).
   """
-  kind, _, arg = source.partition(":")
-  fmt, _, rest = arg.partition(":")
-  if kind in ("paired", "unpaired") and fmt in medical.FORMATS:
-    arg = rest  # paired:dicom:A,B
-  paths = [p for p in arg.split(",") if p]
+  kind = source.partition(":")[0]
+  paths = sources.local_paths(source)
   if not paths:
     raise sources.SourceError(f"source {source!r} names no path")
   for p in paths:
@@ -106,7 +99,8 @@ def ensure_converted(source, cache_dir=None, image_size=None, seed=0, max_exampl
       settings += f"-{image_size or info.default_image_size}px"
     content = ""
   else:
-    if kind in _LOCAL_KINDS:
+    scheme = sources.find(source)
+    if scheme is not None and scheme.local:
       paths = _local_paths(source)
       key_paths = ",".join(os.path.abspath(p) for p in paths)
       content = "-" + content_fingerprint(paths)[:12]
@@ -180,10 +174,11 @@ def refuse_medical(spec, flag="--data"):
     ValueError: `dicom:`/`nifti:` sources, also inside `paired:`/`unpaired:`;
       one line with the conversion command to run instead.
   """
-  kind, _, arg = spec.partition(":")
-  fmt, paths = medical.split_format(spec if kind in medical.FORMATS else arg)
-  if not fmt or kind not in (*medical.FORMATS, "paired", "unpaired"):
+  scheme = sources.find(spec)
+  if scheme is None or scheme.cacheable:
     return
+  paths = sources.local_paths(spec)
+  fmt = scheme.prefix.split(":")[-1]
   names = []
   for p in paths:
     name = os.path.basename(os.path.normpath(p)) or fmt
@@ -191,7 +186,7 @@ def refuse_medical(spec, flag="--data"):
   output = os.path.join(os.path.dirname(os.path.normpath(paths[0])) if paths else "",
                         "-".join(names or [fmt]) + "-tfr")
   raise ValueError(
-      f"{flag} {spec!r} is a {fmt.upper() if fmt == 'dicom' else 'NIfTI'} source, which must be "
+      f"{flag} {spec!r} is a {scheme.label} source, which must be "
       f"converted first (its window and held-out patients are conversion settings): "
       f"python -m pipeline.convert --source={shlex.quote(spec)} --output={shlex.quote(output)} "
       f"--window=auto --holdout=0.1 (choose --window: CENTER,WIDTH, a preset such as ct_brain, "
@@ -215,8 +210,7 @@ def resolve(spec, cache_dir=None, image_size=None, flag="--data"):
       (`refuse_medical`); one line, naming it.
   """
   refuse_medical(spec, flag)
-  kind, sep, _ = spec.partition(":")
-  if sep and kind in sources.SOURCE_KINDS:
+  if sources.find(spec) is not None:
     return ensure_converted(spec, cache_dir=cache_dir, image_size=image_size)
   if os.path.isfile(os.path.join(spec, manifest_lib.MANIFEST_NAME)):
     return spec
@@ -224,4 +218,4 @@ def resolve(spec, cache_dir=None, image_size=None, flag="--data"):
     return ensure_converted(f"folder:{spec}", cache_dir=cache_dir, image_size=image_size)
   raise ValueError(f"{flag} {spec!r} is neither a directory (made by pipeline.convert, or of "
                    f"images) nor a source KIND:ARG with KIND one of "
-                   f"{', '.join(sources.SOURCE_KINDS)}")
+                   f"{', '.join(sources.KINDS)}")

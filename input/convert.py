@@ -34,10 +34,9 @@ from absl import logging
 
 from input import images
 from input import manifest as manifest_lib
+from input.medical import nifti
 from input.medical import pseudonyms
-from input.medical import source as medical
 from input.medical import splits
-from input.medical import volume as medical_volume
 from input.medical import window as window_lib
 from input import plan as plan_lib
 from input import shards
@@ -59,10 +58,7 @@ class ConvertConfig:
   output: str = required("Output directory for shards and manifest.json.")
   source: str | None = setting(  # None only with --finalize.
       None,
-      "What to convert: folder:DIR | tfds:NAME[:SPLIT] | npz:FILE | paired:DIR_A,DIR_B | "
-      "paired:DIR (A|B side by side) | unpaired:DIR_A,DIR_B | builtin:NAME (shapes, ring2d, "
-      "grid2d, shapes_paired, shapes_unpaired) | dicom:DIR | nifti:FILE_OR_DIR | "
-      "paired:dicom:DIR_A,DIR_B | paired:nifti:A,B | unpaired:dicom:A,B | unpaired:nifti:A,B.")
+      f"What to convert: {sources.usage()}.")
   num_shards: int | None = setting(None,
       "Shards per split. Default: about --target_shard_mb per shard, never fewer than "
       "--min_shards (nor more than there are examples).")
@@ -85,7 +81,7 @@ class ConvertConfig:
       "(" + ", ".join(window_lib.PRESETS) + "), percentile:LOW,HIGH per volume (e.g. "
       "percentile:0.5,99.5), or auto (ct_full for CT, percentile:0.5,99.5 otherwise).")
   slice_axis: str = setting("axial", "nifti: the axis volumes are sliced along.",
-                            choices=medical.SLICE_AXES)
+                            choices=tuple(nifti.AXES))
   volume_index: str = setting("0", "nifti: the volume of a 4-D file to take, or 'all'.")
   min_foreground: float = setting(0.0,
       "Skip images (slices) whose fraction of pixels above the window's minimum (above 0) is "
@@ -181,9 +177,9 @@ def _is_ours(name):
           or (name.startswith(".") and ".tmp-" in name))
 
 
-def _check_output(config, source):
+def _check_output(config):
   out = os.path.realpath(config.output)
-  for d in source.source_dirs():
+  for d in sources.source_dirs(config.source):
     d = os.path.realpath(d)
     if out == d or out.startswith(d + os.sep):
       raise ConvertError(f"--output {config.output!r} is inside the source folder {d!r}; "
@@ -323,24 +319,16 @@ def run(config):
   images.set_max_image_pixels(config.max_image_pixels)
   created = _Created(config.output)
   try:
-    source = sources.parse_source(
-        config.source, labels=config.labels, seed=config.seed, image_size=config.image_size,
-        tfds_data_dir=config.tfds_data_dir,
-        medical_settings=config)
-    _check_output(config, source)
-    if config.patient_from and not isinstance(source, medical.MedicalSource):
-      raise ConvertError(f"--patient_from applies to dicom: and nifti: sources, not "
-                         f"{config.source!r} (image folders: a BIDS sub- name or the folder)")
+    _check_output(config)  # Before the salt is made in it.
+    source = sources.build(config.source, config,
+                           pseudonym_salt=lambda: _pseudonym_salt(config, created))
     reuse = splits.read_split_file(config.split_file) if (
         config.split_file and os.path.exists(config.split_file)) else None
     if reuse is not None and config.holdout and config.holdout != reuse["fraction"]:
       raise ConvertError(f"--holdout={config.holdout:g}, but --split_file {config.split_file!r} "
                          f"was made with {reuse['fraction']:g}; leave --holdout out to reuse it")
-    if isinstance(source, medical.MedicalSource):
-      source.salt = _pseudonym_salt(config, created)
     plan = plan_lib.Plan(source, config, reuse)
-  except (sources.SourceError, medical_volume.MissingExtraError, splits.SplitError,
-          ConvertError) as e:
+  except (sources.SourceError, splits.SplitError, ConvertError) as e:
     created.undo()  # A run that fails writes nothing.
     raise ConvertError(str(e)) from None
   except BaseException:
@@ -438,8 +426,8 @@ def finalize(out_dir, max_skip_fraction=0.01):
   for s in split_table.values():
     s["label_counts"] = dict(sorted(s["label_counts"].items()))
   extra = dict(plan["extra"])
-  if "series" in extra:
-    extra.update(_windows_json(extra["series"], windows))
+  if "series" in extra:  # Volumes: each with the window of its slices.
+    extra.update(window_lib.manifest_fields(extra["series"], windows))
   manifest = {
       "format_version": manifest_lib.FORMAT_VERSION,
       "kind": plan["kind"],
@@ -469,19 +457,3 @@ def finalize(out_dir, max_skip_fraction=0.01):
                        f"'skipped' in {os.path.join(out_dir, manifest_lib.MANIFEST_NAME)}",
                        EXIT_INCOMPLETE)
   return manifest
-
-
-def _windows_json(series, windows):
-  """The series table with each volume's window, and one summary window per
-  feature (`image`, or `image_a`/`image_b`, or per domain `A`/`B`) for
-  mapping generated images back to modality units."""
-  table = {sid: ({**entry, "window": windows[sid]} if sid in windows else dict(entry))
-           for sid, entry in series.items()}
-  by_side = collections.defaultdict(list)
-  for sid, entry in table.items():
-    if "window" in entry:
-      by_side[entry.get("side", "")].append(window_lib.Window.from_json(entry["window"]))
-  summary = {}
-  for side, ws in sorted(by_side.items()):
-    summary[side or "image"] = window_lib.summary(ws)
-  return {"series": table, "window": summary}

@@ -21,9 +21,7 @@ import numpy as np
 
 from input import images
 from input import manifest as manifest_lib
-from input.medical import source as medical
 from input.medical import splits
-from input import sources
 
 # Exit codes of `pipeline.convert`.
 EXIT_USAGE = 2  # Bad flags or source; nothing was written.
@@ -67,12 +65,10 @@ def _resolve_image_spec(source, items, config):
   channels = config.channels
   if (size is None or channels is None) and fixed is None:
     all_items = [it for split_items in items.values() for it in split_items]
-    if isinstance(source, sources.TfdsSource):
-      raise ConvertError(f"tfds dataset {source.name!r} has images of varying size; "
-                         "pass --image_size")
+    if source.streaming:  # Nothing to probe before its one pass.
+      raise ConvertError(f"{source.spec!r} has images of varying size; pass --image_size")
     logging.info("Probing the headers of %d %s (pass --image_size and --channels "
-                 "to skip this)", len(all_items),
-                 "slices" if isinstance(source, medical.MedicalSource) else "files")
+                 "to skip this)", len(all_items), source.items_are)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
       infos = [i for i in pool.map(source.probe, all_items, chunksize=64) if i is not None]
     if not infos:
@@ -90,7 +86,7 @@ def _resolve_image_spec(source, items, config):
   elif fixed is not None:
     size = size or (fixed.height, fixed.width)
     channels = channels or fixed.channels
-  bit_depth = config.bit_depth or (16 if isinstance(source, medical.MedicalSource) else 8)
+  bit_depth = config.bit_depth or source.default_bit_depth
   return images.ImageSpec(size[0], size[1], channels, bit_depth, config.resize)
 
 
@@ -136,8 +132,7 @@ class Plan:
         items, self.holdout, self.split_groups = splits.holdout(
             items, config.holdout, config.split_by, config.seed,
             secret_ids=source.secret_ids(), reuse=reuse,
-            ways_out=(splits.MEDICAL_WAYS_OUT if isinstance(source, medical.MedicalSource)
-                      else splits.FOLDER_WAYS_OUT))
+            ways_out=source.patient_ways_out)
       except splits.SplitError as e:
         raise ConvertError(str(e)) from None
       if config.split_file:

@@ -1,11 +1,12 @@
-"""The base of conversion sources: `Source`, the `Item`s it lists and the
-`Skip`s it reports (`input/sources.py` has the sources themselves)."""
+"""The base of conversion sources: `Source`, the `Item`s it lists, the
+`Example` it loads and the `Skip`s it reports (`input.sources` lists the
+sources by scheme)."""
 
 import dataclasses
-import os
 
 from input import images
-from input.medical import identity
+from input.medical import splits
+
 
 class SourceError(ValueError):
   """A source that cannot be converted at all (bad spec, empty, unreadable)."""
@@ -63,9 +64,22 @@ class Skip:
 
 
 class Source:
-  """Base class. Subclasses set `kind` and implement `items` and `load`."""
-  kind = "image"  # image | vector | paired | unpaired
+  """Base class. Subclasses set `kind` and implement `items` and `load`.
+
+  Attributes:
+    kind: image | vector | paired | unpaired.
+    streaming: the source yields its examples in order (`stream(split)`), in
+      the main process, instead of loading items by index.
+    default_bit_depth: the stored bit depth when --bit_depth is not given.
+    items_are: what an item is called in the log ("files", "slices").
+    patient_ways_out: what a refused `--split_by=patient` suggests when
+      examples have no patient (`splits.holdout`).
+  """
+  kind = "image"
   streaming = False
+  default_bit_depth = 8
+  items_are = "files"
+  patient_ways_out = splits.FOLDER_WAYS_OUT
 
   def __init__(self, spec):
     self.spec = spec
@@ -98,10 +112,6 @@ class Source:
     """An `ImageInfo` that holds for every item without probing, or None."""
     return None
 
-  def source_dirs(self):
-    """Directories the output must not be inside of."""
-    return ()
-
   def extra_manifest(self):
     return {}
 
@@ -109,17 +119,3 @@ class Source:
     """{group name: the identity it was made from} for the split order
     (`input.medical.splits`), where a name is a salted pseudonym; never written."""
     return {}
-
-
-
-
-def group_of(rel):
-  """The patient and series of an image file at relative path `rel` (below a
-  class folder, if any): the BIDS `sub-` entity names the patient; otherwise
-  the file's folder is both (an image folder source is documented as one
-  folder per patient). Files directly in the root have neither ("")."""
-  folder = "/".join(rel.replace(os.sep, "/").split("/")[:-1])
-  subject = identity.bids_subject(rel)
-  if subject:
-    return subject, folder or identity.strip_extensions(os.path.basename(rel))
-  return folder, folder

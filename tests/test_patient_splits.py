@@ -306,14 +306,15 @@ class PortableSplitTest(tf.test.TestCase):
   def test_workers_get_no_identity(self):
     root = self.create_tempdir().full_path
     _cohort(root, PATIENTS[:2], series_per_patient=1)
-    source = sources.parse_source(f"dicom:{root}",
-                                  medical_settings=convert.ConvertConfig(output=f"{root}-out"))
-    source.salt = pseudonyms.new_salt()
+    salt = pseudonyms.new_salt()
+    source = sources.build(f"dicom:{root}", convert.ConvertConfig(output=f"{root}-out"),
+                           pseudonym_salt=lambda: salt)
     source.items()
     self.assertIn("PAT0", "".join(source.secret_ids().values()))
     state = pickle.dumps(source)  # What a spawned worker receives.
     for p in PATIENTS[:2]:
       self.assertNotIn(p.encode(), state)
+    self.assertNotIn(salt.encode(), state)  # Nor the salt: workers name nothing.
 
   def test_a_split_file_without_its_key_is_refused(self):
     parent = self.create_tempdir().full_path

@@ -275,6 +275,7 @@ class DicomReader(base.Reader):
   volumes_are = "series"
   matched_by = "folder"
   private_names = True  # A folder may be named after the patient.
+  reads = ("window", "patient_from")
 
   def check_root(self, root, spec):
     if os.path.isfile(root):

@@ -282,6 +282,7 @@ class NiftiReader(base.Reader):
   module = "nibabel"
   volumes_are = "volumes"
   matched_by = "file name"
+  reads = ("window", "slice_axis", "volume_index", "patient_from")
 
   def check_root(self, root, spec):
     if not os.path.exists(root):

@@ -23,16 +23,14 @@ import os
 from absl import logging
 
 from input import images
-from input.medical import dicom
 from input.medical import identity
 from input.medical import nifti
 from input.medical import pseudonyms
+from input.medical import splits
 from input.medical import volume as base
 from input.medical import window as window_lib
 from input.source_base import Example, Item, Skip, Source, SourceError
 
-READERS = {r.name: r for r in (dicom.READER, nifti.READER)}
-FORMATS = tuple(READERS)
 SLICE_AXES = tuple(nifti.AXES)
 
 
@@ -68,16 +66,38 @@ class MedicalOptions:
     return cls(window, settings.slice_axis, settings.volume_index, settings.patient_from)
 
 
-def split_format(arg):
-  """`dicom:A,B` -> ("dicom", ["A", "B"]); anything else -> (None, None)."""
-  fmt, sep, rest = arg.partition(":")
-  if sep and fmt in FORMATS:
-    return fmt, [p for p in rest.split(",") if p]
-  return None, None
+def build(spec, arg, settings, pseudonym_salt, *, reader, mode):
+  """A `MedicalSource` from its spec (`input.sources` registers this).
+
+  Args:
+    spec: the whole spec, for messages.
+    arg: what follows the scheme: one path (mode "image") or two, A,B.
+    settings: what `MedicalOptions.parse` reads (a `ConvertConfig`).
+    pseudonym_salt: returns the salt of the pseudonyms; called once the spec
+      and settings are known to be good (the conversion makes it then).
+    reader: the format's `volume.Reader`.
+    mode: "image", "paired" or "unpaired".
+
+  Raises:
+    SourceError: a bad spec or setting, or the `[medical]` extra missing.
+  """
+  options = MedicalOptions.parse(settings, reader)
+  try:
+    base.require(reader.module, f"{reader.name}:")
+  except base.MissingExtraError as e:
+    raise SourceError(str(e)) from None
+  roots = ([arg] if arg else []) if mode == "image" else [p for p in arg.split(",") if p]
+  want = 1 if mode == "image" else 2
+  if len(roots) != want:
+    raise SourceError(f"{spec!r}: a {mode} {reader.name} source takes "
+                      f"{'one path' if want == 1 else 'two paths A,B'}")
+  for r in roots:
+    reader.check_root(r, spec)
+  return MedicalSource(spec, reader, roots, mode, options, pseudonym_salt())
 
 
 class MedicalSource(Source):
-  """Slices of DICOM series or NIfTI volumes.
+  """Slices of DICOM series or NIfTI volumes; made by `build`.
 
   Args:
     spec: the source spec, for messages.
@@ -85,19 +105,17 @@ class MedicalSource(Source):
     roots: one path (mode "image") or two (modes "paired" and "unpaired").
     mode: "image", "paired" or "unpaired".
     options: `MedicalOptions`.
+    salt: the secret of the pseudonyms that name series, studies and
+      patients (`pseudonyms`); kept out of the manifest and of workers.
   """
+  default_bit_depth = 16  # The window maps onto all 65536 levels.
+  items_are = "slices"
+  patient_ways_out = splits.MEDICAL_WAYS_OUT
 
-  def __init__(self, spec, reader, roots, mode, options):
+  def __init__(self, spec, reader, roots, mode, options, salt):
     super().__init__(spec)
-    base.require(reader.module, f"{reader.name}:")
-    want = 1 if mode == "image" else 2
-    if len(roots) != want:
-      raise SourceError(f"{spec!r}: a {mode} {reader.name} source takes "
-                        f"{'one path' if want == 1 else 'two paths A,B'}")
-    for r in roots:
-      reader.check_root(r, spec)
     self.reader, self.roots, self.kind, self.options = reader, tuple(roots), mode, options
-    self.salt = None  # Set by the conversion (kept in its output, never in the manifest).
+    self._salt = salt
     self._volumes = {}  # id -> Volume
     self._pairs = {}  # pair id -> (id A, id B)
     self._table = {}
@@ -115,9 +133,7 @@ class MedicalSource(Source):
     return vols, [Skip(f"{side}{s['key']}", s["reason"]) for s in found.skipped]
 
   def items(self):
-    if self.salt is None:
-      raise RuntimeError("MedicalSource.salt must be set before items()")
-    pseudonym = pseudonyms.Pseudonym(self.salt)
+    pseudonym = pseudonyms.Pseudonym(self._salt)
     sides = ("",) if self.kind == "image" else ("A/", "B/")
     scanned, skips = [], []
     for root, side in zip(self.roots, sides):
@@ -243,9 +259,6 @@ class MedicalSource(Source):
       arrays = {"image": self._load_slice(item.series, item.index, windows)}
     return Example(arrays, windows=windows)
 
-  def source_dirs(self):
-    return tuple(r for r in self.roots if os.path.isdir(r))
-
   def extra_manifest(self):
     o = self.options
     extra = {"medical": {"format": self.reader.name, "window": o.window.text,
@@ -260,6 +273,7 @@ class MedicalSource(Source):
   def __getstate__(self):
     # Workers get no raw identities: they only load slices.
     state = dict(self.__dict__)
+    del state["_salt"]  # Workers name nothing.
     state["_windows"] = {}
     state["_secret_ids"] = {}
     state["_volumes"] = {k: dataclasses.replace(v, secret_ids={})

@@ -106,6 +106,8 @@ class Reader:
     matched_by: what paired volumes are matched by, for messages.
     private_names: a volume's match name may name a patient (a DICOM folder),
       so that a pair is named by its pseudonym.
+    reads: the conversion settings (`MedicalOptions`) the reader uses;
+      `input.sources` refuses the others for its sources.
   """
   name = ""
   label = ""
@@ -113,6 +115,7 @@ class Reader:
   volumes_are = "volumes"
   matched_by = "name"
   private_names = False
+  reads = ()
 
   def check_root(self, root, spec):
     """Raises SourceError when `root` cannot hold this format (from `spec`)."""

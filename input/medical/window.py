@@ -21,6 +21,7 @@ Specs (`--window`):
   scale), otherwise `percentile:0.5,99.5`.
 """
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -193,3 +194,23 @@ def summary(windows):
   hi = float(np.median([w.high for w in windows]))
   return {**Window(lo, hi, first.units, first.source).to_json(), "approximate": True,
           "note": f"median of {len(windows)} per-volume windows"}
+
+
+def manifest_fields(series, windows):
+  """The manifest's `series` table with each volume's window, and its
+  `window`: one summary window per side (`image`, or `A` and `B`) for mapping
+  generated images back to modality units.
+
+  Args:
+    series: {volume id: entry} (an entry's "side" is "A" or "B" for two roots).
+    windows: {volume id: `Window.to_json()`} of the volumes whose slices were
+      written (none for colour volumes).
+  """
+  table = {sid: ({**entry, "window": windows[sid]} if sid in windows else dict(entry))
+           for sid, entry in series.items()}
+  by_side = collections.defaultdict(list)
+  for entry in table.values():
+    if "window" in entry:
+      by_side[entry.get("side", "")].append(Window.from_json(entry["window"]))
+  return {"series": table,
+          "window": {side or "image": summary(ws) for side, ws in sorted(by_side.items())}}
