@@ -8,29 +8,40 @@ minutes on one GPU. What each row decides: BUILD.md, "When a GPU is available".
 It prints one table and writes it, one row at a time as each is measured, to
 `RESULTS_DIR/gpu-<date>-<device>.md` (the GPU's name, or `cpu-smoke`).
 
+The rows, in the order they run (`--plan_for=GPUS` prints them for a machine
+with that many GPUs; the results file's header has the plan it ran). The rows
+whose verdicts set defaults run first.
+
 Correctness rows (PASS/FAIL with the measured number; tolerances from
-training/equivalence.py, the ones the CPU tests use):
-1. XLA on == off after 2 steps: wgan_gp, sngan, pix2pix --nojitter (1 replica);
+training/equivalence.py, the ones the CPU tests use), on the first GPU split
+into two logical GPUs:
+1. XLA on == off after 2 steps: wgan_gp, sngan, pix2pix --nojitter (1
+   replica), judged against a noise floor: XLA off run twice, all three runs
+   non-deterministic as the defaults run (sets XLA_AUTO);
 2. mixed_float16 follows float32 (1 and 2 replicas); the loss scale halves on
    inf and doubles after 2,000 finite steps; an inf on one replica skips the
    step on every replica;
-3. 2 replicas == 1 replica, on the first GPU split into two logical GPUs; the
-   row names the all-reduce the strategy factory picked there;
 4. `--xla=auto` and `--precision=auto` resolve to what BUILD.md says, and the
-   run trains.
-Then, with two GPUs or more, an information row: whether NCCL all-reduces
-over every whole GPU (on one GPU it is skipped: NCCL cannot put two ranks on
-one GPU).
+   run trains;
+3. 2 replicas == 1 replica; the row names the all-reduce the strategy factory
+   picked there.
+Then, with two GPUs or more, over every whole GPU as `--strategy=mirrored`
+runs there: 3n (information) whether NCCL all-reduces at all, then 5a every
+GPU == 1 GPU (sngan, synchronized batch norm) and 5b an inf on the last GPU
+skips the step on every GPU (the all-reduced finite check). On one GPU they
+are not run (NCCL cannot put two ranks on one GPU); `--cpu_smoke` runs 5a-5b
+on its two logical CPUs.
 
 Speed rows (bench/train_step.py's eager loop, tf.function loop and trainer,
 same networks; real images/s, ratios to the eager and tf.function loops of the
-same algorithm, size and batch measured in this run, peak GPU memory), most
-important first: the default config (sngan, 32 px, the trainer's default batch
-and width, 32 and 32) with each loop,
-`--steps_per_loop` 1 against 10, every precision with XLA on and off, the
-input stall at batch 256; then dcgan, sngan and wgan_gp at 32, 64 and 128 px
-and batch 64 and 256 at the papers' width 64: the three loops first, then the
-precision and XLA variants. The full list takes far longer than 8 minutes: `--budget_s` cuts it.
+same algorithm, size and batch measured in this run, peak GPU memory): the
+default config (sngan, 32 px, the trainer's default batch and width, 32 and
+32) with the trainer, every precision with XLA on and off, `--steps_per_loop`
+1 against 10, then the eager and tf.function loops (the trainer's ratios to
+them are listed under the table), the input stall at batch 256; then dcgan,
+sngan and wgan_gp at 32, 64 and 128 px and batch 64 and 256 at the papers'
+width 64: the three loops first, then the precision and XLA variants. The
+full list takes far longer than 8 minutes: `--budget_s` cuts it.
 
 Budget: before each row the time left is checked against the longest row of
 its kind so far; a row that would not fit is skipped (and listed), and a child
@@ -40,17 +51,18 @@ still running at the budget is stopped, so the command ends before
 Exit status: 0 when every correctness row passed; 1 when one failed or could
 not run (ERROR); 3 when none failed but some were skipped for the budget.
 
-`--cpu_smoke` runs the correctness rows and one small speed row on two
-logical CPUs (under 3 minutes on 2 cores; tests/test_gpu_check.py). Each
-group of rows runs in its own child process of this script, with the devices
-it needs (two logical devices for the correctness rows, the whole GPU for
-each speed row).
+`--cpu_smoke` runs the correctness rows, 5a-5b and one small speed row on two
+logical CPUs (tests/test_gpu_check.py; the time: BUILD.md). Each group of rows
+runs in its own child process of this script, with the devices it needs (two
+logical devices for the correctness rows, every GPU for 3n and 5a-5b, the
+whole first GPU for each speed row).
 """
 
 import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import re
 import shlex
@@ -81,6 +93,8 @@ ROW_MARK = "GPU_CHECK_ROW "  # Prefixes a child's row on its stdout.
 MARGIN_S = 3.0  # Kept at the end of the budget for the summary.
 FIRST_ROW_ESTIMATE_S = 15.0  # The estimate before any row of a kind has run.
 NCCL_PROBE_LIMIT_S = 90.0  # An NCCL set-up that fails may hang instead.
+WHOLE_GPUS_NEED = "NCCL needs two whole GPUs; a split GPU uses HierarchicalCopyAllReduce (row 3)"
+PLAN_SPEED_ROWS_SHOWN = 5  # In the results file's header.
 
 SPEED_ALGOS = train_step.ALGOS
 SPEED_SIZES = (32, 64, 128)
@@ -124,17 +138,20 @@ def speed_plan(cpu_smoke):
     return [("S1", SpeedSpec("trainer", config_lib.TrainConfig().algo,
                              rows_lib.default_image_size(), 16))]
   default = (config_lib.TrainConfig().algo, rows_lib.default_image_size(), DEFAULT_BATCH)
-  specs = [SpeedSpec("eager", *default), SpeedSpec("tf_function", *default),
-           SpeedSpec("trainer", *default)]
-  specs.append(SpeedSpec("trainer", *default, overrides=(("steps_per_loop", 1),),
-                         versus=f"S{len(specs)}"))  # Against the default trainer row.
 
   def variants(group, width=None):
     return [SpeedSpec("trainer", *group, overrides=(("precision", p), ("xla", x)),
                       same_as_default=True, width=width)
             for p in SPEED_PRECISIONS for x in ("on", "off")]
 
-  specs += variants(default)
+  # First the rows whose figures set defaults: the default trainer, each
+  # precision with XLA on and off (XLA_AUTO, --precision=auto), then
+  # --steps_per_loop=1 against the default; then the loops the trainer is
+  # measured against (its ratios to them are given under the table).
+  specs = [SpeedSpec("trainer", *default)] + variants(default)
+  specs.append(SpeedSpec("trainer", *default, overrides=(("steps_per_loop", 1),),
+                         versus="S1"))
+  specs += [SpeedSpec("eager", *default), SpeedSpec("tf_function", *default)]
   specs.append(SpeedSpec("trainer", default[0], default[1], max(SPEED_BATCHES), stall=True))
   # The grid at the papers' width: what a GPU user trains.
   groups = [(algo, size, batch) for size in SPEED_SIZES for batch in SPEED_BATCHES
@@ -286,50 +303,66 @@ def _common_flags(args, budget):
   return flags
 
 
-def _run_correctness(args, budget, out, work):
-  """The correctness rows, in one child; after a crash, a new child goes on
-  with the rows after the one that crashed."""
-  remaining = list(rows_lib.CORRECTNESS)
+def _run_correctness(args, budget, out, work, checks=rows_lib.CORRECTNESS,
+                     child="correctness"):
+  """Correctness rows (`checks`: id -> check), in one child; after a crash, a
+  new child goes on with the rows after the one that crashed."""
+  remaining = list(checks)
   attempt = 0
   while remaining:
     attempt += 1
 
     def on_row(row):
-      row.update(kind="correctness", check=rows_lib.CORRECTNESS[row["id"]])
+      row.update(kind="correctness", check=checks[row["id"]])
       out.add(row)
       remaining.remove(row["id"])
 
     code, stopped, tail = _run_child(
-        ["--child=correctness", f"--rows={','.join(remaining)}", *_common_flags(args, budget)],
-        budget, on_row, os.path.join(work, f"correctness-{attempt}.log"))
+        [f"--child={child}", f"--rows={','.join(remaining)}", *_common_flags(args, budget)],
+        budget, on_row, os.path.join(work, f"{child}-{attempt}.log"))
     if remaining:  # The child died (or was stopped) in the middle of remaining[0].
       row_id = remaining.pop(0)
-      out.add({"id": row_id, "kind": "correctness", "check": rows_lib.CORRECTNESS[row_id],
+      out.add({"id": row_id, "kind": "correctness", "check": checks[row_id],
                "status": "SKIPPED" if stopped else "ERROR",
                "measured": f"stopped at --budget_s={args.budget_s:g}" if stopped
                            else f"child exited {code}: {tail}"})
       if stopped:
         for row_id in remaining:
-          out.add({"id": row_id, "kind": "correctness", "check": rows_lib.CORRECTNESS[row_id],
+          out.add({"id": row_id, "kind": "correctness", "check": checks[row_id],
                    "status": "SKIPPED", "measured": "not run: --budget_s"})
         remaining.clear()
 
 
-def _run_nccl_probe(args, budget, out, work):
+def _run_whole_gpus(args, budget, out, work, num_gpus, nccl_works):
+  """Rows 5a-5b over every whole GPU (NcclAllReduce), after the NCCL probe;
+  with --cpu_smoke over the two logical CPUs."""
+  checks = rows_lib.WHOLE_GPUS
+  if not args.cpu_smoke and num_gpus < 2:
+    for row_id, check in checks.items():
+      out.add({"id": row_id, "kind": "info", "check": check, "status": "info",
+               "measured": f"not run: {num_gpus} GPU", "notes": WHOLE_GPUS_NEED})
+  elif not args.cpu_smoke and not nccl_works:
+    for row_id, check in checks.items():
+      out.add({"id": row_id, "kind": "correctness", "check": check, "status": "ERROR",
+               "measured": "not run: NCCL did not all-reduce over the GPUs (row 3n)"})
+  else:
+    _run_correctness(args, budget, out, work, checks, child="whole")
+
+
+def _run_nccl_probe(args, budget, out, work, num_gpus):
+  """Row 3n; returns whether NCCL all-reduced over every whole GPU."""
   row = {"id": "3n", "kind": "info", "check": "NCCL all-reduce over every whole GPU"}
   if args.cpu_smoke:
     out.add(dict(row, status="info", measured="n/a: NCCL is GPU only",
-                 notes="the CPU replicas use ReductionToOneDevice (rows 2b, 2c, 3)"))
-    return
-  num_gpus = len(tf.config.list_physical_devices("GPU"))
+                 notes="the CPU replicas use ReductionToOneDevice (rows 2b, 2c, 3, 5)"))
+    return False
   if num_gpus < 2:  # NCCL cannot put two ranks on one GPU ("Duplicate GPU detected").
     out.add(dict(row, status="info", measured=f"not run: {num_gpus} GPU",
-                 notes="NCCL needs two whole GPUs; a split GPU uses HierarchicalCopyAllReduce "
-                       "(row 3)"))
-    return
+                 notes=WHOLE_GPUS_NEED))
+    return False
   if not budget.fits("nccl"):
     out.add(dict(row, status="SKIPPED", measured="not run: --budget_s"))
-    return
+    return False
   start = time.time()
   got = []
   code, stopped, tail = _run_child(["--child=nccl", *_common_flags(args, budget)], budget,
@@ -338,17 +371,22 @@ def _run_nccl_probe(args, budget, out, work):
   seconds = time.time() - start
   if got:
     out.add(dict(row, **got[0]))
-  elif stopped:
+    return got[0].get("works", False)
+  if stopped:
     out.add(dict(row, status="info", measured=f"NCCL stopped after {seconds:.0f} s (hung, or "
                  "--budget_s)"))
   else:
     out.add(dict(row, status="info", measured=f"NCCL fails: child exited {code}: {tail}"))
+  return False
 
 
 def _run_speed(args, budget, out, work):
-  """The speed rows; returns the labels of those not measured."""
+  """The speed rows; returns (the labels of those not measured, the lines of
+  the ratios measured after their rows: a trainer row runs before the eager
+  and tf.function loops of its group when it sets a default)."""
   baselines = {}  # (group, loop) -> images/s
   by_id = {}
+  before_baselines = []  # (row id, group, images/s) of trainer rows ahead of their loops
   defaults = {}  # group -> (xla, precision) as the group's default trainer resolved them
   not_run = []
   for row_id, spec in speed_plan(args.cpu_smoke):
@@ -379,6 +417,8 @@ def _run_speed(args, budget, out, work):
         base = baselines.get((spec.group(), loop))
         if base and spec.loop != loop:
           row[f"vs_{loop}"] = images / base
+      if spec.loop == "trainer" and "vs_eager" not in row:
+        before_baselines.append((row_id, spec.group(), images))
       if spec.loop in ("eager", "tf_function"):
         baselines[(spec.group(), spec.loop)] = images
       if spec.versus in by_id:
@@ -386,12 +426,61 @@ def _run_speed(args, budget, out, work):
                         + row.get("notes", ""))
     row["notes"] = (row.get("notes", "") + f" ({time.time() - start:.0f} s)").strip()
     out.add(row)
-  return not_run
+  late = []
+  for row_id, group, images in before_baselines:
+    ratios = [f"{images / baselines[(group, loop)]:.2f}x {label}"
+              for loop, label in (("eager", "eager"), ("tf_function", "tf.function"))
+              if (group, loop) in baselines]
+    if ratios:
+      late.append(f"- {row_id}: {', '.join(ratios)} (measured after it)")
+  return not_run, late
+
+
+def plan(num_gpus, cpu_smoke):
+  """The rows in the order they run, with where each runs or why it does not:
+  [(id, check, where)]."""
+  split = "2 logical CPUs" if cpu_smoke else "the first GPU split in two (TF32 off)"
+  rows = [(i, check, split) for i, check in rows_lib.CORRECTNESS.items()]
+  if cpu_smoke:
+    rows.append(("3n", "NCCL all-reduce over every whole GPU", "not run: NCCL is GPU only"))
+    whole = "2 logical CPUs standing in for whole GPUs (ReductionToOneDevice)"
+  elif num_gpus < 2:
+    rows.append(("3n", "NCCL all-reduce over every whole GPU",
+                 f"not run: {num_gpus} GPU ({WHOLE_GPUS_NEED})"))
+    whole = f"not run: {num_gpus} GPU ({WHOLE_GPUS_NEED})"
+  else:
+    rows.append(("3n", "NCCL all-reduce over every whole GPU",
+                 f"{num_gpus} whole GPUs, at most {NCCL_PROBE_LIMIT_S:g} s"))
+    batch = 8 * num_gpus // math.gcd(8, num_gpus)
+    whole = (f"{num_gpus} whole GPUs, NcclAllReduce, global batch {batch} (TF32 off), "
+             "if row 3n all-reduced")
+  rows += [(i, check, whole) for i, check in rows_lib.WHOLE_GPUS.items()]
+  speed_device = "one CPU" if cpu_smoke else "the whole first GPU"
+  rows += [(i, "speed: " + spec.label(), f"{speed_device}, until --budget_s")
+           for i, spec in speed_plan(cpu_smoke)]
+  return rows
+
+
+def format_plan(rows, limit=None):
+  """The plan as text lines; the speed rows past `limit` are counted, not listed."""
+  lines, speed = [], 0
+  for row_id, check, where in rows:
+    speed += row_id.startswith("S")
+    if limit is None or not row_id.startswith("S") or speed <= limit:
+      lines.append(f"- {row_id}: {check} -- {where}")
+  if limit is not None and speed > limit:
+    lines.append(f"- ... and {speed - limit} more speed rows (`--plan_for` lists them all)")
+  return lines
 
 
 def _parent(args):
   logging.set_verbosity(logging.WARNING)
+  if args.plan_for is not None:
+    for line in format_plan(plan(args.plan_for, args.cpu_smoke)):
+      print(line)
+    return 0
   label, device = device_label(args.cpu_smoke)
+  num_gpus = 0 if args.cpu_smoke else len(tf.config.list_physical_devices("GPU"))
   if not args.cpu_smoke:  # The children use the GPU; this process never does.
     tf.config.set_visible_devices([], "GPU")
   budget = _Budget(args.budget_s, STARTED)
@@ -407,14 +496,18 @@ def _parent(args):
       "(training/equivalence.py). Speed rows: bench/train_step.py's loops, "
       f"{args.steps} timed generator steps; ratios to the eager and tf.function loops of the "
       "same algorithm, size and batch, in this run. What each row decides: BUILD.md, "
-      "\"When a GPU is available\"."])
+      "\"When a GPU is available\".", "", "The plan, in order:",
+      *format_plan(plan(num_gpus, args.cpu_smoke), limit=PLAN_SPEED_ROWS_SHOWN)])
   work = tempfile.mkdtemp(prefix="gpu_check_")
   _run_correctness(args, budget, out, work)
-  _run_nccl_probe(args, budget, out, work)
-  not_run = _run_speed(args, budget, out, work)
+  nccl_works = _run_nccl_probe(args, budget, out, work, num_gpus)
+  _run_whole_gpus(args, budget, out, work, num_gpus, nccl_works)
+  not_run, late = _run_speed(args, budget, out, work)
   status = exit_status(out.rows)
   summary = [f"Exit status {status}: {EXIT_MEANINGS[status]}; "
              f"{time.time() - budget.start:.0f} s of --budget_s={args.budget_s:g}."]
+  if late:
+    summary += ["", "Ratios of the rows run before the loops they are compared with:", *late]
   if not_run:
     summary += ["", f"Not measured within --budget_s ({len(not_run)} speed rows): "
                 + "; ".join(not_run) + "."]
@@ -437,8 +530,10 @@ def _emit(row_id, row):
 
 def _child(args):
   logging.set_verbosity(logging.WARNING)
-  rows_lib.configure_devices(args.cpu_smoke, split=args.child == "correctness",
-                             every_gpu=args.child == "nccl")
+  rows_lib.configure_devices(
+      args.cpu_smoke, split=args.child == "correctness" or (
+          args.child == "whole" and args.cpu_smoke),
+      every_gpu=args.child in ("nccl", "whole"))
   if args.child == "nccl":
     _emit("3n", rows_lib.nccl_probe())
     return 0
@@ -499,7 +594,10 @@ def _parse_args(argv):
                  help=f"Examples of builtin:shapes converted per image size for the speed rows "
                       f"(default {SPEED_EXAMPLES}; 256 with --cpu_smoke).")
   # What the parent passes to its children.
-  p.add_argument("--child", choices=("correctness", "speed", "nccl"), default=None,
+  p.add_argument("--plan_for", type=int, default=None, metavar="GPUS",
+                 help="Print the rows this check runs on a machine with GPUS GPUs, in order, "
+                      "with where each runs or why not, and exit (nothing is run).")
+  p.add_argument("--child", choices=("correctness", "whole", "speed", "nccl"), default=None,
                  help=argparse.SUPPRESS)
   p.add_argument("--rows", default="", help=argparse.SUPPRESS)
   p.add_argument("--spec", default="", help=argparse.SUPPRESS)

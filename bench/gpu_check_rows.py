@@ -24,6 +24,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # pylint: disable=no-name-in-module
 
 from distribute import strategy as strategy_lib
 from input import builtin
@@ -34,18 +35,36 @@ from training import precision as precision_lib
 from training import trainer
 import train_step  # pylint: disable=wrong-import-order  (bench/train_step.py)
 
-# The correctness rows in the order they run: id -> what is checked.
+# The correctness rows on two logical devices, in the order they run: the rows
+# whose verdicts set defaults first (1: XLA_AUTO; 2: the float16
+# recommendation and the loss scale; 4: what `auto` resolves to), then the
+# replica claim. id -> what is checked.
 CORRECTNESS = {
-    "1a": "XLA on == off after 2 steps: wgan_gp (nested GP tape)",
-    "1b": "XLA on == off after 2 steps: sngan",
-    "1c": "XLA on == off after 2 steps: pix2pix --nojitter",
+    "1a": "XLA on == off after 2 steps, against XLA off twice: wgan_gp (nested GP tape)",
+    "1b": "XLA on == off after 2 steps, against XLA off twice: sngan",
+    "1c": "XLA on == off after 2 steps, against XLA off twice: pix2pix --nojitter",
     "2a": "mixed_float16 follows float32: wgan_gp, 1 and 2 replicas",
     "2b": "loss scale: halves on inf, doubles after 2,000 finite steps",
     "2c": "inf on replica 1 only: the step is skipped on every replica",
+    "4": "--xla=auto and --precision=auto resolve as BUILD.md says; the run trains",
     "3a": "2 replicas == 1 replica after 2 steps: sngan",
     "3b": "2 replicas == 1 replica after 2 steps: wgan_gp",
-    "4": "--xla=auto and --precision=auto resolve as BUILD.md says; the run trains",
 }
+
+# The correctness rows over every whole GPU (two or more), as `--strategy=mirrored`
+# runs there (NcclAllReduce). With --cpu_smoke they run on the two logical
+# CPUs, so that their code is known to work before a GPU is lent.
+WHOLE_GPUS = {
+    "5a": "every whole GPU == 1 GPU after 2 steps: sngan (synchronized batch norm)",
+    "5b": "inf on the last GPU only: the step is skipped on every GPU (all-reduced finite check)",
+}
+
+# XLA on is judged against the differences that XLA off shows between two runs
+# of the same command, non-deterministic as the defaults run (cuDNN's atomics
+# on a GPU): it passes at or below max(XLA_MAX_ABS_DIFF, XLA_NOISE_FACTOR x
+# that floor). An XLA fault moves weights by the size of an update (1e-3 and
+# more after 2 steps at these learning rates), far above either.
+XLA_NOISE_FACTOR = 10.0
 
 # Memory of each of the two logical GPUs of the correctness rows (MiB): the
 # networks there are tiny, and a GPU of 8 GB holds both.
@@ -69,7 +88,8 @@ def configure_devices(cpu, split, every_gpu=False):
     cpu: use CPU devices only (`--cpu_smoke`).
     split: two logical devices (the first GPU split in two, or two CPUs);
       otherwise the whole first GPU (or the CPU).
-    every_gpu: every GPU, whole (the NCCL probe).
+    every_gpu: every GPU, whole (the NCCL probe and the whole-GPU rows); on
+      CPU, with `split`, the two logical CPUs stand in.
   """
   gpus = tf.config.list_physical_devices("GPU")
   if cpu:
@@ -83,10 +103,31 @@ def configure_devices(cpu, split, every_gpu=False):
     if split:
       tf.config.set_logical_device_configuration(
           gpus[0], [tf.config.LogicalDeviceConfiguration(memory_limit=SPLIT_MEMORY_MIB)] * 2)
-  if split:
+  if split or every_gpu:
     # TF32 rounds float32 matmuls and convolutions to 10 mantissa bits on
     # Ampere and later: the float32 tolerances would not apply.
     tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+def num_devices(cpu):
+  """The replicas a `mirrored` run of this child gets: its GPUs, or the 2 CPUs."""
+  return 2 if cpu else len(tf.config.list_logical_devices("GPU"))
+
+
+def judge_xla(diff, floor):
+  """Row 1's verdict: max |dw| XLA on vs off (`diff`) against XLA off vs off
+  (`floor`)."""
+  limit = max(equivalence.XLA_MAX_ABS_DIFF, XLA_NOISE_FACTOR * floor)
+  if not diff:
+    margin = "identical"
+  elif diff <= limit:
+    margin = f"{limit / diff:.3g}x under the limit"
+  else:
+    margin = f"{diff / limit:.3g}x over the limit"
+  return _row(diff <= limit,
+              f"max |dw| {diff:.2g} (on vs off), noise floor {floor:.2g} (off vs off); {margin}",
+              f"<= max({equivalence.XLA_MAX_ABS_DIFF:g}, {XLA_NOISE_FACTOR:g} x floor) "
+              f"= {limit:.2g}")
 
 
 def _built(config):
@@ -116,9 +157,12 @@ class Correctness:
     self._data = {}
     self.rows = {"1a": lambda: self.xla("wgan_gp"), "1b": lambda: self.xla("sngan"),
                  "1c": lambda: self.xla("pix2pix"), "2a": self.mixed_float16,
-                 "2b": self.loss_scale, "2c": self.inf_on_one_replica,
-                 "3a": lambda: self.replicas("sngan"), "3b": lambda: self.replicas("wgan_gp"),
-                 "4": self.auto}
+                 "2b": self.loss_scale, "2c": lambda: self.inf_on_one_replica(2),
+                 "3a": lambda: self.replicas("sngan", 2),
+                 "3b": lambda: self.replicas("wgan_gp", 2), "4": self.auto,
+                 # In the whole-GPU child: every device it sees.
+                 "5a": lambda: self.replicas("sngan", num_devices(cpu)),
+                 "5b": lambda: self.inf_on_one_replica(num_devices(cpu))}
 
   def _data_dir(self, source, image_size, examples):
     key = (source, image_size, examples)
@@ -133,8 +177,9 @@ class Correctness:
     if algo == "pix2pix":
       settings = dict(data=self._data_dir("builtin:shapes_paired", 32, 32), global_batch_size=2,
                       shuffle_buffer=16)
-    else:
-      settings = dict(data=self._data_dir("builtin:shapes", 16, 256), global_batch_size=8,
+    else:  # 8 examples, or the least multiple of 8 that the replicas divide.
+      settings = dict(data=self._data_dir("builtin:shapes", 16, 256),
+                      global_batch_size=8 * replicas // math.gcd(8, replicas),
                       z_dim=8, num_samples=8, shuffle_buffer=64)
     if replicas == 1:
       settings.update(strategy="one_device")
@@ -154,15 +199,31 @@ class Correctness:
   # -- 1. XLA ------------------------------------------------------------------
 
   def xla(self, algo):
+    """XLA on against XLA off, judged against XLA off run twice. The three runs
+    read the same batches in the same order (`--deterministic` fixes the
+    reader's order, which differs between runs otherwise), and their ops are
+    non-deterministic, as the defaults run: the floor is the ops' own noise
+    (cuDNN's atomics on a GPU), not another data order."""
     extra = dict(jitter=False) if algo == "pix2pix" else {}
-    plain = trainer.run(self.config(algo, "xla-off", xla="off", **extra))
-    compiled = trainer.run(self.config(algo, "xla-on", xla="on", **extra))
-    if plain.xla or not compiled.xla:
-      raise RuntimeError(f"--xla=off ran {'with' if plain.xla else 'without'} XLA, --xla=on "
-                         f"{'with' if compiled.xla else 'without'}")
-    diff = equivalence.max_abs_diff(equivalence.weights(plain), equivalence.weights(compiled))
-    return _row(diff < equivalence.XLA_MAX_ABS_DIFF, f"max |dw| {diff:.2g}",
-                f"< {equivalence.XLA_MAX_ABS_DIFF:g}", self._one_replica_note())
+    plain, again, compiled = (self._nondeterministic_ops(self.config(algo, name, xla=x, **extra))
+                              for name, x in (("xla-off", "off"), ("xla-off-again", "off"),
+                                              ("xla-on", "on")))
+    if plain.xla or again.xla or not compiled.xla:
+      raise RuntimeError(f"--xla=off ran {'with' if plain.xla or again.xla else 'without'} "
+                         f"XLA, --xla=on {'with' if compiled.xla else 'without'}")
+    w = equivalence.weights(plain)
+    floor = equivalence.max_abs_diff(w, equivalence.weights(again))
+    diff = equivalence.max_abs_diff(w, equivalence.weights(compiled))
+    return dict(judge_xla(diff, floor),
+                notes=self._one_replica_note() + "; same batches, non-deterministic ops")
+
+  @staticmethod
+  def _nondeterministic_ops(config):
+    """Trains `config` (deterministic: the reader's order fixed) with op
+    determinism turned off again before the loop is traced and run."""
+    t = _built(config)
+    tf_config.disable_op_determinism()  # No public twin of enable_op_determinism.
+    return t.train()
 
   # -- 2. Mixed precision --------------------------------------------------------
 
@@ -228,18 +289,21 @@ class Correctness:
                 f"training.precision.LossScaleOptimizer alone, 2 replicas, "
                 f"{strategy_lib.cross_device_ops_name(strategy)}")
 
-  def inf_on_one_replica(self):
-    """As tests/test_speed_paths.py: a generator loss that is inf on replica 1's
-    examples only; the generator step is skipped on both replicas."""
-    t = _built(self.config("sngan", "inf", 2, train_steps=1, precision="mixed_float16"))
+  def inf_on_one_replica(self, n):
+    """As tests/test_speed_paths.py: a generator loss that is inf on the last
+    of `n` replicas' examples only; the generator step is skipped on every
+    replica."""
+    t = _built(self.config("sngan", f"inf-{n}", n, train_steps=1, precision="mixed_float16"))
+    if t.strategy.num_replicas_in_sync != n:
+      raise RuntimeError(f"{t.strategy.num_replicas_in_sync} replicas, not {n}")
     algo, per_replica = t.algorithm, t.per_replica
     original = algo.loss
 
     def poisoned(phase, batch, rand):
       per_example, metrics = original(phase, batch, rand)
       if phase.name == "g":
-        on_replica_1 = tf.fill(tf.shape(per_example), rand.offset >= per_replica)
-        per_example = per_example * tf.where(on_replica_1, tf.constant(np.inf), 1.0)
+        on_last = tf.fill(tf.shape(per_example), rand.offset >= (n - 1) * per_replica)
+        per_example = per_example * tf.where(on_last, tf.constant(np.inf), 1.0)
       return per_example, metrics
 
     algo.loss = poisoned
@@ -251,7 +315,7 @@ class Correctness:
     t.train()
     after = copies()
     changed = max(float(np.max(np.abs(a[i] - b[0]))) for b, a in zip(before, after)
-                  for i in (0, 1))
+                  for i in range(n))
     g, d = algo.optimizers["g"], algo.optimizers["d"]
     figures = {k: float(x.numpy()) for k, x in (
         ("g_scale", g.dynamic_scale), ("g_skipped", g.skipped_steps),
@@ -259,34 +323,36 @@ class Correctness:
     ok = (changed == 0.0 and figures["g_scale"] == INITIAL_SCALE / 2
           and figures["g_skipped"] == 1.0 and figures["d_skipped"] == 0.0
           and figures["d_scale"] == INITIAL_SCALE)
-    return _row(ok, f"G weights moved {changed:g} on either replica; G scale "
+    return _row(ok, f"G weights moved {changed:g} on any of {n} replicas; G scale "
                 f"2^{math.log2(figures['g_scale']):g}, skipped G {figures['g_skipped']:g} "
                 f"D {figures['d_skipped']:g}",
                 "0; 2^14; 1 and 0",
                 f"sngan, mixed_float16, {strategy_lib.cross_device_ops_name(t.strategy)}")
 
-  # -- 3. Replicas ---------------------------------------------------------------
+  # -- 3 and 5. Replicas -----------------------------------------------------------
 
-  def replicas(self, algo):
-    t = _built(self.config(algo, "1-replica"))
+  def replicas(self, algo, n):
+    """`n` replicas against 1 on the same global batch."""
+    batch = self.config(algo, "batch", n).global_batch_size
+    t = _built(self.config(algo, f"1-replica-for-{n}", global_batch_size=batch))
     w0 = equivalence.weights(t)
     one = t.train()
-    two = trainer.run(self.config(algo, "2-replicas", 2))
-    if two.strategy.num_replicas_in_sync != 2:
-      raise RuntimeError(f"{two.strategy.num_replicas_in_sync} replicas, not 2")
-    w1, w2 = equivalence.weights(one), equivalence.weights(two)
+    many = trainer.run(self.config(algo, f"{n}-replicas", n))
+    if many.strategy.num_replicas_in_sync != n:
+      raise RuntimeError(f"{many.strategy.num_replicas_in_sync} replicas, not {n}")
+    w1, wn = equivalence.weights(one), equivalence.weights(many)
     for key in ("d_loss", "g_loss"):
-      w1[key], w2[key] = np.float64(one.metrics[key]), np.float64(two.metrics[key])
+      w1[key], wn[key] = np.float64(one.metrics[key]), np.float64(many.metrics[key])
     rtol, atol = equivalence.REPLICAS_RTOL, equivalence.REPLICAS_ATOL
-    worst = equivalence.closeness(w2, w1, rtol, atol)
-    moved = sum(not np.allclose(w1[n], w0[n]) for n in w0)
+    worst = equivalence.closeness(wn, w1, rtol, atol)
+    moved = sum(not np.allclose(w1[name], w0[name]) for name in w0)
     ok = worst <= 1.0 and moved > len(w0) // 3
-    devices = ", ".join(d.split("device:")[-1] for d in two.strategy.extended.worker_devices)
+    devices = ", ".join(d.split("device:")[-1] for d in many.strategy.extended.worker_devices)
     return _row(ok, f"worst |dw| / (atol + rtol |w|) = {worst:.2g}, max |dw| "
-                f"{equivalence.max_abs_diff(w2, w1):.2g}; {moved}/{len(w0)} weights moved",
+                f"{equivalence.max_abs_diff(wn, w1):.2g}; {moved}/{len(w0)} weights moved",
                 f"<= 1 (rtol {rtol:g}, atol {atol:g})",
-                f"{strategy_lib.cross_device_ops_name(two.strategy)} over {devices}; "
-                "weights and losses")
+                f"{strategy_lib.cross_device_ops_name(many.strategy)} over {devices}; "
+                f"global batch {batch}; weights and losses")
 
   # -- 4. auto -------------------------------------------------------------------
 
@@ -385,6 +451,6 @@ def nccl_probe():
 
   values = [float(x) for x in strategy.experimental_local_results(all_reduce())]
   works = values == [float(len(devices))] * len(devices)
-  return {"status": "info", "measured": f"NCCL all-reduce {'works' if works else 'wrong'}: "
-          f"{values}", "limit": "",
+  return {"status": "info", "works": works,
+          "measured": f"NCCL all-reduce {'works' if works else 'wrong'}: {values}", "limit": "",
           "notes": f"{len(devices)} GPUs, {time.perf_counter() - start:.1f} s"}
