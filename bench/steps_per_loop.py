@@ -41,7 +41,7 @@ VARIANTS = ("call1", "range", "range_pi1", "unrolled", "single")
 
 def _variants(t, k):
   """{name: callable running k generator steps the way that variant does}."""
-  one_step = t._one_step  # pylint: disable=protected-access
+  one_step = t.one_step
   feed = t.feed  # Every variant reads as train_loop does: one fetch ahead, within a call.
 
   @tf.function

@@ -319,13 +319,19 @@ class _Trainer:
       self.step.assign_add(1)
       return pending
 
+    # The loop is built from `one_step`, traced inside whatever tf.function
+    # calls it; `train_loop` is the one the host loop calls (bench/steps_per_loop.py
+    # groups `one_step` other ways to measure the choice).
+    self.one_step = one_step
+
     @tf.function
     def train_loop(num_steps):
+      """`num_steps` generator steps (`self.one_step`) in one call: the batch
+      is fetched one step ahead, and the last step fetches none."""
       pending = feed.fetch() if data_phases else ()
       for i in tf.range(num_steps):
-        pending = one_step(pending, i + 1 == num_steps)
+        pending = self.one_step(pending, i + 1 == num_steps)
 
-    self._one_step = one_step  # For bench/steps_per_loop.py's loop variants.
     self.train_loop = train_loop
 
     @tf.function
