@@ -14,7 +14,8 @@ each volume is translated slice by slice along the run's slice axis, mapped
 in with the source domain's window and back with the target domain's, each
 slice resized to the model's size and back (`inference.volumes`). NIfTI
 files keep their names, shape, affine and header; DICOM series become
-`series-<pseudonym>.nii.gz`, never DICOM. `--format=png16` writes a folder of
+`series-<pseudonym>.nii.gz`, never DICOM, with the affine of the series'
+image plane (`input.medical.geometry`). `--format=png16` writes a folder of
 16-bit PNGs per volume instead. `window.json` in the output records the
 windows used.
 """

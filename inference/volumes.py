@@ -12,10 +12,10 @@ The model works in [-1, 1]. A window [low, high] in modality units (see
 and maps an input slice in the way the conversion windowed the training
 data: values -> the window's 16-bit codes -> codes / 65535 * 2 - 1.
 
-Privacy: of a DICOM file only its pixel values, pixel spacing and modality
-are used; series are named by salted pseudonyms (`series-<pseudonym>`, the
-salt kept in the run directory, never in the output), and nothing is written
-as DICOM.
+Privacy: of a DICOM file only its pixel values, modality and image plane
+(orientation, position, pixel spacing) are used; series are named by salted
+pseudonyms (`series-<pseudonym>`, the salt kept in the run directory, never
+in the output), and nothing is written as DICOM.
 """
 
 import json
@@ -28,6 +28,7 @@ import tensorflow as tf
 from input import images
 from input import manifest as manifest_lib
 from input.medical import dicom
+from input.medical import geometry
 from input.medical import nifti
 from input.medical import pseudonyms
 from input.medical import volume as medical_volume
@@ -387,9 +388,13 @@ def translate_dicom(translator, root, output, fmt, salt_dir):
   The pseudonyms' salt is kept in `salt_dir` (the run directory, private),
   never in `output`, the folder a user hands on.
 
-  nifti: `series-<pseudonym>.nii.gz`, an axial stack in the target window's
-  units whose voxel size is the series' pixel spacing (slice spacing 1 mm;
-  the patient orientation is not kept). png16: `series-<pseudonym>/NNNN.png`.
+  nifti: `series-<pseudonym>.nii.gz` in the target window's units, placed
+  where the series lies in the patient (`dicom.series_affine`), so that it
+  overlays the scan it came from. A series that cannot be given one affine
+  (slices of several orientations, uneven spacing, gantry tilt) is skipped
+  with the reason; one with no orientation or position at all is written
+  with its pixel spacing only, and a warning says so. png16:
+  `series-<pseudonym>/NNNN.png`.
 
   Returns:
     (written paths, [(input path or series name, reason)] skipped).
@@ -402,6 +407,17 @@ def translate_dicom(translator, root, output, fmt, salt_dir):
   written = []
   for v in volumes:
     name = f"series-{v.id}"
+    affine = None
+    if fmt == "nifti":
+      try:
+        affine = dicom.series_affine(v)
+      except (geometry.GeometryError, images.BadImageError) as e:
+        skipped.append((name, f"cannot be placed in the patient by one affine: {e} "
+                              "(--format=png16 writes its slices without one)"))
+        continue
+      if affine is None:
+        logging.warning("%s has no ImageOrientationPatient or ImagePositionPatient: written "
+                        "with its pixel spacing only, not placed in the patient", name)
     try:
       values = np.stack([dicom.slice_values(ref) for ref in v.refs])
     except images.BadImageError as e:
@@ -414,9 +430,12 @@ def translate_dicom(translator, root, output, fmt, salt_dir):
     y = translator.translate(values, window)
     if fmt == "nifti":
       target = os.path.join(output, f"{name}.nii.gz")
-      spacing = v.info.get("pixel_spacing") or [1.0, 1.0]  # [between rows, between columns]
-      nifti.write_stack(translator.target.from_model(y), target,
-                        zooms=(spacing[1], spacing[0], 1.0))
+      if affine is not None:
+        nifti.write_series(translator.target.from_model(y), affine, target)
+      else:
+        spacing = v.info.get("pixel_spacing") or [1.0, 1.0]  # [between rows, between columns]
+        nifti.write_stack(translator.target.from_model(y), target,
+                          zooms=(spacing[1], spacing[0], 1.0))
       written.append(target)
     else:
       target = os.path.join(output, name)

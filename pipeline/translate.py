@@ -12,9 +12,11 @@ Each image is translated at its own size (padded to the network's stride and
 cropped back) and written as PNG under its own name. A NIfTI volume is
 translated slice by slice (windowed as the run's data was) and written as
 NIfTI with its own name, shape, affine and header; a DICOM series as
-`series-<pseudonym>.nii.gz` (never as DICOM). --format=png16 writes 16-bit
-PNG slices instead; window.json records the windows. Files that cannot be
-read are skipped and listed. Exit codes: 0 all translated, 1 some files
+`series-<pseudonym>.nii.gz` (never as DICOM), placed where the series lies
+in the patient (a series that one affine cannot place, with slices of
+several orientations, uneven spacing or gantry tilt, is skipped and named).
+--format=png16 writes 16-bit PNG slices instead; window.json records the
+windows. Files that cannot be read are skipped and listed. Exit codes: 0 all translated, 1 some files
 skipped, 2 bad flags or model directory.
 """
 

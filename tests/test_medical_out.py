@@ -337,7 +337,9 @@ class MedicalOutTest(tf.test.TestCase):
       path = get_testdata_file(name)
       ds = pydicom.dcmread(path, stop_before_pixels=True)
       identifiers += [str(ds.PatientName), str(ds.PatientID)]
-      spacing[ds.Modality] = [float(v) for v in ds.PixelSpacing]
+      # One slice: its step is SpacingBetweenSlices, else SliceThickness (nibabel's rule).
+      step = ds.get("SpacingBetweenSlices") or ds.SliceThickness
+      spacing[ds.Modality] = [float(v) for v in ds.PixelSpacing] + [float(step)]
       os.makedirs(os.path.join(src, str(ds.PatientName)))  # A folder named after the patient.
       shutil.copy(path, os.path.join(src, str(ds.PatientName), f"{i}.dcm"))
     self.assertNotIn("", identifiers)
@@ -366,8 +368,9 @@ class MedicalOutTest(tf.test.TestCase):
         for n in series:
           img = nib.load(os.path.join(out, n))
           modality = "CT" if img.shape[0] == 128 else "MR"
-          row, col = spacing[modality]
-          self.assertAllClose(img.header.get_zooms(), (col, row, 1.0))
+          row, col, step = spacing[modality]
+          self.assertAllClose(img.header.get_zooms(), (col, row, step))
+          self.assertEqual(nib.aff2axcodes(img.affine), ("L", "A", "S"))  # Axial, in place.
           self.assertTrue(np.all(np.isfinite(np.asarray(img.dataobj))))
       else:
         pngs = [n for n in names if n.endswith(".png")]

@@ -7,6 +7,9 @@ each series' slices by ImagePositionPatient along the slice normal (falling
 back to InstanceNumber, then the file name). Multi-frame files contribute one
 slice per frame. `slice_values(ref)` decodes one slice in modality units:
 RescaleSlope/Intercept (or a Modality LUT) applied, MONOCHROME1 inverted.
+`series_affine(volume)` places the series in the patient (RAS+ mm), from its
+slices' ImageOrientationPatient, ImagePositionPatient and PixelSpacing
+(`input.medical.geometry`).
 
 Nothing read from a header that identifies a patient (PatientName, PatientID,
 birth date, accession number, institution) leaves this module but in
@@ -25,6 +28,7 @@ import warnings
 import numpy as np
 
 from input import images
+from input.medical import geometry
 from input.medical import identity
 from input.medical import volume as base
 from input.source_base import SourceError
@@ -244,6 +248,85 @@ def slice_values(ref):
   except Exception as e:  # pylint: disable=broad-except
     raise images.BadImageError(f"cannot apply the modality LUT: {images.first_line(e)}") from None
   return np.asarray(values, np.float32)
+
+
+def _item(ds, sequence):
+  """The first item of a sequence attribute of `ds`, or None."""
+  seq = ds.get(sequence) if ds is not None else None
+  return seq[0] if seq else None
+
+
+def _plane(ds, frame):
+  """The `geometry.Plane` of one slice: frame `frame` of `ds` (None: a
+  single-frame file).
+
+  An enhanced multi-frame file holds each frame's plane in its per-frame
+  functional groups (or the shared ones); an RT Dose file offsets its frames
+  along the normal by GridFrameOffsetVector; other files hold one plane at
+  the top level.
+  """
+  index = frame or 0
+  per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+  groups = [per_frame[index] if per_frame and index < len(per_frame) else None,
+            _item(ds, "SharedFunctionalGroupsSequence"), ds]
+
+  def find(sequence, name, n):
+    for group in groups:
+      holder = group if group is ds else _item(group, sequence)
+      value = holder.get(name) if holder is not None else None
+      if n == 1 and value is not None and not isinstance(value, (list, tuple)):
+        value = [value]  # pydicom gives one value as a scalar.
+      value = _float_list(value, n) if value is not None else None
+      if value is not None:
+        return value
+    return None
+
+  orientation = find("PlaneOrientationSequence", "ImageOrientationPatient", 6)
+  position = find("PlanePositionSequence", "ImagePositionPatient", 3)
+  spacing = find("PixelMeasuresSequence", "PixelSpacing", 2)
+  thickness = (find("PixelMeasuresSequence", "SpacingBetweenSlices", 1)
+               or find("PixelMeasuresSequence", "SliceThickness", 1))
+  offsets = _float_list(ds.get("GridFrameOffsetVector"), _int(ds, "NumberOfFrames", 1) or 1)
+  if offsets and orientation and position and len(offsets) > 1:
+    # Offsets from the position when the first is 0; else the frames' z
+    # along the normal (DICOM permits that form for axial grids only).
+    normal = np.cross(orientation[:3], orientation[3:])
+    start = 0.0 if offsets[0] == 0 else float(np.dot(normal, position))
+    position = [float(v) for v in np.asarray(position) + (offsets[index] - start) * normal]
+  return geometry.Plane(
+      orientation=tuple(orientation) if orientation else None,
+      position=tuple(position) if position else None,
+      spacing=tuple(spacing) if spacing else None,
+      thickness=abs(thickness[0]) if thickness and thickness[0] else None)
+
+
+def series_affine(volume):
+  """The affine of a series as its slices are ordered (`volume.refs`).
+
+  Returns:
+    float64 [4, 4] mapping (column, row, slice) indices to RAS+ mm; None when
+    no slice has an orientation or position (secondary captures, some
+    ultrasound): nothing places the series in the patient.
+
+  Raises:
+    geometry.GeometryError: the slices cannot be given one affine (the
+      message says why; the caller names the series).
+    images.BadImageError: a header cannot be read again.
+  """
+  pydicom = _pydicom()
+  headers, planes = {}, []
+  for ref in volume.refs:
+    if ref.path not in headers:
+      try:
+        with warnings.catch_warnings():
+          warnings.simplefilter("ignore")
+          headers[ref.path] = pydicom.dcmread(ref.path, stop_before_pixels=True)
+      except Exception as e:  # pylint: disable=broad-except
+        raise images.BadImageError(f"unreadable DICOM header: {images.first_line(e)}") from None
+    planes.append(_plane(headers[ref.path], ref.frame))
+  if not geometry.has_geometry(planes):
+    return None
+  return geometry.affine(planes)
 
 
 def volume_values(volume):

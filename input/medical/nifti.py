@@ -245,6 +245,41 @@ def write_like(reference, slices, axis, out_path):
   nib.save(out, out_path)
 
 
+def stack_to_slice_index(rows):
+  """The 4x4 map from a voxel (i, j, k) of an axial stack written by
+  `write_stack` or `write_series` to the (column, row, slice) it holds:
+  column i, row rows - 1 - j (rows are flipped as `slices_to_volume` flips
+  them), slice k."""
+  return np.array([[1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, rows - 1.0],
+                   [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+def write_series(slices, affine, out_path):
+  """Writes [N, rows, cols] slices placed in the patient as one NIfTI.
+
+  The voxels are laid out as `write_stack`'s axial stack [cols, rows, N];
+  the written affine is `affine` composed with that layout
+  (`stack_to_slice_index`), so that every voxel keeps its place. The qform
+  and sform are marked `scanner` (code 1), as for an image converted from
+  DICOM.
+
+  Args:
+    slices: [N, rows, cols] values.
+    affine: [4, 4] from (column, row, slice) indices of `slices` to RAS+ mm
+      (`dicom.series_affine`).
+    out_path: a .nii or .nii.gz path.
+  """
+  nib = _nib()
+  slices = np.asarray(slices, np.float32)
+  vol = slices_to_volume(slices, "axial")
+  voxel_affine = np.asarray(affine, np.float64) @ stack_to_slice_index(slices.shape[1])
+  img = nib.Nifti1Image(vol, voxel_affine)
+  img.set_sform(voxel_affine, code="scanner")
+  img.set_qform(voxel_affine, code="scanner")
+  img.header.set_xyzt_units("mm")
+  nib.save(img, out_path)
+
+
 SAMPLES_DESCRIPTION = "axis 3 indexes independent 2-D samples, not slices of a volume"
 
 
