@@ -7,6 +7,8 @@
 - `identity`: who the patient, study and series of an input are.
 - `pseudonyms`: salted names for them, and the private salt.
 - `splits`: `--holdout`, a held-out split that shares no patient with train.
+- `phantom`: a synthetic head phantom (T1w, T2w, CT) from a seed;
+  `phantom_files` writes it as BIDS-named NIfTI or DICOM series.
 
 This file imports nothing, so that a module of the package can be imported
 without the others.
