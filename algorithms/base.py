@@ -50,6 +50,11 @@ class DataInfo:
   # held-out split was made and its fingerprint), which the memorization
   # audit compares with --real's. None otherwise.
   holdout: dict | None = dataclasses.field(default=None, hash=False)
+  # How the conversion fitted images of another shape (--resize: crop, pad
+  # or stretch), so that translation brings a slice to the scale the model
+  # was trained at (`input.images.scaled_shape`). None for run directories
+  # written before it was recorded.
+  resize: str | None = dataclasses.field(default=None, hash=False)
 
 
 @dataclasses.dataclass(frozen=True)

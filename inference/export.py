@@ -76,7 +76,7 @@ def _pad_indices(size, stride):
 
 def pad_to_stride(x, stride):
   """Pads [B, H, W, C] on the bottom and right to multiples of `stride`
-  (the numpy padding of `inference.translate._pad_to`, in graph ops)."""
+  (the numpy padding of `inference.volumes.pad_to_stride`, in graph ops)."""
   h, w = tf.shape(x)[1], tf.shape(x)[2]
   ih, rh = _pad_indices(h, stride)
   iw, rw = _pad_indices(w, stride)

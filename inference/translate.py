@@ -12,7 +12,9 @@ A NIfTI file or a folder with NIfTI files, or a folder of DICOM files (found
 by their content; `input_format`), from a run trained on DICOM or NIfTI data:
 each volume is translated slice by slice along the run's slice axis, mapped
 in with the source domain's window and back with the target domain's, each
-slice resized to the model's size and back (`inference.volumes`). NIfTI
+slice resized (Lanczos, as the conversion resized) to the scale the model
+was trained at, translated whole and resized back onto its own grid
+(`inference.volumes`). NIfTI
 files keep their names, shape, affine and header; DICOM series become
 `series-<pseudonym>.nii.gz`, never DICOM, with the affine of the series'
 image plane (`input.medical.geometry`). `--format=png16` writes a folder of
@@ -61,15 +63,6 @@ class TranslateResult:
   kind: str = "images"  # What --input held: images, nifti or dicom.
 
 
-def _pad_to(x, stride):
-  """Reflect-pads [H, W, C] on the bottom/right to multiples of `stride`
-  (edge-pads where the image is too small to reflect)."""
-  h, w = x.shape[:2]
-  ph, pw = -h % stride, -w % stride
-  mode = "reflect" if ph < h and pw < w else "edge"
-  return np.pad(x, ((0, ph), (0, pw), (0, 0)), mode=mode)
-
-
 def _check_paths(config):
   """Refuses an output that would overwrite or nest in the input."""
   src, dst = os.path.realpath(config.input), os.path.realpath(config.output)
@@ -110,7 +103,8 @@ def run(config):
   if kind == "images":
     result = _translate_images(config, fn, channels, algorithm.stride)
   else:
-    translator = volumes.VolumeTranslator(fn, algorithm.data, direction, channels)
+    translator = volumes.VolumeTranslator(fn, algorithm.data, direction, channels,
+                                          algorithm.stride)
     os.makedirs(config.output, exist_ok=True)
     fmt = config.format or "nifti"
     if kind == "nifti":
@@ -143,7 +137,7 @@ def _translate_images(config, fn, channels, stride):
     spec = images_lib.ImageSpec(h, w, channels, bit_depth)
     x = images_lib.to_spec(arr, spec).astype(np.float32)
     max_value = 65535.0 if bit_depth == 16 else 255.0
-    x = _pad_to(x / max_value * 2.0 - 1.0, stride)
+    x = volumes.pad_to_stride(x / max_value * 2.0 - 1.0, stride)
     y = fn(tf.constant(x[None]))[0].numpy()[:h, :w]
     if config.format == "png16":
       out = volumes.to_codes16(y)

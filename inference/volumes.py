@@ -267,21 +267,27 @@ class VolumeTranslator:
   translation model.
 
   Args:
-    fn: [B, H, W, C] in [-1, 1] -> the same, at the model's size.
-    data: the run's `DataInfo` (with its window and medical settings).
+    fn: [B, H, W, C] in [-1, 1] -> the same, for any H and W that are
+      multiples of `stride` (the networks are fully convolutional).
+    data: the run's `DataInfo` (with its window, medical settings and the
+      conversion's --resize).
     direction: "AtoB" or "BtoA", the direction `fn` translates.
     channels: the model's channels (1-channel slices are repeated to 3 and
       the output averaged back).
+    stride: the networks' stride; slices are padded to a multiple of it.
     batch_size: slices per call of `fn`.
 
   Raises:
     ValueError: the run's data has no window for one of the two domains.
   """
 
-  def __init__(self, fn, data, direction, channels, batch_size=8):
+  def __init__(self, fn, data, direction, channels, stride=1, batch_size=8):
     self.fn, self.channels, self.batch_size = fn, channels, batch_size
+    self.stride = stride
     self.source_domain, self.target_domain = direction[0], direction[-1]
     self.size = tuple(data.shape[:2])
+    # Runs written before --resize was recorded: the conversion's default.
+    self.resize = data.resize or "crop"
     medical = data.medical or {}
     self.axis = medical.get("slice_axis", "axial")
     self.spec = window_lib.parse(medical.get("window", "auto"))
@@ -303,24 +309,36 @@ class VolumeTranslator:
   def window_for(self, values):
     return source_window(self.spec, self.source, values)
 
+  def model_shape(self, rows, cols):
+    """The size a rows x cols slice is translated at: the scale at which the
+    conversion gave the model its slices (`images.scaled_shape`)."""
+    return images.scaled_shape(rows, cols, *self.size, self.resize)
+
   def translate(self, values, window):
-    """[S, rows, cols] modality values -> [S, rows, cols] float32 in [-1, 1]:
-    each slice windowed, resized (bilinear) to the model's size, translated
-    and resized back."""
+    """[S, rows, cols] modality values -> [S, rows, cols] float32 in [-1, 1].
+
+    Each slice is windowed, then resized by `images.resize` (Lanczos, the
+    conversion's filter) to `model_shape`: the conversion's scale, so that
+    the model sees anatomy as it was trained on it. A slice that the
+    conversion cropped or padded is translated whole (padded to the stride
+    by reflection and cropped back), so that nothing of it is lost or
+    stretched. The translation is resized back with the same filter onto
+    the slice's own grid: voxel (r, c) of the output lies where voxel (r, c)
+    of the input does.
+    """
     x = to_model(values, window)[..., None]
+    rows, cols = x.shape[1:3]
+    height, width = self.model_shape(rows, cols)
+    x = np.stack([images.resize(s, height, width) for s in x])
     if self.channels == 3:
       x = np.repeat(x, 3, axis=-1)
-    rows, cols = x.shape[1:3]
+    x = pad_to_stride(x, self.stride)
     out = []
     for start in range(0, len(x), self.batch_size):
-      xb = tf.constant(x[start:start + self.batch_size])
-      if (rows, cols) != self.size:
-        xb = tf.image.resize(xb, self.size, "bilinear", antialias=True)
-      yb = self.fn(xb)
-      if (rows, cols) != self.size:
-        yb = tf.image.resize(yb, (rows, cols), "bilinear", antialias=True)
-      out.append(yb.numpy())
-    return np.concatenate(out).mean(axis=-1).astype(np.float32)
+      yb = self.fn(tf.constant(x[start:start + self.batch_size]))
+      out.append(np.asarray(yb)[:, :height, :width].mean(axis=-1, keepdims=True))
+    y = np.concatenate(out).astype(np.float32)
+    return np.stack([images.resize(s, rows, cols)[..., 0] for s in y])
 
   def record(self, direction):
     """window.json of a translation: the target window and each output's
@@ -330,6 +348,18 @@ class VolumeTranslator:
             "target": self.target_record, "inputs": dict(sorted(self.inputs.items())),
             "mapping": "NIfTI: modality units of the target window; PNG: 16-bit codes of it "
                        "(modality = low + code / 65535 * (high - low))"}
+
+
+def pad_to_stride(x, stride):
+  """Pads [..., H, W, C] on the bottom and right to multiples of `stride`, by
+  reflection (by the edge where an image is too small to reflect)."""
+  h, w = x.shape[-3:-1]
+  ph, pw = -h % stride, -w % stride
+  if not ph and not pw:
+    return x
+  mode = "reflect" if ph < h and pw < w else "edge"
+  pad = [(0, 0)] * (x.ndim - 3) + [(0, ph), (0, pw), (0, 0)]
+  return np.pad(x, pad, mode=mode)
 
 
 def _write_png16_stack(folder, y):

@@ -286,8 +286,31 @@ def _fit_geometry(x, height, width, mode):
   return np.pad(x, ((top, new_h - h - top), (left, new_w - w - left), (0, 0)))
 
 
-def _resize(x, height, width):
-  """Resizes float32 [h, w, c] with Lanczos (antialiased when shrinking)."""
+def scaled_shape(height, width, out_height, out_width, mode):
+  """The size a whole height x width image takes at the scale `to_spec`
+  gives it.
+
+  `to_spec` crops or pads the image to `fitted_shape` and resizes that onto
+  out_height x out_width; at the same scale the whole image is
+  (height * out_height / fitted rows, width * out_width / fitted columns),
+  rounded: out_height x out_width exactly for `stretch` or a matching aspect
+  ratio, larger along one side for `crop`, smaller for `pad`. Translating a
+  volume resizes each slice to this size and back (`inference.volumes`), so
+  that the model sees anatomy at the scale it was trained on.
+  """
+  rows, cols = fitted_shape(height, width, out_height, out_width, mode)
+  return (max(1, round(height * out_height / rows)), max(1, round(width * out_width / cols)))
+
+
+def resize(x, height, width):
+  """Resizes float32 [h, w, c] to height x width with Lanczos (Pillow, in
+  float32, antialiased when shrinking; half-pixel centres, so that the
+  image's extent maps onto the new one).
+
+  The one resampling path of medical data: the conversion (`to_spec`) and
+  the translation of volumes there and back (`inference.volumes`) both
+  resize with it.
+  """
   if x.shape[:2] == (height, width):
     return x
   planes = [
@@ -322,7 +345,7 @@ def to_spec(arr, spec):
   elif x.shape[-1] == 1 and spec.channels == 3:
     x = np.repeat(x, 3, axis=-1)
   x = _fit_geometry(x, spec.height, spec.width, spec.resize)
-  x = _resize(x, spec.height, spec.width)
+  x = resize(x, spec.height, spec.width)
   if src_max != dst_max:
     x = x * (dst_max / src_max)
   return np.clip(np.round(x), 0, dst_max).astype(spec.dtype)
@@ -349,5 +372,5 @@ def split_side_by_side(arr):
 __all__ = [
     "BadImageError", "ENCODINGS", "IMAGE_EXTENSIONS", "ImageInfo", "ImageSpec",
     "RESIZE_MODES", "decode_bytes", "encode", "fitted_shape", "probe_file", "read_file",
-    "split_side_by_side", "to_spec",
+    "resize", "scaled_shape", "split_side_by_side", "to_spec",
 ]

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from inference import export
 from inference import sampling
-from inference import translate
+from inference import volumes
 from tests import helpers
 from tests import test_train
 from tests import test_translation
@@ -113,7 +113,7 @@ class ExportTest(tf.test.TestCase):
     rng = np.random.default_rng(1)
     square = rng.uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     odd = rng.uniform(-1, 1, (1, 21, 30, 3)).astype(np.float32)
-    padded = translate._pad_to(odd[0], cyc.stride)[None]  # pylint: disable=protected-access
+    padded = volumes.pad_to_stride(odd[0], cyc.stride)[None]
     expected = {
         "gan": expected_gan,
         "ab_square": cyc.translate_ab(square).numpy(),
@@ -136,7 +136,7 @@ class ExportTest(tf.test.TestCase):
     for h, w in ((21, 30), (3, 9), (4, 4), (1, 2)):
       x = rng.uniform(-1, 1, (h, w, 2)).astype(np.float32)
       got = export.pad_to_stride(x[None], 4)[0]
-      self.assertAllEqual(got, translate._pad_to(x, 4))  # pylint: disable=protected-access
+      self.assertAllEqual(got, volumes.pad_to_stride(x, 4))
 
   def test_cli_and_errors(self):
     tmp = self.create_tempdir().full_path

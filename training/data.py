@@ -26,7 +26,8 @@ def describe(manifest, spec):
                                              else spec.split(":", 1)[1].split(",")[0]))
   return base.DataInfo(kind=kind, shape=shape, num_classes=len(names), name=name,
                        window=manifest.get("window"), medical=manifest.get("medical"),
-                       pixel_spacing=pixel_spacing(manifest), holdout=manifest.get("holdout"))
+                       pixel_spacing=pixel_spacing(manifest), holdout=manifest.get("holdout"),
+                       resize=manifest.get("config", {}).get("resize"))
 
 
 def pixel_spacing(manifest):

@@ -123,13 +123,13 @@ def load_run(model_dir):
                      f"(no {config_lib.CONFIG_NAME} and {DATA_INFO_NAME})")
   with open(info_path, encoding="utf-8") as f:
     info = json.load(f)
-  # window, medical, pixel_spacing and holdout: absent from run directories
-  # written before they existed.
+  # window, medical, pixel_spacing, holdout and resize: absent from run
+  # directories written before they existed.
   return config, base.DataInfo(kind=info["kind"], shape=tuple(info["shape"]),
                                num_classes=info["num_classes"], name=info["name"],
                                window=info.get("window"), medical=info.get("medical"),
                                pixel_spacing=info.get("pixel_spacing"),
-                               holdout=info.get("holdout"))
+                               holdout=info.get("holdout"), resize=info.get("resize"))
 
 
 def trackable_items(items):
