@@ -49,12 +49,14 @@ from evaluation import features as features_lib
 from evaluation import memorization as memorization_lib
 from evaluation import metrics
 from evaluation import mode_coverage
+from evaluation import paired
+from evaluation import paired_data
 from inference import sampling
 from input import cache
 from input import images as images_lib
 from input import manifest as manifest_lib
 from input import reader
-from settings import required, setting
+from settings import setting
 from training import run_dir
 
 STATS_FORMAT = 1
@@ -68,13 +70,30 @@ class EvaluateConfig:
   default and help written here only). `run` needs exactly one of `model_dir`
   and `samples`; `DuringTraining` sets neither (it samples the generator being
   trained)."""
-  real: str = required(
+  real: str | None = setting(None,
       "Real data: a directory made by pipeline.convert, a folder of images, or a source KIND:ARG "
       "(builtin:NAME, folder:DIR, tfds:NAME, npz:FILE) converted into the data cache on first "
-      "use.")
+      "use. Required except with --pairs.")
   model_dir: str | None = setting(None,
-      "Generated samples from this run directory of pipeline.train (a sampling algorithm). Give "
-      "--model_dir or --samples.")
+      "Generated samples from this run directory of pipeline.train (a sampling algorithm). A "
+      "translation run with --real of paired volumes (converted from paired:nifti: or "
+      "paired:dicom: with --holdout): paired fidelity of its held-out pairs, beside baselines "
+      "fitted on the training pairs. Give one of --model_dir, --samples and --pairs.")
+  pairs: str | None = setting(None,
+      "PRED,REF: paired fidelity of two folders of NIfTI volumes matched by name (BIDS entities "
+      "without the suffix, else the relative name), e.g. pipeline.translate's output against "
+      "the references. Volumes whose shape or affine differ are refused.")
+  mask: str = setting("auto",
+      "Paired fidelity: the voxels scored. auto: the reference above the window's low end, holes "
+      "filled, largest connected component; none: every voxel; or (--pairs) a folder of mask "
+      "volumes matched by name (nonzero voxels).")
+  window: str | None = setting(None,
+      "--pairs: the window in modality units, as pipeline.convert's --window (CENTER,WIDTH, a "
+      "preset, percentile:LOW,HIGH). Default: PRED/window.json's target window (written by "
+      "pipeline.translate), else each reference's range. PSNR and SSIM take its width.")
+  slice_axis: str | None = setting(None,
+      "--pairs: the axis of the 2-D slices (SSIM 2-D, pictures). Default: axial.",
+      choices=paired_data.SLICE_AXES)
   samples: str | None = setting(None,
       "Generated samples from a .npz (array x in [-1, 1], as written by pipeline.sample) or a "
       "folder of images (searched recursively; e.g. the output of pipeline.translate).")
@@ -117,18 +136,26 @@ class EvaluateConfig:
       "patient-level test split that the model was trained against (pipeline.convert "
       "--holdout --split_by=patient), checked first. The pairs picture goes beside --output.")
   trust_split: bool = setting(False,
-      "--memorization: skip the check that --real's held-out split is patient-level and the "
-      "one the model was trained against (you know that it is).")
+      "--memorization and paired fidelity: skip the check that --real's held-out split is the "
+      "one the model was trained against (and, for --memorization, patient-level): you know "
+      "that it is.")
   memorization_k: int = setting(8,
       "--memorization: (sample, nearest training image) pairs in memorization_pairs.png.")
 
   def validate(self):
     """Raises ValueError naming the first bad value."""
-    if bool(self.model_dir) == bool(self.samples):
-      raise ValueError("give exactly one of --model_dir and --samples, got "
-                       f"--model_dir={self.model_dir!r} --samples={self.samples!r}")
-    if not self.real:
+    given = [name for name in ("model_dir", "samples", "pairs") if getattr(self, name)]
+    if len(given) != 1:
+      raise ValueError("give exactly one of --model_dir, --samples and --pairs, got "
+                       f"{' '.join(f'--{n}={getattr(self, n)!r}' for n in given) or 'none'}")
+    if self.pairs and (self.real or self.memorization):
+      raise ValueError("--pairs scores two folders of volumes: it takes no --real and no "
+                       "--memorization")
+    if not self.pairs and not self.real:
       raise ValueError("--real is required")
+    if not self.pairs and (self.window or self.slice_axis):
+      raise ValueError("--window and --slice_axis are read with --pairs only (a run's data "
+                       "has its own)")
     for name in ("num_samples", "batch_size", "kid_subsets", "kid_subset_size",
                  "max_features", "memorization_k"):
       if getattr(self, name) < 1:
@@ -227,7 +254,8 @@ def _fake_source(config, real):
       raise ValueError(
           f"{config.model_dir!r} holds a {algorithm.config.algo} run: translate held-out "
           "images first (python -m pipeline.translate --input=... --output=OUT) and evaluate "
-          "the folder with --samples=OUT against the target domain (--real_split=testB)")
+          "the folder with --samples=OUT against the target domain (--real_split=testB); "
+          "paired volumes (paired:nifti: or paired:dicom: data) are scored directly")
     shape = tuple(algorithm.data.shape)
     if shape != real.shape:
       raise ValueError(f"the model makes {shape} samples but --real has {real.shape}")
@@ -487,9 +515,14 @@ def _check_named_inputs(config):
   if config.features != "inception" and not os.path.exists(config.features):
     raise ValueError(f"--features {config.features!r} is neither inception nor an existing "
                      "Keras model file or SavedModel")
-  _, sep, _ = config.real.partition(":")
-  if not sep and not os.path.isdir(config.real):
+  _, sep, _ = (config.real or "").partition(":")
+  if config.real and not sep and not os.path.isdir(config.real):
     raise ValueError(f"--real {config.real!r} does not exist")
+
+
+def _timed(out, start):
+  out["seconds"] = round(time.time() - start, 1)
+  return out
 
 
 def run(config):
@@ -498,7 +531,9 @@ def run(config):
   Returns:
     {"metrics": {...}, "protocol": {...}, "cache": {...}, "seconds": float},
     with "memorization": {...} under `config.memorization`; also written to
-    `config.output` when set.
+    `config.output` when set. Paired fidelity (`--pairs`, or `--model_dir`
+    of a translation run on paired volumes): `paired.run`'s {"paired": ...,
+    "files": ...} with "seconds".
 
   Raises:
     ValueError: bad config, data, samples or model directory.
@@ -508,7 +543,14 @@ def run(config):
   config.validate()
   _check_named_inputs(config)  # Before anything slow (a conversion) or online (weights).
   start = time.time()
+  if config.pairs:
+    return _timed(paired.run(config), start)
   real = resolve_real(config)
+  if config.model_dir and paired.translates_volumes(config.model_dir, real.manifest):
+    if config.memorization:
+      raise ValueError("--memorization audits sampling runs; this translation run is scored "
+                       "by paired fidelity")
+    return _timed(paired.run(config, real.data_dir, real.manifest), start)
   splits = (memorization_lib.split_names(real.manifest, real.split, config.real)
             if config.memorization else None)
   if splits and not config.trust_split:

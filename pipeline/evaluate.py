@@ -7,6 +7,10 @@ r"""Evaluates generated samples against real data: FID, KID, IS, precision/recal
         --features=classifier.keras --feature_layer=embedding
     python -m pipeline.evaluate --model_dir=runs/sngan-ct --real=/data/ct-tfr \
         --features=classifier.keras --memorization --output=runs/sngan-ct/eval.json
+    python -m pipeline.evaluate --model_dir=runs/pix2pix-t1t2 --real=/data/t1t2-tfr \
+        --output=runs/pix2pix-t1t2/eval.json
+    python -m pipeline.evaluate --pairs=translated/,/data/t2/ --mask=/data/masks/ \
+        --output=translated/eval.json
 
 Prints the figures and writes them, with the pinned protocol (feature network
 and its weights' sha256, resize, sample counts, seed), to --output. See
@@ -15,9 +19,16 @@ feature network (e.g. no InceptionV3 weights offline: the message says how
 to get them). `--memorization` adds a memorization audit
 (`evaluation/memorization.py`): a summary line, its figures under
 "memorization" in --output, and memorization_pairs.png beside it.
+
+A translation run with --real of paired volumes, or --pairs=PRED,REF, is
+scored by paired fidelity (`evaluation/paired.py`): MAE, RMSE, PSNR and SSIM
+per volume, in modality units, inside a mask, beside the baselines fitted on
+the training pairs; --output gets the figures, a per-volume CSV and a
+picture per volume beside it. Volumes whose shape or affine differ exit 2.
 """
 
 import json
+import os
 import sys
 
 from absl import app
@@ -25,6 +36,7 @@ from absl import flags
 
 from evaluation import evaluate
 from evaluation import memorization
+from evaluation import paired
 from input import convert
 from pipeline import flags as pipeline_flags
 
@@ -41,6 +53,14 @@ def main(argv):
   except (ValueError, convert.ConvertError) as e:  # Also FeatureNetworkError, ManifestError.
     print(f"evaluate: error: {e}", file=sys.stderr)
     sys.exit(2)
+  if "paired" in result:
+    print("\n".join(paired.report_lines(result["paired"])))
+    for path in ([result["files"]["json"], result["files"]["csv"]] if result["files"] else []):
+      print(f"Wrote {path}")
+    if result["files"]:
+      print(f"Wrote {len(result['files']['pictures'])} picture(s) in "
+            f"{os.path.dirname(result['files']['pictures'][0])}")
+    return
   protocol = result["protocol"]
   print(f"{protocol['num_fake']} generated vs {protocol['num_real']} real samples, features: "
         f"{protocol['feature_network']['features']} {protocol['feature_network']['layer']}")

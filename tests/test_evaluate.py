@@ -171,7 +171,7 @@ class EvaluateTest(tf.test.TestCase):
     self.assertEqual(results["good"]["protocol"]["feature_network"]["features"], "identity")
 
   def test_errors(self):
-    with self.assertRaisesRegex(ValueError, "exactly one of --model_dir and --samples"):
+    with self.assertRaisesRegex(ValueError, "exactly one of --model_dir, --samples and --pairs"):
       evaluate.run(self.config())
     npz = os.path.join(self.create_tempdir().full_path, "bad.npz")
     np.savez(npz, x=np.zeros((4, 8, 8, 3), np.float32))

@@ -4,12 +4,33 @@ masks; the baselines of evaluation/baselines.py; `pipeline.evaluate
 --pairs` and `--model_dir` (evaluation/paired.py) on NIfTI volumes and a
 tiny pix2pix run, with the refusals."""
 
+import csv
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
+from evaluation import baselines
+from evaluation import evaluate
 from evaluation import fidelity
+from evaluation import paired
+from evaluation import paired_data
+from evaluation import paired_picture
+from inference import sampling
+from input import convert
+from input.medical import nifti
+from input.medical import window as window_lib
+from tests import helpers
+from training import config as config_lib
+from training import trainer
+
+nib = pytest.importorskip("nibabel")
 
 
 def _gauss(size=11, sigma=1.5):
@@ -139,6 +160,269 @@ class MaskTest(tf.test.TestCase):
     # Diagonal neighbours are not joined.
     d = np.eye(3, dtype=bool)[None]
     self.assertEqual(len(np.unique(fidelity.label(d)[d])), 3)
+
+
+class BaselinesTest(tf.test.TestCase):
+
+  def test_intensity_mapping_golden(self):
+    # 4 bins over [0, 4): bins 0 and 2 filled, 1 interpolated, 3 the last filled mean.
+    lut = baselines.IntensityMapping(0.0, 4.0, bins=4)
+    lut.add(np.array([0.2, 0.7, 2.5, 9.0]), np.array([1.0, 3.0, 10.0, 50.0]),
+            np.array([True, True, True, False]))  # 9.0 is masked out.
+    self.assertAllClose(lut.table(), [2.0, 6.0, 10.0, 10.0])
+    self.assertEqual(lut.voxels, 3)
+    # Out of range values fall in the end bins.
+    self.assertAllClose(lut(np.array([-5.0, 1.5, 3.99, 100.0])), [2.0, 6.0, 10.0, 10.0])
+    with self.assertRaisesRegex(ValueError, "no training voxel"):
+      baselines.IntensityMapping(0.0, 1.0).table()
+
+  def test_identity_and_shared_units(self):
+    hu = window_lib.Window(-160.0, 240.0, "HU", "ct_abdomen")
+    self.assertAllClose(baselines.identity(np.array([-1000.0, 0.0, 999.0]), hu),
+                        [-160.0, 0.0, 240.0])
+    self.assertTrue(baselines.shares_units(window_lib.Window(-1024, 3071, "HU", "ct_full"), hu))
+    mr = window_lib.Window(3.0, 800.0, "", "percentile 0.5-99.5")
+    self.assertFalse(baselines.shares_units(mr, hu))
+    self.assertFalse(baselines.shares_units(mr, mr))  # Per-volume windows: no common unit.
+
+
+class PictureTest(tf.test.TestCase):
+
+  def test_slices_and_colours(self):
+    self.assertEqual(paired_picture.picture_slices(4), [1, 2, 3])
+    self.assertEqual(paired_picture.picture_slices(100), [25, 50, 75])
+    self.assertEqual(paired_picture.picture_slices(1), [0])
+    self.assertAllEqual(paired_picture.colormap(np.array([0.0, 0.5, 1.0, 2.0])),
+                        [[0, 0, 4], [188, 55, 84], [252, 255, 164], [252, 255, 164]])
+
+
+AFFINE = np.diag([1.5, 1.5, 2.0, 1.0])
+
+
+def _save(path, data, affine=AFFINE):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  nib.save(nib.Nifti1Image(np.asarray(data, np.float32), affine), path)
+  return path
+
+
+class PairsTest(tf.test.TestCase):
+  """--pairs on NIfTI volumes written here, with values known by hand."""
+
+  def _folders(self):
+    tmp = self.create_tempdir().full_path
+    rng = np.random.default_rng(0)
+    ref = rng.uniform(20.0, 80.0, (14, 13, 12))  # Canonical [x, y, z]: 12 axial slices.
+    pred = ref + 2.0
+    inside = np.zeros(ref.shape, bool)
+    inside[2:12, 2:11, 1:11] = True
+    pred[~inside] += 30.0  # Outside the mask errors are large and must not count.
+    for sub in ("01", "02"):
+      _save(os.path.join(tmp, "ref", f"sub-{sub}", "anat", f"sub-{sub}_T2w.nii.gz"), ref)
+      # pipeline.translate keeps the source's name: sub-XX_T1w matches sub-XX_T2w.
+      _save(os.path.join(tmp, "pred", f"sub-{sub}_T1w.nii.gz"), pred)
+      _save(os.path.join(tmp, "mask", f"sub-{sub}_mask.nii.gz"), inside.astype(np.uint8))
+    _save(os.path.join(tmp, "ref", "sub-03", "anat", "sub-03_T2w.nii.gz"), ref)  # No partner.
+    return tmp, ref, pred, inside
+
+  def test_figures_csv_and_picture_golden(self):
+    tmp, ref, pred, inside = self._folders()
+    output = os.path.join(tmp, "out", "eval.json")
+    out = evaluate.run(evaluate.EvaluateConfig(
+        pairs=f"{tmp}/pred,{tmp}/ref", mask=f"{tmp}/mask", window="50,100", output=output))
+    result = out["paired"]
+    self.assertEqual([v["name"] for v in result["volumes"]], ["sub-01", "sub-02"])
+    self.assertEqual(result["protocol"]["unmatched"], ["sub-03"])
+    figures = result["volumes"][0]["model"]
+    self.assertEqual(result["volumes"][0]["voxels"], 10 * 9 * 10)
+    # Window [0, 100]: every error inside the mask is 2.
+    self.assertAllClose((figures["mae"], figures["rmse"], figures["psnr"]),
+                        (2.0, 2.0, 10 * math.log10(100.0 ** 2 / 4.0)))
+    slices = nifti.volume_to_slices(ref, "axial")
+    mask = nifti.volume_to_slices(inside, "axial")
+    # Clipped to the window: outside the mask, pred reaches past 100.
+    want_pred = np.clip(np.where(mask, slices + 2, slices + 32), 0, 100)
+    self.assertAllClose(figures["ssim_2d"], fidelity.ssim(want_pred, slices, 100.0, mask, 2))
+    self.assertIsNotNone(figures["ssim_3d"])
+    self.assertEqual(result["summary"]["model"]["mae"]["n"], 2)
+    self.assertAllClose(result["summary"]["model"]["mae"]["sd"], 0.0)
+    with open(output, encoding="utf-8") as f:
+      self.assertEqual(json.load(f)["paired"]["volumes"][1]["name"], "sub-02")
+    with open(out["files"]["csv"], encoding="utf-8") as f:
+      rows = list(csv.DictReader(f))
+    self.assertEqual([(r["volume"], r["method"]) for r in rows],
+                     [("sub-01", "model"), ("sub-02", "model")])
+    self.assertAllClose(float(rows[0]["mae"]), 2.0)
+    self.assertEqual(os.path.basename(out["files"]["csv"]), "eval_volumes.csv")
+    self.assertEqual(sorted(os.path.basename(p) for p in out["files"]["pictures"]),
+                     ["sub-01.png", "sub-02.png"])
+    self.assertGreater(os.path.getsize(out["files"]["pictures"][0]), 1000)
+
+  def test_auto_mask_and_default_window(self):
+    tmp = self.create_tempdir().full_path
+    ref = np.zeros((12, 12, 2))
+    ref[3:9, 3:9, :] = 100.0  # A body on a background of 0 (the reference's minimum).
+    pred = ref.copy()
+    pred[3:9, 3:9, :] += 10.0  # Clipped to the reference's range [0, 100]: no error.
+    pred[0, 0, :] = 50.0  # Outside the body: not in the auto mask.
+    pred[4, 4, :] = 90.0  # Inside: error 10 on 1 of 36 voxels per slice.
+    _save(os.path.join(tmp, "ref", "a.nii.gz"), ref)
+    _save(os.path.join(tmp, "pred", "a.nii.gz"), pred)
+    out = evaluate.run(evaluate.EvaluateConfig(pairs=f"{tmp}/pred,{tmp}/ref"))
+    volume = out["paired"]["volumes"][0]
+    self.assertEqual(volume["voxels"], 72)
+    self.assertEqual((volume["window"]["low"], volume["window"]["high"]), (0.0, 100.0))
+    self.assertAllClose(volume["model"]["mae"], 10.0 / 36)
+    self.assertEqual(out["files"], {})  # Nothing written without --output.
+    none = evaluate.run(evaluate.EvaluateConfig(pairs=f"{tmp}/pred,{tmp}/ref", mask="none"))
+    self.assertEqual(none["paired"]["volumes"][0]["voxels"], 288)
+    self.assertAllClose(none["paired"]["volumes"][0]["model"]["mae"], (10.0 + 50.0) * 2 / 288)
+
+  def test_refused_geometry(self):
+    tmp, ref, pred, _ = self._folders()
+    _save(os.path.join(tmp, "pred", "sub-02_T1w.nii.gz"), pred[:, :, :11])
+    with self.assertRaisesRegex(ValueError, r"^--pairs: \S+sub-02_T1w.nii.gz has shape "
+                                            r"\(14, 13, 11\) but \S+sub-02_T2w.nii.gz has "
+                                            r"\(14, 13, 12\)"):
+      evaluate.run(evaluate.EvaluateConfig(pairs=f"{tmp}/pred,{tmp}/ref"))
+    moved = AFFINE.copy()
+    moved[0, 3] = 0.5
+    _save(os.path.join(tmp, "pred", "sub-02_T1w.nii.gz"), pred, moved)
+    with self.assertRaisesRegex(ValueError, r"sub-02_T1w.nii.gz and \S+sub-02_T2w.nii.gz differ "
+                                            r"in affine \(largest difference 0.5\)"):
+      evaluate.run(evaluate.EvaluateConfig(pairs=f"{tmp}/pred,{tmp}/ref"))
+    # The binary: one line, exit 2.
+    proc = subprocess.run([sys.executable, "-m", "pipeline.evaluate",
+                           f"--pairs={tmp}/pred,{tmp}/ref"], capture_output=True, text=True,
+                          cwd=helpers.REPO_ROOT, env=helpers.subprocess_env(), timeout=300)
+    self.assertEqual(proc.returncode, 2, proc.stderr)
+    self.assertRegex(proc.stderr.strip().splitlines()[-1],
+                     r"^evaluate: error: --pairs: .*sub-02_T1w.nii.gz and .* differ in affine")
+    # A mask on another grid is refused too.
+    _save(os.path.join(tmp, "pred", "sub-02_T1w.nii.gz"), pred)
+    _save(os.path.join(tmp, "mask", "sub-02_mask.nii.gz"), np.ones((14, 13, 12)), moved)
+    with self.assertRaisesRegex(ValueError, r"^--mask: .*sub-02_mask.nii.gz and .* differ"):
+      evaluate.run(evaluate.EvaluateConfig(pairs=f"{tmp}/pred,{tmp}/ref", mask=f"{tmp}/mask"))
+
+  def test_bad_flags(self):
+    tmp = self.create_tempdir().full_path
+    with self.assertRaisesRegex(ValueError, "takes no --real"):
+      evaluate.run(evaluate.EvaluateConfig(pairs=f"{tmp},{tmp}", real=tmp))
+    with self.assertRaisesRegex(ValueError, "--window and --slice_axis are read with --pairs"):
+      evaluate.run(evaluate.EvaluateConfig(model_dir=tmp, real=tmp, window="40,80"))
+    with self.assertRaisesRegex(ValueError, "--pairs takes two folders PRED,REF"):
+      evaluate.run(evaluate.EvaluateConfig(pairs=tmp))
+    with self.assertRaisesRegex(ValueError, "no volume name matches"):
+      _save(os.path.join(tmp, "p", "x.nii.gz"), np.zeros((2, 2, 2)))
+      _save(os.path.join(tmp, "r", "y.nii.gz"), np.zeros((2, 2, 2)))
+      evaluate.run(evaluate.EvaluateConfig(pairs=f"{tmp}/p,{tmp}/r"))
+
+
+class ModelDirTest(tf.test.TestCase):
+  """--model_dir of a tiny pix2pix run on paired NIfTI volumes (B = 200 - A,
+  4 subjects, 2 held out), and its baselines."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    root = cls.root = os.path.join(tf.compat.v1.test.get_temp_dir(), "paired_fidelity")
+    shutil.rmtree(root, ignore_errors=True)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+      a = rng.uniform(0.0, 100.0, (32, 32, 12))
+      a = (a + np.roll(a, 1, axis=0)) / 2  # Smooth: percentiles away from the extremes.
+      for side, data in (("A", a), ("B", 200.0 - a), ("C", a + 10.0)):
+        _save(os.path.join(root, side, f"sub-0{i}", "anat", f"sub-0{i}_{side}.nii.gz"), data)
+    convert.run(convert.ConvertConfig(
+        source=f"paired:nifti:{root}/A,{root}/B", output=os.path.join(root, "ab"), image_size=32,
+        num_workers=1, holdout=0.5, split_by="patient"))
+    cls.run_dir = os.path.join(root, "run")
+    trainer.run(config_lib.TrainConfig(
+        algo="pix2pix", data=os.path.join(root, "ab"), model_dir=cls.run_dir,
+        global_batch_size=2, base_channels=4, log_every=10, sample_every=1000,
+        checkpoint_every=1000, shuffle_buffer=16, strategy="mirrored", deterministic=True,
+        cpu_replicas=1, fresh=True, train_steps=2))
+
+  def test_held_out_volumes_translated_and_scored(self):
+    data = os.path.join(self.root, "ab")
+    output = os.path.join(self.create_tempdir().full_path, "eval.json")
+    out = evaluate.run(evaluate.EvaluateConfig(model_dir=self.run_dir, real=data, output=output))
+    result = out["paired"]
+    with open(os.path.join(data, "manifest.json"), encoding="utf-8") as f:
+      manifest = json.load(f)
+    held_out = manifest["holdout"]["test_groups"]
+    self.assertEqual([v["name"] for v in result["volumes"]], held_out)
+    # The references: the B volumes in their own recorded windows.
+    algorithm, _ = sampling.load_algorithm(self.run_dir)
+    pairs = paired_data.HeldOutPairs(data, manifest, "AtoB")
+    for v in pairs.volumes:
+      values = nib.load(os.path.join(self.root, "B", v.name, "anat",
+                                     f"{v.name}_B.nii.gz")).get_fdata()
+      slices = nifti.volume_to_slices(values, "axial")
+      w = v.window
+      self.assertEqual(w.to_json(), window_lib.Window.from_json(
+          manifest["series"][f"B/{v.name}/anat/{v.name}_B"]["window"]).to_json())
+      self.assertAllClose(v.reference, np.clip(slices, w.low, w.high),
+                          atol=(w.high - w.low) / 65535)
+    # The model's figures: its translation of the source codes, mapped back
+    # through each reference's window, scored inside the auto mask.
+    for v, row in zip(pairs.volumes, result["volumes"]):
+      y = algorithm.translate(tf.constant(v.model_input)).numpy()[..., 0]
+      want = fidelity.volume_figures(v.window.from_model(y), v.reference,
+                                     v.window.high - v.window.low, v.mask)
+      for k in fidelity.FIGURES:
+        self.assertAllClose(row["model"][k], want[k], rtol=1e-4, msg=k)
+      self.assertIsNotNone(row["model"]["ssim_3d"])  # 12 slices.
+    # B = 200 - A: the lookup table is nearly exact, and two steps of pix2pix lose to it.
+    lut = result["summary"][baselines.INTENSITY_MAPPING]
+    self.assertLess(lut["mae"]["mean"], 0.01 * (pairs.volumes[0].window.high
+                                                - pairs.volumes[0].window.low))
+    self.assertEqual(result["beats"][baselines.INTENSITY_MAPPING],
+                     {"mae": False, "ssim_2d": False})
+    self.assertIn("skipped", result["baselines"][baselines.IDENTITY])  # Percentile windows.
+    lines = paired.report_lines(result)
+    self.assertIn("The model against intensity_mapping: loses to it on MAE; loses to it on SSIM",
+                  lines)
+    self.assertEqual(len(out["files"]["pictures"]), 2)
+
+  def test_identity_with_a_fixed_window(self):
+    # C = A + 10 in one fixed window [0, 200]: identity is off by 10 everywhere.
+    data = os.path.join(self.root, "ac")
+    manifest = convert.run(convert.ConvertConfig(
+        source=f"paired:nifti:{self.root}/A,{self.root}/C", output=data, image_size=32,
+        num_workers=1, holdout=0.5, split_by="patient", window="100,200"))
+    pairs = paired_data.HeldOutPairs(data, manifest, "AtoB", mask="none")
+    pairs.fit_baselines()
+    predictions = {paired.MODEL: [v.reference for v in pairs.volumes], **pairs.baselines}
+    result = paired.results(pairs.volumes, predictions, {"mask": "none"}, pairs.baseline_info)
+    self.assertAllClose(result["summary"][baselines.IDENTITY]["mae"]["mean"], 10.0, atol=0.01)
+    # The table's bins are 200 / 256 units wide: within half a bin.
+    self.assertLess(result["summary"][baselines.INTENSITY_MAPPING]["mae"]["mean"], 0.4)
+    self.assertEqual(result["beats"][baselines.IDENTITY], {"mae": True, "ssim_2d": True})
+    # Fitted on the training pairs only: no held-out voxel.
+    self.assertEqual(pairs.baseline_info[baselines.INTENSITY_MAPPING]["training_voxels"],
+                     2 * 12 * 32 * 32)
+
+  def test_refusals(self):
+    data = os.path.join(self.root, "ab")
+    with self.assertRaisesRegex(ValueError, "a folder of masks is for --pairs"):
+      evaluate.run(evaluate.EvaluateConfig(model_dir=self.run_dir, real=data,
+                                           mask=self.root))
+    # Data without a held-out split; then data split another way.
+    whole = os.path.join(self.root, "whole")
+    convert.run(convert.ConvertConfig(source=f"paired:nifti:{self.root}/A,{self.root}/B",
+                                      output=whole, image_size=32, num_workers=1))
+    with self.assertRaisesRegex(ValueError, "has no held-out split 'test'"):
+      evaluate.run(evaluate.EvaluateConfig(model_dir=self.run_dir, real=whole))
+    other = os.path.join(self.root, "other")
+    convert.run(convert.ConvertConfig(source=f"paired:nifti:{self.root}/A,{self.root}/B",
+                                      output=other, image_size=32, num_workers=1, holdout=0.5,
+                                      split_by="patient", seed=7))
+    with self.assertRaisesRegex(ValueError, "was trained on data split another way .* pass "
+                                            "--trust_split"):
+      evaluate.run(evaluate.EvaluateConfig(model_dir=self.run_dir, real=other))
+    out = evaluate.run(evaluate.EvaluateConfig(model_dir=self.run_dir, real=other,
+                                               trust_split=True))
+    self.assertIn("model", out["paired"]["summary"])
 
 
 if __name__ == "__main__":

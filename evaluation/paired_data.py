@@ -1,0 +1,304 @@
+"""Where the volumes of paired fidelity come from (`evaluation.paired`):
+`HeldOutPairs`, the held-out pairs of converted data with a run's
+translations and the baselines, and `read_pairs`, two folders of NIfTI
+volumes. Each gives `Volume`s: [S, rows, cols] arrays in modality units,
+S slices along the slice axis, with the reference's window and the mask.
+
+`HeldOutPairs` (`pipeline.evaluate --model_dir=RUN --real=DATA`, and
+`--eval_every` during training): DATA's held-out pairs (split `test`, made
+by `pipeline.convert --holdout`), as converted: at the run's size, in the
+data's window. Each source volume's slices are translated in the run's
+direction and mapped back to modality units through the reference volume's
+own window, the one the manifest records for it, so that the reference is
+exactly its held-out slices' codes in modality units (HU for CT). The
+baselines (`evaluation.baselines`) are fitted on DATA's `train` split and
+predict the same volumes.
+
+`read_pairs` (`--pairs=PRED,REF`): two folders (or files) of NIfTI volumes,
+matched by name as `pipeline.convert` pairs them (BIDS entities without the
+suffix, `sub-01_ses-2`, else the relative name without extensions), so that
+`pipeline.translate`'s outputs, which keep their source's name, match their
+references. Volumes whose shape or affine differ are refused by name.
+Slices run along `--slice_axis` (axial). The window: `--window`, else
+PRED/window.json's target window (written by `pipeline.translate`), else
+each reference's own range (`percentile:0,100`). Values are clipped to the
+window on both sides, as a conversion clips the training data.
+
+Masks: `auto` (`fidelity.auto_mask`: the reference above the window's low
+end, holes filled, largest component), `none`, or (`--pairs` only) a folder
+of mask volumes, matched and checked like PRED, whose nonzero voxels count.
+"""
+
+import collections
+import json
+import os
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from evaluation import baselines
+from evaluation import fidelity
+from input import reader
+from input.medical import nifti
+from input.medical import window as window_lib
+
+MASKS = ("auto", "none")
+SLICE_AXES = tuple(nifti.AXES)
+
+
+class Volume:
+  """One evaluated volume: [S, rows, cols] arrays in modality units.
+
+  Attributes:
+    name: the pair's name (a BIDS key, a relative name or a pseudonym).
+    reference: the reference (clipped to `window`).
+    window: the reference's `Window`.
+    mask: bool, the voxels evaluated.
+    source, source_window: the source (None with --pairs) and its window.
+    model_input: [S, rows, cols, C] in [-1, 1], what the model translates
+      (None with --pairs).
+    prediction: the prediction to score (--pairs: PRED's volume).
+  """
+
+  def __init__(self, name, reference, window, mask, source=None, source_window=None,
+               model_input=None, prediction=None):
+    self.name, self.reference, self.window, self.mask = name, reference, window, mask
+    self.source, self.source_window = source, source_window
+    self.model_input, self.prediction = model_input, prediction
+
+
+def mask_for(rule, reference, window):
+  if rule == "none":
+    return np.ones(reference.shape, bool)
+  return fidelity.auto_mask(reference, window.low)
+
+
+# --- --model_dir: the held-out pairs of converted data ---
+
+
+def _group_by_volume(data_dir, manifest, split, batch_size):
+  """{pair id: (source codes, target codes)} of a split, stored codes as
+  [S, rows, cols, C] ordered by slice; keys are `<pair id>/<slice>`."""
+  ds = reader.make_dataset(reader.ReaderConfig(
+      data_dir, split=split, shuffle_buffer=0, repeat=False, drop_remainder=False,
+      deterministic=True, with_keys=True, normalize=False), batch_size)
+  slices = collections.defaultdict(dict)
+  for batch in ds.as_numpy_iterator():
+    for key, a, b in zip(batch["key"], batch["image_a"], batch["image_b"]):
+      pid, _, index = key.decode().rpartition("/")
+      slices[pid][int(index)] = (a, b)
+  return {pid: tuple(np.stack([by_index[k][i] for k in sorted(by_index)]) for i in (0, 1))
+          for pid, by_index in sorted(slices.items())}
+
+
+def _to_model(codes, max_code):
+  return codes.astype(np.float32) * (2.0 / max_code) - 1.0
+
+
+class HeldOutPairs:
+  """The held-out pairs of converted paired volumes, read once, for scoring
+  a translation model and the baselines (`pipeline.evaluate`, and
+  `--eval_every` during training).
+
+  Args:
+    data_dir: converted paired data from dicom: or nifti: volumes.
+    manifest: its manifest.
+    direction: "AtoB" or "BtoA", the direction the model translates.
+    mask: "auto" or "none".
+    batch_size: slices per read and per model call.
+
+  Raises:
+    ValueError: data that is not paired volumes, has no held-out split, or
+      has no window; a bad mask rule.
+  """
+
+  def __init__(self, data_dir, manifest, direction, mask="auto", batch_size=16):
+    if manifest.get("kind") != "paired" or "pairs" not in manifest:
+      raise ValueError(f"{data_dir!r} is not paired volumes: paired fidelity needs data "
+                       "converted from paired:dicom: or paired:nifti: (a pipeline.convert "
+                       "directory)")
+    if "test" not in manifest["splits"]:
+      raise ValueError(f"{data_dir!r} has no held-out split 'test': convert it with "
+                       "--holdout=FRACTION --split_by=patient")
+    if mask not in MASKS:
+      raise ValueError(f"--mask={mask} with --model_dir: use auto or none (a folder of masks "
+                       "is for --pairs, at the volumes' own resolution)")
+    self.data_dir, self.manifest, self.mask_rule = data_dir, manifest, mask
+    self.batch_size = batch_size
+    self.sides = ("A", "B") if direction == "AtoB" else ("B", "A")
+    feature = manifest["features"]["image_a"]
+    self.max_code = 255.0 if feature["dtype"] == "uint8" else 65535.0
+    self.volumes = [self._volume(pid, *codes) for pid, codes in
+                    _group_by_volume(data_dir, manifest, "test", batch_size).items()]
+    if not self.volumes:
+      raise ValueError(f"{data_dir!r} holds no held-out pair")
+    self.baselines = {}  # Method -> predictions or a reason; `fit_baselines` fills it.
+    self.baseline_info = {}
+
+  def _windows(self, pid):
+    entry = self.manifest["pairs"][pid]
+    series = self.manifest.get("series", {})
+    out = []
+    for side in self.sides:
+      record = series.get(entry[side], {}).get("window")
+      if record is None:
+        raise ValueError(f"{self.data_dir!r}: volume {entry[side]!r} has no recorded window "
+                         "(a colour series?), so its values cannot be mapped to modality units")
+      out.append(window_lib.Window.from_json(record))
+    return out
+
+  def _arrays(self, a, b):
+    """(source input [S, rows, cols, C], target [S, rows, cols]) in [-1, 1]."""
+    x = {"A": _to_model(a, self.max_code), "B": _to_model(b, self.max_code)}
+    return x[self.sides[0]], x[self.sides[1]].mean(axis=-1)
+
+  def _volume(self, pid, a, b):
+    source_window, window = self._windows(pid)
+    x, y = self._arrays(a, b)
+    reference = window.from_model(y)
+    return Volume(pid, reference, window, mask_for(self.mask_rule, reference, window),
+                  source=source_window.from_model(x.mean(axis=-1)),
+                  source_window=source_window, model_input=x)
+
+  @property
+  def units(self):
+    return self.volumes[0].window.units
+
+  def predict(self, translate):
+    """The model's prediction of every volume, in modality units.
+
+    Args:
+      translate: [B, H, W, C] in [-1, 1] -> the same (tensor or array).
+    """
+    out = []
+    for v in self.volumes:
+      y = [np.asarray(translate(tf.constant(v.model_input[i:i + self.batch_size])))
+           for i in range(0, len(v.model_input), self.batch_size)]
+      out.append(v.window.from_model(np.concatenate(y).mean(axis=-1)))
+    return out
+
+  def fit_baselines(self):
+    """Fits the intensity mapping on the `train` split (inside its masks) and
+    makes both baselines' predictions of the held-out volumes."""
+    lut = baselines.IntensityMapping(-1.0, 1.0)
+    train = _group_by_volume(self.data_dir, self.manifest, "train", self.batch_size)
+    for pid, (a, b) in train.items():
+      x, y = self._arrays(a, b)
+      window = self._windows(pid)[1]
+      lut.add(x.mean(axis=-1), y, mask_for(self.mask_rule, window.from_model(y), window))
+    self.baselines[baselines.INTENSITY_MAPPING] = [v.window.from_model(lut(v.model_input.mean(axis=-1)))
+                                         for v in self.volumes]
+    self.baseline_info[baselines.INTENSITY_MAPPING] = {
+        **lut.describe(), "fitted_on": f"{len(train)} training pairs (split train)",
+        "intensity": "the stored codes as [-1, 1], as the model sees them"}
+    if all(baselines.shares_units(v.source_window, v.window) for v in self.volumes):
+      self.baselines[baselines.IDENTITY] = [baselines.identity(v.source, v.window)
+                                  for v in self.volumes]
+      self.baseline_info[baselines.IDENTITY] = {"prediction": "the source, clipped to the target window"}
+    else:
+      self.baseline_info[baselines.IDENTITY] = {"skipped": "the two sides do not share units (a "
+                                                 "per-volume percentile window, or other units)"}
+    logging.info("Baselines fitted on %d training pairs: %s", len(train),
+                 ", ".join(self.baselines))
+
+
+# --- --pairs: two folders of NIfTI volumes ---
+
+
+def _scan(path, axis, what):
+  """{match name: nifti `Volume`} of the NIfTI files `path` names."""
+  if not os.path.exists(path):
+    raise ValueError(f"{what} {path!r} does not exist")
+  found = nifti.scan(path, axis, "all")
+  if not found.volumes:
+    raise ValueError(f"{what} {path!r} holds no readable NIfTI volume")
+  by_name = {}
+  for v in found.volumes:
+    if v.match in by_name:
+      raise ValueError(f"{what}: {by_name[v.match].info['file']} and {v.info['file']} both "
+                       f"match as {v.match!r}; keep one per name")
+    by_name[v.match] = v
+  return by_name
+
+
+def _path(v):
+  return v.refs[0].path
+
+
+def _check_geometry(a, b, what):
+  """Raises a one-line ValueError naming the pair when shape or affine differ."""
+  nib = nifti.base.require("nibabel", "NIfTI volumes")
+  ia, ib = nib.load(_path(a)), nib.load(_path(b))
+  if ia.shape != ib.shape:
+    raise ValueError(f"{what}: {_path(a)} has shape {ia.shape} but {_path(b)} has {ib.shape}; "
+                     "resample it onto the reference's grid")
+  diff = float(np.max(np.abs(ia.affine - ib.affine)))
+  if diff > 1e-3:
+    raise ValueError(f"{what}: {_path(a)} and {_path(b)} differ in affine (largest difference "
+                     f"{diff:.4g}); resample it onto the reference's grid")
+
+
+def _read(v, axis):
+  t = v.refs[0].volume
+  return nifti.read_slices(_path(v), axis, 0 if t is None else t)[0][0]
+
+
+def _pairs_window(config, pred_dir):
+  """(the window rule's description, a function reference values -> Window)."""
+  if config.window:
+    spec = window_lib.parse(config.window)
+    return config.window, lambda values: window_lib.resolve(spec, values)
+  record = os.path.join(pred_dir, "window.json")
+  if os.path.isfile(record):
+    with open(record, encoding="utf-8") as f:
+      target = json.load(f).get("target")
+    if target:
+      fixed = window_lib.Window.from_json(target)
+      return f"{record} (target)", lambda values: fixed
+  spec = window_lib.parse("percentile:0,100")
+  return "each reference's range (percentile:0,100)", lambda v: window_lib.resolve(spec, v)
+
+
+def read_pairs(config):
+  """The `Volume`s of `--pairs=PRED,REF` and a description of how they were read.
+
+  Raises:
+    ValueError: one line: a missing folder, an ambiguous name, no matching
+      name, a pair (or mask) whose shape or affine differ, a missing mask.
+  """
+  parts = [p for p in config.pairs.split(",") if p]
+  if len(parts) != 2:
+    raise ValueError(f"--pairs takes two folders PRED,REF, got {config.pairs!r}")
+  axis = config.slice_axis or "axial"
+  preds, refs = _scan(parts[0], axis, "--pairs PRED"), _scan(parts[1], axis, "--pairs REF")
+  names = sorted(set(preds) & set(refs))
+  unmatched = sorted(set(preds) ^ set(refs))
+  if not names:
+    raise ValueError(f"--pairs: no volume name matches between {parts[0]!r} and {parts[1]!r} "
+                     f"(e.g. {sorted(preds)[0]!r} and {sorted(refs)[0]!r})")
+  for name in unmatched:
+    logging.warning("--pairs: %s has no partner in %s", name,
+                    parts[1] if name in preds else parts[0])
+  for name in names:
+    _check_geometry(preds[name], refs[name], "--pairs")
+  masks = None
+  if config.mask not in MASKS:
+    masks = _scan(config.mask, axis, "--mask")
+    for name in names:
+      if name not in masks:
+        raise ValueError(f"--mask {config.mask!r} has no mask named {name!r}")
+      _check_geometry(masks[name], refs[name], "--mask")
+  rule, window_of = _pairs_window(config, parts[0])
+  volumes = []
+  for name in names:
+    ref_values = _read(refs[name], axis)
+    window = window_of(ref_values)
+    reference = np.clip(ref_values, window.low, window.high)
+    prediction = np.clip(_read(preds[name], axis), window.low, window.high)
+    mask = (_read(masks[name], axis) != 0 if masks else
+            mask_for(config.mask, reference, window))
+    volumes.append(Volume(name, reference, window, mask, prediction=prediction))
+  return volumes, {"pred": os.path.abspath(parts[0]), "ref": os.path.abspath(parts[1]),
+                   "matched": len(names), "unmatched": unmatched, "slice_axis": axis,
+                   "window": rule, "clipped": "both sides, to the window"}
