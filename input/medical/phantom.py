@@ -87,7 +87,12 @@ class Field:
     return cls(k, rng.uniform(0, 2 * np.pi, n), np.full(n, amplitude * np.sqrt(2.0 / n)))
 
   def __call__(self, p):
-    return np.cos(p @ self.k.T + self.phase) @ self.amp
+    # One term at a time, without BLAS: N x 3 products are too small to
+    # gain from threads, and lose much to them on a busy machine.
+    out = np.zeros(len(p))
+    for (kx, ky, kz), phase, amp in zip(self.k, self.phase, self.amp):
+      out += amp * np.cos(p[:, 0] * kx + p[:, 1] * ky + p[:, 2] * kz + phase)
+    return out
 
   def bound(self):
     """The largest absolute value the field can take."""
@@ -107,7 +112,7 @@ class Blob:
                _rotation(rng, max_angle_deg))
 
   def contains(self, p):
-    return np.sum(((p - self.center) @ self.rotation / self.axes) ** 2, axis=-1) <= 1.0
+    return np.sum((_matmul(p - self.center, self.rotation) / self.axes) ** 2, axis=-1) <= 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +137,12 @@ class Anatomy:
 _CORTEX_MM = 6.0  # Mean cortical thickness (a phantom at 3.5 mm voxels: thicker than life).
 _SULCUS_DEPTH_MM = 12.0  # Mean depth of the folds below the brain's surface.
 # Where |sulci field| (std ~1) is below these: CSF in the fold, grey matter around it.
-_SULCUS_CSF, _SULCUS_GREY = 0.12, 0.5
+_SULCUS_CSF, _SULCUS_GREY = 0.12, 0.6
+
+
+def _matmul(x, m):
+  """x [N, K] @ m [K, M] without BLAS, for small K (see `Field.__call__`)."""
+  return sum(x[:, j:j + 1] * m[j] for j in range(m.shape[0]))
 
 
 def _rotation(rng, max_angle_deg):
@@ -200,7 +210,7 @@ def labels_at(anatomy, points):
   """
   a = anatomy
   out = np.full(len(points), AIR, np.uint8)
-  u = (points - a.center) @ a.rotation / a.axes  # Unit-sphere coordinates of the head.
+  u = _matmul(points - a.center, a.rotation) / a.axes  # Unit-sphere coordinates of the head.
   rho = np.linalg.norm(u, axis=-1)
   # The fields are evaluated only where they can matter (most points are air).
   head = np.flatnonzero(rho < 1.0 + a.outline.bound())
@@ -277,47 +287,77 @@ class Subject:
 
 
 def _points(affine, ijk):
-  return ijk @ affine[:3, :3].T + affine[:3, 3]
+  """Voxel indices [N, 3] -> mm [N, 3]."""
+  return _matmul(ijk, affine[:3, :3].T) + affine[:3, 3]
 
 
-def _clean(anatomy, affine, size, tissue_values):
-  """Noise-free signals {contrast: float64 [X, Y, Z]} averaged over 2x2x2
-  sub-voxels (partial volumes), one z-slab at a time to bound memory."""
-  nx, ny, nz = size
-  s = _SUPERSAMPLE
-  offsets = (np.arange(s) + 0.5) / s - 0.5
-  out = {c: np.empty(size) for c in CONTRASTS}
-  slab = max(1, 2_000_000 // (nx * ny * s ** 3))
-  for z0 in range(0, nz, slab):
-    zs = np.arange(z0, min(nz, z0 + slab))
-    fi = (np.arange(nx)[:, None] + offsets).reshape(-1)
-    fj = (np.arange(ny)[:, None] + offsets).reshape(-1)
-    fk = (zs[:, None] + offsets).reshape(-1)
-    ijk = np.stack(np.meshgrid(fi, fj, fk, indexing="ij"), axis=-1).reshape(-1, 3)
-    p = _points(affine, ijk)
-    labels = labels_at(anatomy, p)
-    soft = np.flatnonzero(labels > SKULL)
-    texture = np.zeros(len(p))
-    texture[soft] = anatomy.texture(p[soft])
-    bone = np.flatnonzero(labels == SKULL)
-    density = np.zeros(len(p))
-    density[bone] = anatomy.bone(p[bone])
-    for c in CONTRASTS:
-      v = tissue_values[c][labels]
-      if c == "CT":
-        v = v + density + 100.0 * texture  # Texture: ~3 HU in soft tissue.
-      else:
-        v = v * (1.0 + texture)
-      v = v.reshape(nx, s, ny, s, len(zs), s).mean(axis=(1, 3, 5))
-      out[c][:, :, zs] = v
+def _voxel_centres(affine, size):
+  ijk = np.stack(np.meshgrid(*(np.arange(n) for n in size), indexing="ij"), -1)
+  return _points(affine, ijk.reshape(-1, 3).astype(float))
+
+
+def _edges(labels):
+  """Voxels of a label volume that touch another label among their 26
+  neighbours (the only ones where sub-voxels can differ)."""
+  padded = np.pad(labels, 1, mode="edge")
+  out = np.zeros(labels.shape, bool)
+  nx, ny, nz = labels.shape
+  for dx in range(3):
+    for dy in range(3):
+      for dz in range(3):
+        out |= padded[dx:dx + nx, dy:dy + ny, dz:dz + nz] != labels
   return out
+
+
+def _edge_fractions(anatomy, affine, labels):
+  """Yields (voxels, fractions [n, len(LABELS)]): the flat indices of the
+  voxels that touch another tissue, a chunk at a time (bounding memory),
+  and the fraction of each in each tissue over 2x2x2 sub-voxels."""
+  s = _SUPERSAMPLE
+  edge = np.flatnonzero(_edges(labels).reshape(-1))
+  offsets = (np.arange(s) + 0.5) / s - 0.5
+  sub = np.stack(np.meshgrid(offsets, offsets, offsets, indexing="ij"), -1).reshape(-1, 3)
+  chunk = max(1, 250_000 // len(sub))
+  for start in range(0, len(edge), chunk):
+    voxels = edge[start:start + chunk]
+    ijk = np.stack(np.unravel_index(voxels, labels.shape), -1).astype(float)
+    fine = labels_at(anatomy, _points(affine, (ijk[:, None, :] + sub).reshape(-1, 3)))
+    counts = np.zeros((len(voxels), len(LABELS)))
+    np.add.at(counts, (np.repeat(np.arange(len(voxels)), len(sub)), fine), 1.0)
+    yield voxels, counts / len(sub)
+
+
+def _clean(anatomy, affine, labels, tissue_values):
+  """Noise-free signals {contrast: float64 [X, Y, Z]} with partial volumes:
+  each voxel's tissue values averaged over its sub-voxels where it touches
+  another tissue, its centre's elsewhere.
+
+  The texture and the bone density vary over centimetres: they are taken
+  at each voxel's centre, where a tissue holds them.
+  """
+  flat = labels.reshape(-1)
+  out = {c: tissue_values[c][flat] for c in CONTRASTS}
+  skull, soft = (flat == SKULL).astype(float), (flat > SKULL).astype(float)
+  for voxels, frac in _edge_fractions(anatomy, affine, labels):
+    for c in CONTRASTS:
+      out[c][voxels] = _matmul(frac, tissue_values[c][:, None])[:, 0]
+    skull[voxels] = frac[:, SKULL]
+    soft[voxels] = frac[:, SKULL + 1:].sum(axis=1)
+  centres = _voxel_centres(affine, labels.shape)
+  has_soft, has_bone = np.flatnonzero(soft), np.flatnonzero(skull)
+  texture, density = np.zeros(flat.size), np.zeros(flat.size)
+  texture[has_soft] = anatomy.texture(centres[has_soft])
+  density[has_bone] = anatomy.bone(centres[has_bone])
+  for c in ("T1w", "T2w"):
+    out[c] *= 1.0 + texture
+  out["CT"] += skull * density + soft * 100.0 * texture  # Texture: ~3 HU in soft tissue.
+  return {c: v.reshape(labels.shape) for c, v in out.items()}
 
 
 def _bias_field(rng, affine, size):
   """A smooth multiplicative field, exp of a random quadratic in mm / 100
   (about +-15% over a head), as a receive coil's sensitivity."""
-  ijk = np.stack(np.meshgrid(*(np.arange(n) for n in size), indexing="ij"), -1)
-  x, y, z = np.moveaxis(_points(affine, ijk.reshape(-1, 3)) / 100.0, -1, 0)
+  x, y, z = np.moveaxis(_voxel_centres(affine, size) / 100.0, -1, 0)
   terms = np.stack([x, y, z, x * x, y * y, z * z, x * y, x * z, y * z])
   coef = rng.normal(0.0, [0.10, 0.10, 0.10, 0.06, 0.06, 0.06, 0.05, 0.05, 0.05])
   return np.exp(coef @ terms).reshape(size)
@@ -351,7 +391,8 @@ def make_subject(seed, index, size=DEFAULT_SIZE):
             "T2w": np.array([TISSUES[t].t2 for t in range(n)]) * jitter["T2w"],
             "CT": np.array([TISSUES[t].hu for t in range(n)]) + np.where(
                 np.arange(n) > SKULL, rng.normal(0.0, 1.5, n), 0.0)}
-  clean = _clean(anatomy, affine, size, values)
+  labels = labels_at(anatomy, _voxel_centres(affine, size)).reshape(size)
+  clean = _clean(anatomy, affine, labels, values)
   images = {}
   for c in ("T1w", "T2w"):
     gain = rng.uniform(1500.0, 2500.0)  # Arbitrary units differ between scans.
@@ -360,6 +401,4 @@ def make_subject(seed, index, size=DEFAULT_SIZE):
     images[c] = np.minimum(np.round(mr), np.iinfo(np.int16).max).astype(np.int16)
   ct = clean["CT"] + rng.normal(0.0, _CT_NOISE_HU, size)
   images["CT"] = np.clip(np.round(ct), *CT_RANGE).astype(np.int16)
-  ijk = np.stack(np.meshgrid(*(np.arange(k) for k in size), indexing="ij"), -1)
-  labels = labels_at(anatomy, _points(affine, ijk.reshape(-1, 3).astype(float)))
-  return Subject(int(index), labels.reshape(size), images, affine, spacing, anatomy)
+  return Subject(int(index), labels, images, affine, spacing, anatomy)
