@@ -75,22 +75,18 @@ class EvaluateConfig:
       "(builtin:NAME, folder:DIR, tfds:NAME, npz:FILE) converted into the data cache on first "
       "use. Required except with --pairs.")
   model_dir: str | None = setting(None,
-      "Generated samples from this run directory of pipeline.train (a sampling algorithm). A "
-      "translation run with --real of paired volumes (converted from paired:nifti: or "
-      "paired:dicom: with --holdout): paired fidelity of its held-out pairs, beside baselines "
-      "fitted on the training pairs. Give one of --model_dir, --samples and --pairs.")
+      "Generated samples from this run directory of pipeline.train (a sampling algorithm); a "
+      "translation run with --real of paired volumes: the paired fidelity of the held-out pairs "
+      "and baselines. Give one of --model_dir, --samples and --pairs.")
   pairs: str | None = setting(None,
-      "PRED,REF: paired fidelity of two folders of NIfTI volumes matched by name (BIDS entities "
-      "without the suffix, else the relative name), e.g. pipeline.translate's output against "
-      "the references. Volumes whose shape or affine differ are refused.")
+      "PRED,REF: the paired fidelity of two folders of NIfTI volumes matched by name (as "
+      "pipeline.convert pairs them); volumes whose shape or affine differ are refused.")
   mask: str = setting("auto",
-      "Paired fidelity: the voxels scored. auto: the reference above the window's low end, holes "
-      "filled, largest connected component; none: every voxel; or (--pairs) a folder of mask "
-      "volumes matched by name (nonzero voxels).")
+      "Paired fidelity: auto (the reference above the window's low end, holes filled, largest "
+      "component), none, or (--pairs) a folder of mask volumes matched by name.")
   window: str | None = setting(None,
-      "--pairs: the window in modality units, as pipeline.convert's --window (CENTER,WIDTH, a "
-      "preset, percentile:LOW,HIGH). Default: PRED/window.json's target window (written by "
-      "pipeline.translate), else each reference's range. PSNR and SSIM take its width.")
+      "--pairs: the window, as pipeline.convert's --window. Default: PRED/window.json's target "
+      "window (pipeline.translate's), else each reference's range.")
   slice_axis: str | None = setting(None,
       "--pairs: the axis of the 2-D slices (SSIM 2-D, pictures). Default: axial.",
       choices=paired_data.SLICE_AXES)
@@ -148,14 +144,9 @@ class EvaluateConfig:
     if len(given) != 1:
       raise ValueError("give exactly one of --model_dir, --samples and --pairs, got "
                        f"{' '.join(f'--{n}={getattr(self, n)!r}' for n in given) or 'none'}")
-    if self.pairs and (self.real or self.memorization):
-      raise ValueError("--pairs scores two folders of volumes: it takes no --real and no "
-                       "--memorization")
     if not self.pairs and not self.real:
       raise ValueError("--real is required")
-    if not self.pairs and (self.window or self.slice_axis):
-      raise ValueError("--window and --slice_axis are read with --pairs only (a run's data "
-                       "has its own)")
+    paired.validate(self)
     for name in ("num_samples", "batch_size", "kid_subsets", "kid_subset_size",
                  "max_features", "memorization_k"):
       if getattr(self, name) < 1:
@@ -520,20 +511,13 @@ def _check_named_inputs(config):
     raise ValueError(f"--real {config.real!r} does not exist")
 
 
-def _timed(out, start):
-  out["seconds"] = round(time.time() - start, 1)
-  return out
-
-
 def run(config):
   """Evaluates generated samples against real data.
 
   Returns:
     {"metrics": {...}, "protocol": {...}, "cache": {...}, "seconds": float},
     with "memorization": {...} under `config.memorization`; also written to
-    `config.output` when set. Paired fidelity (`--pairs`, or `--model_dir`
-    of a translation run on paired volumes): `paired.run`'s {"paired": ...,
-    "files": ...} with "seconds".
+    `config.output` when set. Paired fidelity: `paired.run`'s results.
 
   Raises:
     ValueError: bad config, data, samples or model directory.
@@ -544,13 +528,10 @@ def run(config):
   _check_named_inputs(config)  # Before anything slow (a conversion) or online (weights).
   start = time.time()
   if config.pairs:
-    return _timed(paired.run(config), start)
+    return paired.run(config)
   real = resolve_real(config)
   if config.model_dir and paired.translates_volumes(config.model_dir, real.manifest):
-    if config.memorization:
-      raise ValueError("--memorization audits sampling runs; this translation run is scored "
-                       "by paired fidelity")
-    return _timed(paired.run(config, real.data_dir, real.manifest), start)
+    return paired.run(config, real.data_dir, real.manifest)
   splits = (memorization_lib.split_names(real.manifest, real.split, config.real)
             if config.memorization else None)
   if splits and not config.trust_split:

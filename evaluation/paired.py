@@ -23,6 +23,7 @@ volume and method in `DIR/eval_volumes.csv`, and a picture per volume in
 
 import csv
 import os
+import time
 
 import tensorflow as tf
 
@@ -37,8 +38,17 @@ from training import run_dir
 MODEL = "model"
 CSV_SUFFIX = "_volumes.csv"
 PICTURES = "paired"
-# The figures `--keep_best` may name, and the figure each stands for.
-BEST = {"mae": "mae", "psnr": "psnr", "ssim": "ssim_2d"}
+
+
+def validate(config):
+  """Raises ValueError for the paired-fidelity settings of an
+  `evaluate.EvaluateConfig` that nothing would read."""
+  if config.pairs and (config.real or config.memorization):
+    raise ValueError("--pairs scores two folders of volumes: it takes no --real and no "
+                     "--memorization")
+  if not config.pairs and (config.window or config.slice_axis):
+    raise ValueError("--window and --slice_axis are read with --pairs only (a run's data has "
+                     "its own)")
 
 
 def score(volumes, predictions):
@@ -195,13 +205,17 @@ def run(config, data_dir=None, manifest=None):
     data_dir, manifest: `real`'s converted data (with `model_dir`).
 
   Returns:
-    {"paired": {...}, "files": {...}}: `results` plus the protocol; written
-    with the CSV and pictures when `config.output` is set.
+    {"paired": `results`, "files": {...}, "seconds": float}; written, with
+    the CSV and pictures, when `config.output` is set.
 
   Raises:
     ValueError: one line (bad folders, refused geometry, no held-out pairs,
       a model that may have trained on them).
   """
+  start = time.time()
+  if config.memorization:
+    raise ValueError("--memorization audits sampling runs; a translation run is scored by "
+                     "paired fidelity")
   if config.pairs:
     volumes, how = paired_data.read_pairs(config)
     predictions = {MODEL: [v.prediction for v in volumes]}
@@ -209,7 +223,8 @@ def run(config, data_dir=None, manifest=None):
   else:
     volumes, predictions, protocol, info, title = _model_predictions(config, data_dir,
                                                                      manifest)
-  out = {"paired": results(volumes, predictions, protocol, info), "files": {}}
+  out = {"paired": results(volumes, predictions, protocol, info), "files": {},
+         "seconds": round(time.time() - start, 1)}
   if config.output:
     csv_path, pictures = write_outputs(config.output, out["paired"], volumes, predictions,
                                        title)
