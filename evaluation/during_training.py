@@ -41,10 +41,19 @@ import tensorflow as tf
 
 import algorithms
 from evaluation import evaluate
+from evaluation import fidelity
+from evaluation import paired
+from evaluation import paired_data
 from inference import sampling
 from input import manifest as manifest_lib
 from training import config as config_lib
 from training import run_dir
+
+# Paired fidelity during training (translation runs on paired volumes with a
+# held-out split): the name in eval.jsonl and TensorBoard (eval/NAME), and
+# the figure (`fidelity.FIGURES`) whose mean over the held-out volumes it is.
+PAIRED_METRICS = {"mae": "mae", "rmse": "rmse", "psnr": "psnr", "ssim": "ssim_2d",
+                  "ssim_3d": "ssim_3d"}
 
 
 def translation_real(data_dir, manifest, direction, num):
@@ -78,7 +87,10 @@ class DuringTraining:
   --model_dir=RUN --checkpoint=STEP --real_split=test` reports with the same
   settings. Translation algorithms:
   the held-out source images (split test, else train) translated in the
-  trained direction, against the same split's target images.
+  trained direction, against the same split's target images; on paired
+  volumes with a held-out split, also their paired fidelity
+  (`PAIRED_METRICS`, as `pipeline.evaluate --model_dir=RUN --real=DATA`
+  reports it), with the baselines' logged once, at start.
   """
 
   def __init__(self, config, algorithm, data_dir, manifest, checkpoint_dir, step):
@@ -100,14 +112,31 @@ class DuringTraining:
     logging.info("Evaluation every %d steps: %d samples against %d real examples of %s (%s)",
                  config.eval_every, num, real.count, real.split, real.feature)
     self.reference = evaluate.prepare(self.eval_config, real)
-    if config.keep_best and config.keep_best not in self.reference.available_metrics():
+    self.held_out = None
+    if self.is_translation and paired_data.has_held_out_pairs(manifest):
+      self.held_out = self._prepare_paired(data_dir, manifest)
+    available = self.reference.available_metrics() + (list(PAIRED_METRICS) if self.held_out
+                                                      else [])
+    if config.keep_best and config.keep_best not in available:
       raise ValueError(f"--keep_best={config.keep_best} is not computed here: the metrics "
-                       f"of this data and feature network are "
-                       f"{', '.join(self.reference.available_metrics())}")
+                       f"of this data and feature network are {', '.join(available)}")
     self.best = None
     if config.keep_best:
       self.best = BestKeeper(checkpoint_dir, config.keep_best, self.key)
     self._trim_log(step)
+
+  def _prepare_paired(self, data_dir, manifest):
+    """The held-out pairs, and the baselines' figures on them (logged once)."""
+    held_out = paired_data.HeldOutPairs(data_dir, manifest, self.config.direction)
+    held_out.fit_baselines()
+    self._baseline_figures = {}
+    for method, predictions in held_out.baselines.items():
+      summary = fidelity.summarize(paired.score(held_out.volumes, predictions))
+      self._baseline_figures[method] = _means(summary)
+      logging.info("Paired fidelity of the baseline %s on %d held-out volume(s): %s", method,
+                   len(held_out.volumes), " ".join(
+                       f"{k} {v:.4g}" for k, v in self._baseline_figures[method].items()))
+    return held_out
 
   @property
   def key(self):
@@ -139,7 +168,16 @@ class DuringTraining:
     else:
       fake_info["latents"] = (f"stateless normal, seed [{self.eval_config.seed}, 777] (as "
                               "pipeline.sample)")
-    return evaluate.compare(self.reference, fake_info, self._fake_batches(algorithm))
+    out = evaluate.compare(self.reference, fake_info, self._fake_batches(algorithm))
+    if self.held_out is not None:
+      predictions = self.held_out.predict(algorithm.translate)
+      out["metrics"].update(_means(fidelity.summarize(paired.score(self.held_out.volumes,
+                                                                   predictions))))
+      out["protocol"]["paired"] = {
+          "volumes": [v.name for v in self.held_out.volumes], "split": "test",
+          "mask": self.held_out.mask_rule, "metrics": PAIRED_METRICS,
+          "baselines": self._baseline_figures, "baseline_fits": self.held_out.baseline_info}
+    return out
 
   def _trim_log(self, step):
     """Drops the lines of eval.jsonl past the checkpoint resumed from (`step`):
@@ -184,6 +222,13 @@ class DuringTraining:
     if self.best is not None:
       self.best.consider(step, values, checkpoint)
     return values
+
+
+def _means(summary):
+  """{metric: the mean over volumes} of a `fidelity.summarize`, named as in
+  eval.jsonl (`PAIRED_METRICS`); figures no volume has are left out."""
+  return {name: summary[figure]["mean"] for name, figure in PAIRED_METRICS.items()
+          if summary[figure]["n"]}
 
 
 def is_better(mode, value, than):

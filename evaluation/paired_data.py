@@ -77,6 +77,12 @@ def mask_for(rule, reference, window):
 # --- --model_dir: the held-out pairs of converted data ---
 
 
+def has_held_out_pairs(manifest):
+  """Whether converted data holds paired volumes with a held-out split."""
+  return (manifest.get("kind") == "paired" and "pairs" in manifest
+          and "test" in manifest["splits"])
+
+
 def _group_by_volume(data_dir, manifest, split, batch_size):
   """{pair id: (source codes, target codes)} of a split, stored codes as
   [S, rows, cols, C] ordered by slice; keys are `<pair id>/<slice>`."""

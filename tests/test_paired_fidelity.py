@@ -12,11 +12,13 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from evaluation import baselines
+from evaluation import during_training
 from evaluation import evaluate
 from evaluation import fidelity
 from evaluation import paired
@@ -335,6 +337,9 @@ class ModelDirTest(tf.test.TestCase):
     convert.run(convert.ConvertConfig(
         source=f"paired:nifti:{root}/A,{root}/B", output=os.path.join(root, "ab"), image_size=32,
         num_workers=1, holdout=0.5, split_by="patient"))
+    convert.run(convert.ConvertConfig(  # No held-out split.
+        source=f"paired:nifti:{root}/A,{root}/B", output=os.path.join(root, "whole"),
+        image_size=32, num_workers=1))
     cls.run_dir = os.path.join(root, "run")
     trainer.run(config_lib.TrainConfig(
         algo="pix2pix", data=os.path.join(root, "ab"), model_dir=cls.run_dir,
@@ -409,8 +414,6 @@ class ModelDirTest(tf.test.TestCase):
                                            mask=self.root))
     # Data without a held-out split; then data split another way.
     whole = os.path.join(self.root, "whole")
-    convert.run(convert.ConvertConfig(source=f"paired:nifti:{self.root}/A,{self.root}/B",
-                                      output=whole, image_size=32, num_workers=1))
     with self.assertRaisesRegex(ValueError, "has no held-out split 'test'"):
       evaluate.run(evaluate.EvaluateConfig(model_dir=self.run_dir, real=whole))
     other = os.path.join(self.root, "other")
@@ -423,6 +426,44 @@ class ModelDirTest(tf.test.TestCase):
     out = evaluate.run(evaluate.EvaluateConfig(model_dir=self.run_dir, real=other,
                                                trust_split=True))
     self.assertIn("model", out["paired"]["summary"])
+
+  def test_during_training_and_keep_best(self):
+    # A small feature network of the test's own for FID (Inception needs a download).
+    tmp = self.create_tempdir().full_path
+    features = os.path.join(tmp, "features.keras")
+    keras.utils.set_random_seed(0)
+    keras.Sequential([keras.layers.Input((32, 32, 1)), keras.layers.Conv2D(4, 3),
+                      keras.layers.GlobalAveragePooling2D()]).save(features)
+    run = os.path.join(tmp, "run")
+    data = os.path.join(self.root, "ab")
+    trainer.run(config_lib.TrainConfig(
+        algo="pix2pix", data=data, model_dir=run, global_batch_size=2, base_channels=4,
+        log_every=10, sample_every=1000, checkpoint_every=1000, shuffle_buffer=16,
+        strategy="mirrored", deterministic=True, cpu_replicas=1, fresh=True, train_steps=4,
+        steps_per_loop=2, eval_every=2, keep_best="mae", eval_features=features,
+        eval_num_samples=10), during_training.DuringTraining)
+    with open(os.path.join(run, "eval.jsonl"), encoding="utf-8") as f:
+      lines = [json.loads(line) for line in f]
+    self.assertEqual([line["step"] for line in lines], [2, 4])
+    for line in lines:
+      self.assertContainsSubset({"fid", "mae", "rmse", "psnr", "ssim", "ssim_3d"},
+                                line["metrics"])
+    best = min(lines, key=lambda line: line["metrics"]["mae"])
+    with open(os.path.join(run, "checkpoints", "best", "best.json"), encoding="utf-8") as f:
+      record = json.load(f)
+    self.assertEqual((record["metric"], record["step"]), ("mae", best["step"]))
+    # The figures equal pipeline.evaluate's for that checkpoint.
+    out = evaluate.run(evaluate.EvaluateConfig(model_dir=run, real=data, checkpoint="best"))
+    summary = out["paired"]["summary"]["model"]
+    self.assertAllClose(summary["mae"]["mean"], best["metrics"]["mae"], rtol=1e-5)
+    self.assertAllClose(summary["ssim_2d"]["mean"], best["metrics"]["ssim"], rtol=1e-5)
+    with self.assertRaisesRegex(ValueError, r"--keep_best=mae is not computed here: .* are fid, "
+                                            r"kid, precision, recall(, inception_score)?$"):
+      trainer.run(config_lib.TrainConfig(
+          algo="pix2pix", data=os.path.join(self.root, "whole"), model_dir=run + "2",
+          global_batch_size=2, base_channels=4, train_steps=2, eval_every=2, keep_best="mae",
+          eval_features=features, eval_num_samples=10, strategy="mirrored", cpu_replicas=1,
+          deterministic=True), during_training.DuringTraining)
 
 
 if __name__ == "__main__":

@@ -31,10 +31,12 @@ RESUMABLE_CHANGES = frozenset({
 # resolve, so a stored None resumes under any resolved value.
 ADDED_FIELDS = frozenset({"conditional", "penalty", "augment", "per_replica_batch_size"})
 
-# --keep_best: lower is better for the distances, higher for the rest
-# (evaluation/evaluate.py computes them).
+# --keep_best: lower is better for the distances and errors, higher for the
+# rest (evaluation/evaluate.py computes them; mae, psnr and ssim, the paired
+# fidelity of translation runs on paired volumes, evaluation/paired.py).
 BEST_METRICS = {"fid": "min", "kid": "min", "precision": "max", "recall": "max",
-                "inception_score": "max", "modes": "max", "high_quality": "max"}
+                "inception_score": "max", "modes": "max", "high_quality": "max",
+                "mae": "min", "psnr": "max", "ssim": "max"}
 
 XLA_SETTINGS = ("auto", "on", "off")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -93,8 +95,10 @@ class TrainConfig:
   # Evaluation during training, on the chief (evaluation/during_training.py).
   eval_every: int = setting(0,
       "Every N steps (and at the end), the chief computes FID, KID, precision/recall (IS with a "
-      "classifier head; modes and high-quality share on 2-D data) and writes them to TensorBoard "
-      "(eval/*) and MODEL_DIR/eval.jsonl. 0: off.")
+      "classifier head; modes and high-quality share on 2-D data; translation runs on paired "
+      "volumes with a held-out split: also the paired fidelity of the held-out pairs, mae, rmse, "
+      "psnr, ssim and ssim_3d) and writes them to TensorBoard (eval/*) and "
+      "MODEL_DIR/eval.jsonl. 0: off.")
   eval_features: str = setting("inception",
       "--eval_every feature network: inception (InceptionV3 pool3, ImageNet weights: "
       "--inception_weights or Keras's download), or the path of a Keras model file or SavedModel "
