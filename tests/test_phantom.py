@@ -18,6 +18,7 @@ from input.medical import dicom
 from input.medical import nifti
 from input.medical import phantom
 from input.medical import phantom_files
+from input.medical import pseudonyms
 from input.medical import window as window_lib
 from pipeline import flags as pipeline_flags
 
@@ -228,6 +229,18 @@ class DicomSeriesTest(tf.test.TestCase):
           self.assertEqual(z, k)
           self.assertEqual(values[i, j], subject.images[contrast][x, y, z],
                            f"{contrast} slice {k} pixel {i},{j}")
+
+  def test_the_dicom_reader_places_each_series_where_the_nifti_affine_does(self):
+    # dicom.series_affine maps (column, row, slice) to RAS+; the series'
+    # pixel [i, j] of slice k is voxel [X-1-j, Y-1-i, k] of the NIfTI.
+    nx, ny, _ = SMALL
+    flip = np.array([[-1, 0, 0, nx - 1], [0, -1, 0, ny - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    expected = phantom.make_subject(5, 1, SMALL).affine @ flip
+    found = dicom.scan(os.path.join(self.out, "T2w", "sub-01"),
+                       pseudonyms.Pseudonym(pseudonyms.new_salt()))
+    (volume,) = found.volumes
+    self.assertEqual(volume.num_slices, SMALL[2])
+    self.assertAllClose(dicom.series_affine(volume), expected, atol=1e-6)
 
   def test_dicom_source_keeps_each_subject_one_patient_across_its_three_series(self):
     data = os.path.join(self.root, "all-tfr")

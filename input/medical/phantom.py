@@ -15,8 +15,9 @@ whose outline is deformed by a few low-frequency cosines of the direction,
 then, inward along each ray, scalp, skull, a layer of CSF, and the brain:
 grey matter over white matter with a cortex of smoothly varying thickness,
 sulci of CSF, two lateral ventricles, two deep grey nuclei, and 1 to 4 small
-lesions in the white matter (`LABELS`). Partial volumes come from averaging
-2x2x2 sub-voxels.
+lesions in the white matter (`LABELS`). A voxel that touches another tissue
+averages 2x2x2 sub-voxels (partial volumes); the anatomy is the same at any
+grid size.
 
 Contrasts (`TISSUES` holds the values):
 - T1w: white > grey > CSF (fat in the scalp bright, bone dark), lesions
