@@ -82,7 +82,8 @@ class PhantomConfig:
       "byte-identical files.")
   size: tuple = setting(phantom.DEFAULT_SIZE,
       f"Voxels X,Y,Z (RAS+) over a {'x'.join(f'{v:g}' for v in phantom.FOV_MM)} mm field of "
-      "view: 64,64,48 is 3.5 x 3.5 x 4 mm voxels, 256,256,192 under 1 mm.", kind="int_list")
+      "view: 64,64,48 is 3.5 x 3.5 x 4 mm voxels, 256,256,192 0.875 x 0.875 x 1 mm.",
+      kind="int_list")
   format: str = setting("nifti", "nifti: BIDS-named .nii.gz volumes; dicom: DICOM series, one "
                         "file per axial slice.", choices=FORMATS)
 
