@@ -551,7 +551,8 @@ class SbatchTest(tf.test.TestCase):
     with open(log, encoding="utf-8") as f:
       calls = f.read().splitlines()
     self.assertEqual(calls, [
-        "srun --kill-on-bad-exit=1 python -m pipeline.train --algo=gan --train_steps=10 "
+        "srun --kill-on-bad-exit=0 --wait=90 python -m pipeline.train --algo=gan "
+        "--train_steps=10 "
         f"--strategy=multi_worker --model_dir={model_dir} | TF_CONFIG=unset PORT=23456"])
     self.assertTrue(os.path.isdir(model_dir))
 
