@@ -1,5 +1,5 @@
-"""python bench/gpu_check.py --budget_s=480
-python bench/gpu_check.py --cpu_smoke --results_dir=/tmp/gpu_check
+"""python -m bench.gpu_check --budget_s=480
+python -m bench.gpu_check --cpu_smoke --results_dir=/tmp/gpu_check
 
 The prepared GPU check: one command that proves the GPU code paths and
 measures their speed, on built-in data (nothing to download), in about 8
@@ -33,12 +33,13 @@ are not run (NCCL cannot put two ranks on one GPU); `--cpu_smoke` runs 5a-5b
 on its two logical CPUs.
 
 Speed rows (bench/train_step.py's eager loop, tf.function loop and trainer,
-same networks; real images/s, ratios to the eager and tf.function loops of the
-same algorithm, size and batch measured in this run, peak GPU memory): the
-default config (sngan, 32 px, the trainer's default batch and width, 32 and
-32) with the trainer, every precision with XLA on and off, `--steps_per_loop`
-1 against 10, then the eager and tf.function loops (the trainer's ratios to
-them are listed under the table), the input stall at batch 256; then dcgan,
+from bench/loops.py, same networks; real images/s, ratios to the eager and
+tf.function loops of the same algorithm, size and batch measured in this
+run, peak GPU memory): the default config (sngan, 32 px, the trainer's
+default batch and width, 32 and 32) with the trainer, every precision with
+XLA on and off, `--steps_per_loop` 1 against 10, then the eager and
+tf.function loops (the trainer's ratios to them are listed under the
+table), the input stall at batch 256; then dcgan,
 sngan and wgan_gp at 32, 64 and 128 px and batch 64 and 256 at the papers'
 width 64: the three loops first, then the precision and XLA variants. The
 full list takes far longer than 8 minutes: `--budget_s` cuts it.
@@ -53,7 +54,7 @@ not run (ERROR); 3 when none failed but some were skipped for the budget.
 
 `--cpu_smoke` runs the correctness rows, 5a-5b and one small speed row on two
 logical CPUs (tests/test_gpu_check.py; the time: BUILD.md). Each group of rows
-runs in its own child process of this script, with the devices it needs (two
+runs in its own child process of this module, with the devices it needs (two
 logical devices for the correctness rows, every GPU for 3n and 5a-5b, the
 whole first GPU for each speed row).
 """
@@ -65,7 +66,6 @@ import json
 import math
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -76,15 +76,15 @@ import time
 
 STARTED = time.time()  # The budget counts from here, before TensorFlow's import.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import logging  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
-import gpu_check_rows as rows_lib  # pylint: disable=wrong-import-position  (bench/)
-import report  # pylint: disable=wrong-import-position  (bench/report.py)
-import train_step  # pylint: disable=wrong-import-position  (bench/train_step.py)
 from algorithms import gans  # pylint: disable=wrong-import-position
+from bench import child as child_lib  # pylint: disable=wrong-import-position
+from bench import gpu_check_rows as rows_lib  # pylint: disable=wrong-import-position
+from bench import loops  # pylint: disable=wrong-import-position
+from bench import report  # pylint: disable=wrong-import-position
 from training import config as config_lib  # pylint: disable=wrong-import-position
 
 COLUMNS = ("#", "check", "result", "measured", "limit", "real images/s", "vs eager",
@@ -96,7 +96,7 @@ NCCL_PROBE_LIMIT_S = 90.0  # An NCCL set-up that fails may hang instead.
 WHOLE_GPUS_NEED = "NCCL needs two whole GPUs; a split GPU uses HierarchicalCopyAllReduce (row 3)"
 PLAN_SPEED_ROWS_SHOWN = 5  # In the results file's header.
 
-SPEED_ALGOS = train_step.ALGOS
+SPEED_ALGOS = loops.ALGOS
 SPEED_SIZES = (32, 64, 128)
 SPEED_BATCHES = (64, 256)
 SPEED_PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -200,30 +200,22 @@ def exit_status(rows):
 
 
 class ResultsFile:
-  """The markdown file, written as the rows come, and the same lines printed."""
+  """The markdown file, written as the rows come (`report.LiveFile`), and the
+  same lines printed."""
 
   def __init__(self, path, header_lines):
     self.path = path
     self.rows = []
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    self._f = open(path, "w", encoding="utf-8")  # pylint: disable=consider-using-with
-    self._write(header_lines + ["", "| " + " | ".join(COLUMNS) + " |",
-                                "|" + "|".join("---" for _ in COLUMNS) + "|"])
-
-  def _write(self, lines):
-    for line in lines:
-      print(line, flush=True)
-      self._f.write(line + "\n")
-    self._f.flush()
-    os.fsync(self._f.fileno())
+    self._file = report.LiveFile(path)
+    self._file.write(header_lines + ["", "| " + " | ".join(COLUMNS) + " |",
+                                     "|" + "|".join("---" for _ in COLUMNS) + "|"])
 
   def add(self, row):
     self.rows.append(row)
-    self._write([format_row(row)])
+    self._file.write([format_row(row)])
 
   def close(self, lines):
-    self._write([""] + lines)
-    self._f.close()
+    self._file.close([""] + lines)
 
 
 def device_label(cpu_smoke):
@@ -262,10 +254,10 @@ class _Budget:
 
 
 def _run_child(flags, budget, on_row, log_path, limit_s=None):
-  """Runs this script with `flags` in a child process, calling on_row(dict) for
+  """Runs this module with `flags` in a child process, calling on_row(dict) for
   each row it prints; stops it at the deadline (or after `limit_s`). Returns
   (exit code, stopped, the last line of its stderr)."""
-  cmd = [sys.executable, os.path.abspath(__file__), *flags]
+  cmd = child_lib.command("bench.gpu_check", *flags)
   with open(log_path, "w", encoding="utf-8") as log:
     proc = subprocess.Popen(  # pylint: disable=consider-using-with
         cmd, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True)
@@ -289,8 +281,7 @@ def _run_child(flags, budget, on_row, log_path, limit_s=None):
     finally:
       timer.cancel()
   with open(log_path, encoding="utf-8") as log:
-    tail = [l.strip() for l in log if l.strip()]
-  return code, stopped.is_set(), (tail[-1][:300] if tail else "")
+    return code, stopped.is_set(), child_lib.last_line(log.read())
 
 
 def _common_flags(args, budget):
@@ -485,15 +476,11 @@ def _parent(args):
     tf.config.set_visible_devices([], "GPU")
   budget = _Budget(args.budget_s, STARTED)
   when = datetime.datetime.now()
-  path = os.path.join(args.results_dir, f"gpu-{when:%Y-%m-%d}-{label}.md")
-  command = " ".join(["python bench/gpu_check.py"] + [shlex.quote(a) for a in sys.argv[1:]])
-  out = ResultsFile(path, [
-      f"# GPU check, {when:%Y-%m-%d %H:%M:%S}", "",
-      f"Command: `{command}`", "",
+  path = report.results_path(args.results_dir, "gpu", when, tag=label)
+  out = ResultsFile(path, report.header("GPU check", "bench.gpu_check", when) + [
       f"Device: {device}", "",
-      f"Machine: {report.machine()}", "",
       "Correctness rows: PASS/FAIL against the CPU tests' tolerances "
-      "(training/equivalence.py). Speed rows: bench/train_step.py's loops, "
+      "(training/equivalence.py). Speed rows: bench/train_step.py's loops (bench/loops.py), "
       f"{args.steps} timed generator steps; ratios to the eager and tf.function loops of the "
       "same algorithm, size and batch, in this run. What each row decides: BUILD.md, "
       "\"When a GPU is available\".", "", "The plan, in order:",
@@ -542,7 +529,7 @@ def _child(args):
     try:
       row = rows_lib.speed_row(spec, args.steps, args.warmup, args.data_cache, args.examples)
     except Exception as e:  # pylint: disable=broad-except  (the row says what failed)
-      row = {"status": "ERROR", "measured": train_step.one_line(e)}
+      row = {"status": "ERROR", "measured": child_lib.error_line(e)}
     _emit("", row)
     return 0
   work = tempfile.mkdtemp(prefix="gpu_check_correctness_")
@@ -565,7 +552,7 @@ def _correctness_rows(args, checks):
     try:
       row = checks.rows[row_id]()
     except Exception as e:  # pylint: disable=broad-except  (the row says what failed)
-      row = {"status": "ERROR", "measured": train_step.one_line(e)}
+      row = {"status": "ERROR", "measured": child_lib.error_line(e)}
     seconds = time.time() - start
     longest = max(longest, seconds)
     row["notes"] = (row.get("notes", "") + f" ({seconds:.0f} s)").strip()

@@ -14,7 +14,6 @@ that the tolerances measured in float32 on CPU (`training/equivalence.py`)
 apply. The speed rows run on the whole first GPU.
 """
 
-import argparse
 import math
 import os
 import shutil
@@ -26,6 +25,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # pylint: disable=no-name-in-module
 
+import algorithms
+from bench import loops
 from distribute import strategy as strategy_lib
 from input import builtin
 from input import cache
@@ -33,7 +34,6 @@ from training import config as config_lib
 from training import equivalence
 from training import precision as precision_lib
 from training import trainer
-import train_step  # pylint: disable=wrong-import-order  (bench/train_step.py)
 
 # The correctness rows on two logical devices, in the order they run: the rows
 # whose verdicts set defaults first (1: XLA_AUTO; 2: the float16
@@ -130,12 +130,6 @@ def judge_xla(diff, floor):
               f"= {limit:.2g}")
 
 
-def _built(config):
-  """A built, not yet trained run (`.train()` trains it), as the tests use it:
-  its initial weights and its parts can be read or changed first."""
-  return trainer._Trainer(config)  # pylint: disable=protected-access
-
-
 def _row(ok, measured, limit, notes=""):
   return {"status": "PASS" if ok else "FAIL", "measured": measured, "limit": limit,
           "notes": notes}
@@ -174,8 +168,9 @@ class Correctness:
   def config(self, algo, name, replicas=1, **changes):
     """The settings of tests/test_train.py's and tests/test_translation.py's
     `tiny_config`, with which the tolerances were measured."""
-    if algo == "pix2pix":
-      settings = dict(data=self._data_dir("builtin:shapes_paired", 32, 32), global_batch_size=2,
+    algo_cls = algorithms.get(algo)
+    if algo_cls.inference == algorithms.TRANSLATION:
+      settings = dict(data=self._data_dir(algo_cls.default_data, 32, 32), global_batch_size=2,
                       shuffle_buffer=16)
     else:  # 8 examples, or the least multiple of 8 that the replicas divide.
       settings = dict(data=self._data_dir("builtin:shapes", 16, 256),
@@ -204,7 +199,8 @@ class Correctness:
     reader's order, which differs between runs otherwise), and their ops are
     non-deterministic, as the defaults run: the floor is the ops' own noise
     (cuDNN's atomics on a GPU), not another data order."""
-    extra = dict(jitter=False) if algo == "pix2pix" else {}
+    # XLA has no kernel for pix2pix's random jitter (CropAndResize).
+    extra = dict(jitter=False) if "jitter" in algorithms.get(algo).hyperparameters() else {}
     plain, again, compiled = (self._nondeterministic_ops(self.config(algo, name, xla=x, **extra))
                               for name, x in (("xla-off", "off"), ("xla-off-again", "off"),
                                               ("xla-on", "on")))
@@ -221,14 +217,14 @@ class Correctness:
   def _nondeterministic_ops(config):
     """Trains `config` (deterministic: the reader's order fixed) with op
     determinism turned off again before the loop is traced and run."""
-    t = _built(config)
+    t = loops.built(config)
     tf_config.disable_op_determinism()  # No public twin of enable_op_determinism.
     return t.train()
 
   # -- 2. Mixed precision --------------------------------------------------------
 
   def mixed_float16(self):
-    t = _built(self.config("wgan_gp", "f32", precision="float32"))
+    t = loops.built(self.config("wgan_gp", "f32", precision="float32"))
     w0 = equivalence.weights(t)
     f32 = equivalence.weights(t.train())
     moved = equivalence.norm_diff(f32, w0)
@@ -293,7 +289,7 @@ class Correctness:
     """As tests/test_speed_paths.py: a generator loss that is inf on the last
     of `n` replicas' examples only; the generator step is skipped on every
     replica."""
-    t = _built(self.config("sngan", f"inf-{n}", n, train_steps=1, precision="mixed_float16"))
+    t = loops.built(self.config("sngan", f"inf-{n}", n, train_steps=1, precision="mixed_float16"))
     if t.strategy.num_replicas_in_sync != n:
       raise RuntimeError(f"{t.strategy.num_replicas_in_sync} replicas, not {n}")
     algo, per_replica = t.algorithm, t.per_replica
@@ -334,7 +330,7 @@ class Correctness:
   def replicas(self, algo, n):
     """`n` replicas against 1 on the same global batch."""
     batch = self.config(algo, "batch", n).global_batch_size
-    t = _built(self.config(algo, f"1-replica-for-{n}", global_batch_size=batch))
+    t = loops.built(self.config(algo, f"1-replica-for-{n}", global_batch_size=batch))
     w0 = equivalence.weights(t)
     one = t.train()
     many = trainer.run(self.config(algo, f"{n}-replicas", n))
@@ -357,7 +353,7 @@ class Correctness:
   # -- 4. auto -------------------------------------------------------------------
 
   def auto(self):
-    t = _built(self.config("sngan", "auto", deterministic=False))
+    t = loops.built(self.config("sngan", "auto", deterministic=False))
     w0 = equivalence.weights(t)
     result = t.train()
     device = tf.DeviceSpec.from_string(
@@ -387,20 +383,19 @@ def speed_row(spec, steps, warmup, data_cache, examples):
   stall, width) from bench/gpu_check.py; returns the row with its figures."""
   data = cache.ensure_converted("builtin:shapes", cache_dir=data_cache,
                                 image_size=spec["size"], max_examples=examples)
-  args = argparse.Namespace(algo=spec["algo"], data=data, batch_size=spec["batch"],
-                            base_channels=spec.get("width"), steps=steps, warmup=warmup,
-                            trainer_strategy="one_device")
+  run = loops.LoopRun(algo=spec["algo"], data=data, batch_size=spec["batch"], steps=steps,
+                      warmup=warmup, base_channels=spec.get("width"))
   overrides = spec.get("overrides", {})
   if spec["loop"] in ("eager", "tf_function"):
-    figures = train_step.run_hand_written(args, compiled=spec["loop"] == "tf_function")
+    figures = loops.run_hand_written(run, compiled=spec["loop"] == "tf_function")
     figures["note"] += "; float32"
   elif spec.get("stall"):
-    figures = _input_stall(args, overrides)
+    figures = _input_stall(run, overrides)
   else:
-    figures = train_step.run_trainer(args, overrides)
+    figures = loops.run_trainer(run, overrides)
   images = figures["steps_per_sec"] * figures["real_per_step"]
   out = {"status": "ok", "images_per_sec": images, "steps_per_sec": figures["steps_per_sec"],
-         "peak_gpu_mib": train_step.peak_gpu_mib(), "notes": figures["note"],
+         "peak_gpu_mib": loops.peak_gpu_mib(), "notes": figures["note"],
          "measured": figures.get("measured", f"{figures['steps_per_sec']:.3g} G steps/s"),
          "limit": ""}
   for key in ("xla", "precision"):
@@ -409,16 +404,16 @@ def speed_row(spec, steps, warmup, data_cache, examples):
   return out
 
 
-def _input_stall(args, overrides):
+def _input_stall(run, overrides):
   """The trainer fed by its reader, then by one cached batch (no reading):
   the share of the step time that waited for the reader is 1 - real / cached."""
-  real = train_step.run_trainer(args, overrides)
+  real = loops.run_trainer(run, overrides)
   model_dir = tempfile.mkdtemp(prefix="gpu_check_stall_")
   try:
-    t = _built(train_step.trainer_config(args, overrides, model_dir))
+    t = loops.built(loops.trainer_config(run, overrides, model_dir))
     # Read at the first trace of the loop: the same batch every step, from memory.
     t.iterator = iter(t.dataset.take(1).cache().repeat())
-    fed = train_step.trainer_figures(args, t.train())
+    fed = loops.trainer_figures(run, t.train())
   finally:
     shutil.rmtree(model_dir, ignore_errors=True)
   stall = max(0.0, 1.0 - real["steps_per_sec"] / fed["steps_per_sec"])

@@ -1,4 +1,4 @@
-"""python bench/input_pipeline.py --results_dir=bench/results
+"""python -m bench.input_pipeline --results_dir=bench/results
 
 Input-pipeline throughput, side by side in one run, on the same images.
 
@@ -58,11 +58,11 @@ import numpy as np  # pylint: disable=wrong-import-position
 from PIL import Image  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
+from bench import report  # pylint: disable=wrong-import-position
 from input import builtin  # pylint: disable=wrong-import-position
 from input import convert  # pylint: disable=wrong-import-position
 from input import manifest as manifest_lib  # pylint: disable=wrong-import-position
 from input import reader  # pylint: disable=wrong-import-position
-import report  # pylint: disable=wrong-import-position  (bench/report.py)
 
 IMAGE_SIZE = 64
 TARGET_RATIO = 5.0
@@ -309,13 +309,7 @@ def _content_section(args, content, result):
 
 def _report(args, machine, when, results):
   """The whole report as markdown text."""
-  lines = [
-      f"# Input pipeline benchmark, {when:%Y-%m-%d %H:%M:%S}",
-      "",
-      f"Command: `{' '.join(['python bench/input_pipeline.py'] + sys.argv[1:])}`",
-      "",
-      f"Machine: {machine}",
-      "",
+  lines = report.header("Input pipeline benchmark", "bench.input_pipeline", when, machine) + [
       f"Every loader: batch {args.batch_size}, shuffle buffer {args.shuffle_buffer}, "
       f"[B, {IMAGE_SIZE}, {IMAGE_SIZE}, 3] batches, float32 in [-1, 1] on the host except the "
       f"\"uint8 out\" rows; {args.warmup_batches} warm-up batches, then >= "
@@ -409,11 +403,7 @@ def main(argv):
     print()
     print(text, end="")
     if args.results_dir:
-      os.makedirs(args.results_dir, exist_ok=True)
-      path = os.path.join(args.results_dir, f"input_pipeline-{when:%Y-%m-%d}.md")
-      with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-      print(f"\nwrote {path}")
+      print(f"\nwrote {report.save(args.results_dir, 'input_pipeline', text, when)}")
   finally:
     if not args.work_dir:
       shutil.rmtree(work, ignore_errors=True)

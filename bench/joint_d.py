@@ -1,4 +1,4 @@
-"""python bench/joint_d.py --algos=sngan,wgan_gp --rounds=10
+"""python -m bench.joint_d --algos=sngan,wgan_gp --rounds=10
 
 One discriminator call on the concatenated [real; fake] batch against two
 calls, in the trainer's own step. `algorithms/gans.py` makes one call when the
@@ -18,29 +18,23 @@ machine falls on both alike.
 
 import argparse
 import os
-import shutil
 import statistics
-import sys
 import tempfile
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import logging  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
-from training import config as config_lib  # pylint: disable=wrong-import-position
-from training import trainer as trainer_lib  # pylint: disable=wrong-import-position
+from bench import child  # pylint: disable=wrong-import-position
+from bench import loops  # pylint: disable=wrong-import-position
+from bench import timing  # pylint: disable=wrong-import-position
 
 
 def _trainer(algo, args, model_dir, joint):
-  config = config_lib.TrainConfig(
-      algo=algo, data=args.data, model_dir=model_dir, strategy="one_device",
-      precision=args.precision, base_channels=args.base_channels,
-      global_batch_size=args.global_batch_size, train_steps=10**9, log_every=10**9,
-      sample_every=10**9, checkpoint_every=10**9)
-  t = trainer_lib._Trainer(config)  # pylint: disable=protected-access
+  t = loops.built_trainer(algo, model_dir, data=args.data, precision=args.precision,
+                          base_channels=args.base_channels,
+                          global_batch_size=args.global_batch_size)
   if not joint:
     t.algorithm._joint_d = False  # pylint: disable=protected-access
   return t
@@ -48,30 +42,21 @@ def _trainer(algo, args, model_dir, joint):
 
 def _run(t, k):
   t.train_loop(tf.constant(k, tf.int64))
-  int(t.step.numpy())  # What the host loop reads after every call.
-  return {n: float(v.numpy()) for n, v in t.metric_sums.items()}
+  return loops.host_reads(t)
 
 
 def measure(algo, args):
-  work = tempfile.mkdtemp(prefix="bench_joint_d_")
-  try:
+  with tempfile.TemporaryDirectory(prefix="bench_joint_d_", ignore_cleanup_errors=True) as work:
     trainers = {name: _trainer(algo, args, os.path.join(work, name), name == "joint")
                 for name in ("joint", "separate")}
     joint = trainers["joint"].algorithm._joint_d  # pylint: disable=protected-access
     for t in trainers.values():  # Trace, optimize and warm both.
       _run(t, args.k)
       _run(t, args.k)
-    times = {n: [] for n in trainers}
-    names = list(trainers)
-    for r in range(args.rounds):
-      for name in (names if r % 2 == 0 else names[::-1]):
-        start = time.perf_counter()
-        _run(trainers[name], args.k)
-        times[name].append((time.perf_counter() - start) / args.k)
-    c = trainers["joint"].config
-    return joint, trainers["joint"].precision, c, times
-  finally:
-    shutil.rmtree(work, ignore_errors=True)
+    # Two variants: the order alternates every round.
+    times = timing.take_turns({name: lambda t=t: _run(t, args.k) for name, t in trainers.items()},
+                              args.rounds, args.k)
+    return joint, trainers["joint"].precision, trainers["joint"].config, times
 
 
 def main(argv=None):
@@ -95,11 +80,9 @@ def main(argv=None):
     j, s = statistics.median(times["joint"]), statistics.median(times["separate"])
     print(f"| {algo} | {precision} | {c.base_channels} | {c.global_batch_size} | "
           f"{'yes' if joint else 'no (batch norm): both rows make two calls'} | "
-          f"{1e3 * j:.1f} [{1e3 * min(times['joint']):.1f}-{1e3 * max(times['joint']):.1f}] | "
-          f"{1e3 * s:.1f} [{1e3 * min(times['separate']):.1f}-"
-          f"{1e3 * max(times['separate']):.1f}] | {j / s:.3f} |", flush=True)
-  sys.stdout.flush()
-  os._exit(0)  # pylint: disable=protected-access  (TF's exit-time teardown can hang)
+          f"{timing.ms_with_range(times['joint'])} | {timing.ms_with_range(times['separate'])} "
+          f"| {j / s:.3f} |", flush=True)
+  child.exit_now(0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Channels-last (NHWC) against channels-first (NCHW) convolutions on this machine.
 
-    python bench/layout.py
+    python -m bench.layout
 
 The DCGAN networks of models/dcgan.py at 32x32x3 (base width 64, batch 64),
 written here with plain Keras layers so that `data_format` can change; one
@@ -15,19 +15,20 @@ cuDNN's tensor-core kernels want NHWC in float16/bfloat16; see BUILD.md.)
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from bench import child as child_lib  # pylint: disable=wrong-import-position
 
 LAYOUTS = ("channels_last", "channels_first")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def _child(layout, precision, calls):
+  # TensorFlow in the children only: the parent starts one process per layout.
   import keras  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   keras.mixed_precision.set_global_policy(precision)
@@ -80,7 +81,7 @@ def _child(layout, precision, calls):
     start = time.perf_counter()
     ten_steps().numpy()
     best = min(best, time.perf_counter() - start)
-  print(json.dumps({"steps_per_sec": 10 / best}))
+  child_lib.answer({"steps_per_sec": 10 / best})
 
 
 def main(argv=None):
@@ -91,18 +92,15 @@ def main(argv=None):
   if args.child:
     layout, precision = args.child.split(",")
     _child(layout, precision, args.calls)
-    sys.stdout.flush()
-    os._exit(0)  # pylint: disable=protected-access  (TF's exit-time teardown can hang)
+    child_lib.exit_now(0)
   speed = {}
   for precision in PRECISIONS:
     for layout in LAYOUTS:
-      out = subprocess.run([sys.executable, os.path.abspath(__file__), f"--calls={args.calls}",
-                            f"--child={layout},{precision}"], capture_output=True, text=True,
-                           check=False)
-      lines = [l for l in out.stdout.splitlines() if l.startswith("{")]
-      if not lines:
-        sys.exit(f"{layout} {precision} failed: {out.stderr.strip().splitlines()[-1:]}")
-      speed[layout, precision] = json.loads(lines[-1])["steps_per_sec"]
+      result, proc = child_lib.run(child_lib.command(
+          "bench.layout", f"--calls={args.calls}", f"--child={layout},{precision}"))
+      if result is None:
+        sys.exit(f"{layout} {precision} failed: {child_lib.last_line(proc.stderr)}")
+      speed[layout, precision] = result["steps_per_sec"]
   print(f"{'precision':16s} {'NHWC steps/s':>13s} {'NCHW steps/s':>13s} {'NCHW / NHWC':>12s}")
   for precision in PRECISIONS:
     last, first = speed["channels_last", precision], speed["channels_first", precision]

@@ -1,4 +1,4 @@
-r"""python bench/memorization_audit.py --results_dir=bench/results
+r"""python -m bench.memorization_audit --results_dir=bench/results
 
 The memorization audit (`pipeline.evaluate --memorization`,
 evaluation/memorization.py) on generators whose answer is known, side by side
@@ -26,20 +26,18 @@ import argparse
 import datetime
 import os
 import shutil
-import sys
 import tempfile
 
 import keras
 import numpy as np
 
+from bench import report
 from evaluation import evaluate
 from evaluation import memorization
 from input import convert
 from input import reader
 from training import config as config_lib
 from training import trainer
-
-import report  # pylint: disable=wrong-import-order  (bench/report.py)
 
 OLD_PERCENTILE, OLD_FRACTION = 1.0, 0.05  # The replaced rule: 5% below test_p01.
 
@@ -141,9 +139,8 @@ def main():
     header = ["generator", "truth", "pixel ratio (median)", "pixel copies", "pixel p",
               "feature copies", "feature p", "verdict", "old rule (pixels)"]
     held = next(r for r in rows if r[0].startswith("held-out"))
-    text = (f"# Memorization audit on known generators, {datetime.date.today()}\n\n"
-            f"Command: `python bench/memorization_audit.py {' '.join(sys.argv[1:])}`\n\n"
-            f"Machine: {report.machine()}\n\n"
+    text = ("\n".join(report.header("Memorization audit on known generators",
+                                     "bench.memorization_audit", datetime.date.today())) + "\n"
             "builtin:shapes at 16 px: 256 train, 256 held-out images; random conv features "
             "(coarse: many held-out images fall under the threshold there, and the test "
             "judges samples against that rate). Last row: 8x8 images made like scans (one "

@@ -1,6 +1,6 @@
 """Where a trainer step's time goes: TensorFlow op types by share of kernel time.
 
-    python bench/profile_step.py --algo=dcgan --precision=auto
+    python -m bench.profile_step --algo=dcgan --precision=auto
 
 Runs `training.trainer.run` twice on `builtin:shapes` (32x32x3, one device):
 first `--warmup_steps` steps to trace the step and fill the caches, then,
@@ -17,20 +17,19 @@ save, tf.data) are listed apart.
 
 import argparse
 import collections
+import dataclasses
 import glob
 import os
 import shutil
-import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import dataclasses  # pylint: disable=wrong-import-position
 
 import tensorflow as tf  # pylint: disable=wrong-import-position
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # pylint: disable=wrong-import-position
 
+from bench import child  # pylint: disable=wrong-import-position
+from bench import loops  # pylint: disable=wrong-import-position
 from training import config as config_lib  # pylint: disable=wrong-import-position
 from training import trainer  # pylint: disable=wrong-import-position
 
@@ -78,7 +77,7 @@ def main(argv=None):
     config = config_lib.TrainConfig(
         algo=args.algo, model_dir=os.path.join(work, "run"), strategy="one_device",
         precision=args.precision, train_steps=args.warmup_steps, log_every=args.warmup_steps,
-        sample_every=10**9, checkpoint_every=10**9,
+        sample_every=loops.NEVER, checkpoint_every=loops.NEVER,
         **({"steps_per_loop": args.steps_per_loop} if args.steps_per_loop else {}),
         **({"data": args.data} if args.data else {}),
         base_channels=args.base_channels, global_batch_size=args.global_batch_size)
@@ -96,8 +95,9 @@ def main(argv=None):
                if kind == "compute" and op != "Process"}
     total = sum(ms for ms, _ in compute.values())
     print(f"{args.algo}, precision {args.precision} -> {first.precision}, {args.steps} profiled "
-          f"steps, batch {first.config.global_batch_size}, width {first.config.base_channels}: {total:,.0f} ms of kernel time on the "
-          f"compute threads ({total / args.steps:.1f} ms per step); steps_per_loop "
+          f"steps, batch {first.config.global_batch_size}, width "
+          f"{first.config.base_channels}: {total:,.0f} ms of kernel time on the compute threads"
+          f" ({total / args.steps:.1f} ms per step); steps_per_loop "
           f"{first.config.steps_per_loop}")
     print(f"{'op type':40s} {'share':>7s} {'calls/step':>10s}")
     for op, (ms, calls) in sorted(compute.items(), key=lambda kv: -kv[1][0])[:args.top]:
@@ -112,8 +112,7 @@ def main(argv=None):
           + ", ".join(f"{op} {ms:,.0f} ms" for op, (ms, _) in top_host))
   finally:
     shutil.rmtree(work, ignore_errors=True)
-  sys.stdout.flush()
-  os._exit(0)  # pylint: disable=protected-access  (TF's exit-time teardown can hang)
+  child.exit_now(0)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Image figures of the small-data issue, run by `bench/quality.py --only=NAME`.
+"""Image figures of the small-data issue, run by `python -m bench.quality --only=NAME`.
 
 - first_run: the README's main command, exactly as a new user types it (a
   fresh data cache and run directory, a subprocess, timed from its start):
@@ -18,74 +18,33 @@
   subprocess), the GPU memory computed from parameter and activation sizes,
   and a sample grid.
 
-The shape judge is a small CNN trained on real images (bench/quality.py);
+The shape judge is a small CNN trained on real images (bench/judges.py);
 its FID uses its 64 penultimate features (for shapes, far more telling than
 InceptionV3's ImageNet features, which need a download here).
 """
 
 import glob
-import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import time
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from evaluation import metrics
+from bench import child
+from bench import judges
 from inference import sampling
 from training import config as config_lib
 from training import run_dir
 from training import samples as samples_lib
 from training import trainer
 
-import quality  # pylint: disable=wrong-import-order  (bench/ is the script's path)
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The README's main command, as typed (README.md, "The two commands").
 FIRST_RUN_ARGS = ("-m", "pipeline.train", "--algo=sngan", "--strategy=mirrored")
 FIRST_RUN_SECONDS = 300
-CONFIDENCE = 0.9
-
-
-class ShapeJudge:
-  """A shape classifier trained on real images of `data_dir`; judges samples
-  by confidence, class shares, agreement with labels and FID of its
-  penultimate features against the held-out test split."""
-
-  def __init__(self, data_dir, epochs=3):
-    train = quality._split_arrays(data_dir, "train")  # pylint: disable=protected-access
-    test = quality._split_arrays(data_dir, "test")  # pylint: disable=protected-access
-    self.model = quality.train_classifier(train["image"], train["label"], 3, epochs=epochs)
-    self.features = keras.Model(self.model.inputs, self.model.layers[-2].output)
-    self.accuracy = float(np.mean(self._logits(test["image"]).argmax(1) == test["label"]))
-    self.reference = self._stats(test["image"])
-    self.test_confident = self.confident_share(test["image"])
-
-  def _logits(self, x):
-    return self.model.predict(x, verbose=0, batch_size=256)
-
-  def _stats(self, x):
-    f = self.features.predict(x, verbose=0, batch_size=256).astype(np.float64)
-    return f.mean(0), np.cov(f, rowvar=False)
-
-  def confident_share(self, x):
-    p = tf.nn.softmax(self._logits(x)).numpy()
-    return float(np.mean(p.max(1) >= CONFIDENCE))
-
-  def shares(self, x):
-    return np.bincount(self._logits(x).argmax(1), minlength=3) / len(x)
-
-  def agreement(self, x, labels):
-    return float(np.mean(self._logits(x).argmax(1) == labels))
-
-  def fid(self, x):
-    mu, sigma = self._stats(x)
-    return float(metrics.frechet_distance(mu, sigma, *self.reference))
 
 
 def _train(model_dir, **settings):
@@ -128,15 +87,15 @@ def run_first_run(work_dir, limit=FIRST_RUN_SECONDS):
     raise RuntimeError(f"the main command failed ({code}); see {home}/output.txt")
   model_dir = os.path.join(home, "runs", "sngan-shapes")
   algorithm, step = sampling.load_algorithm(model_dir)
-  judge = ShapeJudge(glob.glob(os.path.join(home, "cache", "builtin", "shapes-*"))[0])
+  judge = judges.ShapeJudge(glob.glob(os.path.join(home, "cache", "builtin", "shapes-*"))[0])
   x, _ = sampling.sample(algorithm, 1000, seed=1)
   confident, shares = judge.confident_share(x), judge.shares(x)
   ok = seconds <= limit and confident >= 0.9 and shares.min() >= 0.15
   print(f"first run: `python {' '.join(FIRST_RUN_ARGS)}` took {seconds:.0f} s for {step} steps "
         f"(conversion included); {confident:.1%} of 1,000 samples classified with confidence "
-        f">= {CONFIDENCE} (real test images: {judge.test_confident:.1%}), class shares "
+        f">= {judges.CONFIDENCE} (real test images: {judge.test_confident:.1%}), class shares "
         f"{np.round(shares, 3).tolist()}, FID(classifier features) {judge.fid(x):.2f} "
-        f"[{quality._verdict(ok)}: targets <= {limit} s, >= 90%, each class >= 15%]",  # pylint: disable=protected-access
+        f"[{judges.verdict(ok)}: targets <= {limit} s, >= 90%, each class >= 15%]",
         flush=True)
   return dict(seconds=seconds, steps=step, confident=confident, shares=shares.tolist())
 
@@ -151,8 +110,8 @@ SMALL_DATA_VARIANTS = {
 
 def run_small_data(work_dir, steps, every, examples=500):
   """FID and r_t curves of sngan on `examples` training images, per variant."""
-  small = quality._data("shapes", max_examples=examples)  # pylint: disable=protected-access
-  judge = ShapeJudge(quality._data("shapes"))  # pylint: disable=protected-access
+  small = judges.data("shapes", max_examples=examples)
+  judge = judges.ShapeJudge(judges.data("shapes"))
   final = {}
   for name, extra in SMALL_DATA_VARIANTS.items():
     model_dir = os.path.join(work_dir, f"small-{name}")
@@ -178,7 +137,7 @@ def run_small_data(work_dir, steps, every, examples=500):
     ok = fid <= 0.7 * base[1] and r_t < base[2]
     print(f"small data {name} vs none at {steps} steps: FID {fid:.2f} vs {base[1]:.2f} "
           f"({1 - fid / base[1]:+.0%} lower), r_t {r_t:.3f} vs {base[2]:.3f} "
-          f"[{quality._verdict(ok)}: target >= 30% lower FID, lower r_t]", flush=True)  # pylint: disable=protected-access
+          f"[{judges.verdict(ok)}: target >= 30% lower FID, lower r_t]", flush=True)
   return final
 
 
@@ -191,8 +150,8 @@ def run_arch(work_dir, seconds, runs=ARCH_RUNS):
   (size, arch) pairs."""
   out = {}
   for size in sorted({size for size, _ in runs}):
-    data = quality._data("shapes", image_size=size)  # pylint: disable=protected-access
-    judge = ShapeJudge(data)
+    data = judges.data("shapes", image_size=size)
+    judge = judges.ShapeJudge(data)
     for arch in [a for s, a in runs if s == size]:
       model_dir = os.path.join(work_dir, f"arch-{arch}-{size}")
       settings = dict(algo="sngan", data=data, arch=arch)
@@ -222,8 +181,8 @@ CONDITIONAL_RUNS = {
 def run_conditional(work_dir, seconds, target=0.95, points=6):
   """Class agreement of conditional samples over equal wall time: the steps
   and seconds until >= `target` of samples show the class asked for."""
-  data = quality._data("shapes")  # pylint: disable=protected-access
-  judge = ShapeJudge(data)
+  data = judges.data("shapes")
+  judge = judges.ShapeJudge(data)
   out = {}
   for name, settings in CONDITIONAL_RUNS.items():
     model_dir = os.path.join(work_dir, "conditional-" + name.split()[0] + (
@@ -259,7 +218,7 @@ GPU_BATCH = 64  # The batch of the computed GPU memory (the trainer's default).
 def resolution_figures(size, batch, work_dir):
   """Trains --arch=resnet sngan for a few steps at `size` px in this process;
   returns its figures (run by `run_resolution` in a subprocess each)."""
-  data = quality._data("shapes", image_size=size, max_examples=256)  # pylint: disable=protected-access
+  data = judges.data("shapes", image_size=size, max_examples=256)
   model_dir = os.path.join(work_dir, f"resolution-{size}")
   settings = dict(algo="sngan", data=data, arch="resnet", global_batch_size=batch,
                   log_every=2, sample_every=RESOLUTION_STEPS, steps_per_loop=1)
@@ -272,7 +231,7 @@ def resolution_figures(size, batch, work_dir):
   samples_lib.save_png(grid, samples_lib.image_grid(x, columns=4))
   return dict(size=size, batch=batch, seconds=time.time() - start,
               step_seconds=batch / float(np.median(rates)),
-              peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+              peak_rss_mib=child.peak_rss_mib(),
               gpu_mib=gpu_memory_mib(algorithm, GPU_BATCH), grid=grid,
               g_params=algorithm.generator.count_params(),
               d_params=algorithm.discriminator.count_params())
@@ -310,17 +269,14 @@ def run_resolution(work_dir, sizes=((128, 8), (256, 4))):
   """Each size in its own subprocess (its peak RSS alone)."""
   out = []
   for size, batch in sizes:
-    code = ("import json, sys; sys.path.insert(0, 'bench'); import quality_images as q; "
-            f"print('RESULT', json.dumps(q.resolution_figures({size}, {batch}, {work_dir!r})))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                          text=True, check=False,
-                          env=dict(os.environ, PYTHONPATH=REPO))
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    if proc.returncode or not lines:
+    code = ("from bench import child, quality_images as q; "
+            f"child.answer(q.resolution_figures({size}, {batch}, {work_dir!r}))")
+    r, proc = child.run([sys.executable, "-c", code], cwd=REPO,
+                        env=dict(os.environ, PYTHONPATH=REPO))
+    if proc.returncode or r is None:
       print(f"resolution {size} px: FAILED ({proc.returncode})\n{proc.stderr[-3000:]}",
             flush=True)
       continue
-    r = json.loads(lines[-1][len("RESULT "):])
     out.append(r)
     print(f"resolution {size} px --arch=resnet sngan, batch {batch}: trains "
           f"({RESOLUTION_STEPS} steps, {r['seconds']:.0f} s with building); step "

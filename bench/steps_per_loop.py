@@ -1,4 +1,4 @@
-"""python bench/steps_per_loop.py --algos=sngan,dcgan,wgan_gp --k=10 --rounds=6
+"""python -m bench.steps_per_loop --algos=sngan,dcgan,wgan_gp --k=10 --rounds=6
 
 How the trainer's generator steps should be grouped into `tf.function` calls
 (`--steps_per_loop`), measured in one process on one built trainer, so that
@@ -21,20 +21,19 @@ falls on every variant alike.
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import logging  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
-from training import config as config_lib  # pylint: disable=wrong-import-position
-from training import trainer as trainer_lib  # pylint: disable=wrong-import-position
+from bench import child  # pylint: disable=wrong-import-position
+from bench import loops  # pylint: disable=wrong-import-position
+from bench import timing  # pylint: disable=wrong-import-position
 
 VARIANTS = ("call1", "range", "range_pi1", "unrolled", "single")
 
@@ -61,15 +60,11 @@ def _variants(t, k):
   def single():
     one_step(feed.fetch(), True)
 
-  def host():  # What _host_loop reads after every call.
-    int(t.step.numpy())
-    return {n: float(v.numpy()) for n, v in t.metric_sums.items()}
-
   def calls(fn, n, *args):
     def run():
       for _ in range(n):
         fn(*args)
-        host()
+        loops.host_reads(t)
     return run
 
   one, many = tf.constant(1, tf.int64), tf.constant(k, tf.int64)
@@ -79,13 +74,9 @@ def _variants(t, k):
 
 
 def measure(algo, args):
-  work = tempfile.mkdtemp(prefix="bench_spl_")
-  try:
-    config = config_lib.TrainConfig(
-        algo=algo, data=args.data, model_dir=os.path.join(work, "run"),
-        strategy="one_device", precision=args.precision, train_steps=10**9,
-        log_every=10**9, sample_every=10**9, checkpoint_every=10**9)
-    t = trainer_lib._Trainer(config)  # pylint: disable=protected-access
+  with tempfile.TemporaryDirectory(prefix="bench_spl_", ignore_cleanup_errors=True) as work:
+    t = loops.built_trainer(algo, os.path.join(work, "run"), data=args.data,
+                            precision=args.precision)
     variants = {n: f for n, f in _variants(t, args.k).items() if n in args.variants}
     compile_s = {}
     for name, fn in variants.items():  # Trace, optimize and warm every variant.
@@ -93,17 +84,7 @@ def measure(algo, args):
       fn()
       compile_s[name] = time.perf_counter() - start
       fn()
-    times = {n: [] for n in variants}
-    names = list(variants)
-    for r in range(args.rounds):
-      order = names[r % len(names):] + names[:r % len(names)]
-      for name in order:
-        start = time.perf_counter()
-        variants[name]()
-        times[name].append((time.perf_counter() - start) / args.k)
-    return t.precision, compile_s, times
-  finally:
-    shutil.rmtree(work, ignore_errors=True)
+    return t.precision, compile_s, timing.take_turns(variants, args.rounds, args.k)
 
 
 def main(argv=None):
@@ -125,13 +106,10 @@ def main(argv=None):
     print("| variant | ms per G step | vs call1 (time ratio, <1 faster) | first call s |")
     print("|---|---|---|---|")
     for name, ts in times.items():
-      med = statistics.median(ts)
-      ratio = f"{med / base:.3f}" if base else "-"
-      print(f"| {name} | {1e3 * med:.1f} [{1e3 * min(ts):.1f}-{1e3 * max(ts):.1f}] | {ratio} "
-            f"| {compile_s[name]:.1f} |")
+      ratio = f"{statistics.median(ts) / base:.3f}" if base else "-"
+      print(f"| {name} | {timing.ms_with_range(ts)} | {ratio} | {compile_s[name]:.1f} |")
     sys.stdout.flush()
-  sys.stdout.flush()
-  os._exit(0)  # pylint: disable=protected-access  (TF's exit-time teardown can hang)
+  child.exit_now(0)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""python bench/torch_train_step.py --algo=sngan --image_shape=32x32x3 --steps=50 --warmup=5
+"""python -m bench.torch_train_step --algo=sngan --image_shape=32x32x3 --steps=50 --warmup=5
 
 The `torch` variant of bench/train_step.py (which runs it with the resolved
 hyperparameters of the TF variants as flags): the project's DCGAN generator
@@ -34,11 +34,10 @@ convolutions by default too).
 """
 
 import argparse
-import json
-import math
-import resource
 import sys
-import time
+
+from bench import child
+from bench import timing
 
 try:
   import torch
@@ -247,24 +246,13 @@ def main(argv):
          "batch_size": args.batch_size, "timed_steps": args.steps}
   if torch is None:
     out["skipped"] = "torch not installed"
-    print(json.dumps(out), flush=True)
+    child.answer(out)
     return 0
   try:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
       torch.backends.cudnn.benchmark = True
-    loop = _Loop(args, device)
-    for _ in range(args.warmup):
-      loop.generator_step()
-    loop.sync()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-      d_loss, g_loss = loop.generator_step()
-    loop.sync()
-    seconds = time.perf_counter() - start
-    values = (float(d_loss), float(g_loss))
-    if not all(math.isfinite(v) for v in values):
-      raise FloatingPointError(f"non-finite losses (d, g) = {values}")
+    seconds = timing.time_generator_steps(_Loop(args, device), args.steps, args.warmup)
     steps_per_sec = args.steps / seconds
     real_per_step = args.n_critic * args.batch_size
     out.update(
@@ -277,10 +265,9 @@ def main(argv):
         note=f"PyTorch {torch.__version__}, random real data, "
              f"{torch.get_num_threads()} intra-op threads")
   except Exception as e:  # pylint: disable=broad-except  (reported as the row)
-    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-    out["error"] = f"{type(e).__name__}: {lines[0] if lines else ''}"[:300]
-  out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  print(json.dumps(out), flush=True)
+    out["error"] = child.error_line(e)
+  out["peak_rss_mib"] = child.peak_rss_mib()
+  child.answer(out)
   return 1 if "error" in out else 0
 
 

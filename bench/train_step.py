@@ -1,5 +1,5 @@
-"""python bench/train_step.py --results_dir=bench/results
-python bench/train_step.py --algos=sngan --datasets=shapes32 --variants=eager,tf_function,trainer
+"""python -m bench.train_step --results_dir=bench/results
+python -m bench.train_step --algos=sngan --datasets=shapes32 --variants=eager,tf_function,trainer
 
 Training-step speed of one GAN written three ways, side by side in one run.
 
@@ -38,7 +38,7 @@ variant of `--variants`, each in its own subprocess (so that the peak RSS,
    `trainer_f32`, `trainer_bf16`, `trainer_fp16`
    (`precision=float32|mixed_bfloat16|mixed_float16`),
    `trainer_spl1`, `trainer_spl50` (`steps_per_loop=1|50`).
-5. `torch`: `bench/torch_train_step.py`, the same architectures and
+5. `torch`: `python -m bench.torch_train_step`, the same architectures and
    hyperparameters in PyTorch, fed with random tensors of the data's shape
    (no input pipeline); "torch not installed" where `import torch` fails.
 
@@ -79,37 +79,26 @@ memory only, so the GPU rows also show the device's peak memory.
 
 import argparse
 import datetime
-import json
-import math
 import os
-import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import logging  # pylint: disable=wrong-import-position
-import keras  # pylint: disable=wrong-import-position
-import tensorflow as tf  # pylint: disable=wrong-import-position
 
-import algorithms  # pylint: disable=wrong-import-position
 from algorithms import gans  # pylint: disable=wrong-import-position
+from bench import child  # pylint: disable=wrong-import-position
+from bench import loops  # pylint: disable=wrong-import-position
+from bench import report  # pylint: disable=wrong-import-position
+from bench import timing  # pylint: disable=wrong-import-position
 from input import cache  # pylint: disable=wrong-import-position
 from input import convert  # pylint: disable=wrong-import-position
 from input import manifest as manifest_lib  # pylint: disable=wrong-import-position
-from input import reader  # pylint: disable=wrong-import-position
-from models import losses  # pylint: disable=wrong-import-position
-from models import penalties  # pylint: disable=wrong-import-position
-from models import spectral_norm  # pylint: disable=wrong-import-position
-from training import config as config_lib  # pylint: disable=wrong-import-position
-from training import data as data_lib  # pylint: disable=wrong-import-position
-from training import trainer  # pylint: disable=wrong-import-position
-import report  # pylint: disable=wrong-import-position  (bench/report.py)
 
-ALGOS = ("wgan_gp", "sngan", "dcgan")
+ALGOS = loops.ALGOS
 # name -> (source, image_size, channels, description).
 DATASETS = {
     "shapes32": ("builtin:shapes", None, None, "builtin:shapes, 32x32x3 RGB (the trainer's "
@@ -131,7 +120,6 @@ TRAINER_VARIANTS = {
 VARIANTS = ("eager", "tf_function", *TRAINER_VARIANTS, "torch")
 # (baseline, minimum ratio of `trainer` images/s to the baseline's).
 TARGETS = (("eager", 4.0), ("tf_function", 1.3))
-TORCH_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_train_step.py")
 
 
 def _csv(choices, what):
@@ -221,7 +209,7 @@ def _prepare_data(name, args):
   try:
     convert.run(convert.ConvertConfig(source=source, output=tmp, image_size=image_size,
                                       channels=channels, max_examples=args.num_examples,
-                                      command_line="bench/train_step.py"))
+                                      command_line="python -m bench.train_step"))
     os.rename(tmp, final)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -232,177 +220,8 @@ def _image_shape(data_dir):
   return tuple(manifest_lib.load(data_dir)["features"]["image"]["shape"])
 
 
-def _resolved_config(algo, data_dir, batch_size, base_channels=None):
-  """The algorithm's resolved TrainConfig and DataInfo for this data, as the trainer
-  resolves them (paper defaults: loss, n_critic, learning rates, betas, z_dim; the
-  trainer's base width unless `base_channels` is given)."""
-  manifest = manifest_lib.load(data_dir)
-  info = data_lib.describe(manifest, data_dir)
-  config = config_lib.TrainConfig(algo=algo, data=data_dir, global_batch_size=batch_size,
-                                  base_channels=base_channels)
-  return algorithms.get(algo).resolve(config, info), info
-
-
 # ---------------------------------------------------------------------------
-# Variants 1 and 2 (in a child process).
-
-
-class _HandWritten:
-  """The usual TF GAN loop: `eager`, or with `compiled` one tf.function per step.
-
-  The models and optimizers are the algorithm's own (`ImageGAN.build`); the
-  step is written here the way most GAN code writes it.
-  """
-
-  def __init__(self, algo, data_dir, batch_size, compiled, base_channels=None):
-    self.config, info = _resolved_config(algo, data_dir, batch_size, base_channels)
-    self.spec = gans.SPECS[algo]
-    self.batch_size = batch_size
-    keras.utils.set_random_seed(self.config.seed)
-    algorithm = algorithms.get(algo)(self.config, info)
-    algorithm.build()
-    self.generator, self.discriminator = algorithm.generator, algorithm.discriminator
-    self.d_optimizer, self.g_optimizer = algorithm.optimizers["d"], algorithm.optimizers["g"]
-    c = self.config
-    self.g_loss_fn, self.d_loss_fn = losses.get(c.loss, c.g_loss)
-    # The trainer's shuffle buffer: the same records held in memory.
-    manifest = manifest_lib.load(data_dir)
-    shuffle = data_lib.auto_shuffle_buffer(manifest)
-    dataset = reader.make_dataset(reader.ReaderConfig(
-        data_dir, shuffle_buffer=shuffle, seed=c.seed, normalize=True), batch_size)
-    self.iterator = iter(dataset)
-    self.d_step = tf.function(self._d_step) if compiled else self._d_step
-    self.g_step = tf.function(self._g_step) if compiled else self._g_step
-
-  def _d_step(self, real):
-    """One discriminator (critic) update on one real batch."""
-    c, g, d = self.config, self.generator, self.discriminator
-    if self.spec.spectral_norm:
-      spectral_norm.power_iteration(d)
-    z = tf.random.normal([self.batch_size, c.z_dim])
-    with tf.GradientTape() as tape:
-      fake = g(z, training=True)
-      loss = tf.reduce_mean(self.d_loss_fn(d(real, training=True), d(fake, training=True)))
-      if c.gp_weight:
-        alpha = tf.random.uniform([self.batch_size])
-        gp, _ = penalties.wasserstein_gradient_penalty(
-            lambda x: d(x, training=True), real, fake, alpha)
-        loss += c.gp_weight * tf.reduce_mean(gp)
-    grads = tape.gradient(loss, d.trainable_variables)
-    self.d_optimizer.apply_gradients(zip(grads, d.trainable_variables))
-    return loss
-
-  def _g_step(self):
-    """One generator update."""
-    c, g, d = self.config, self.generator, self.discriminator
-    z = tf.random.normal([self.batch_size, c.z_dim])
-    with tf.GradientTape() as tape:
-      loss = tf.reduce_mean(self.g_loss_fn(d(g(z, training=True), training=True)))
-    grads = tape.gradient(loss, g.trainable_variables)
-    self.g_optimizer.apply_gradients(zip(grads, g.trainable_variables))
-    return loss
-
-  def generator_step(self):
-    """n_critic discriminator steps, each on a new real batch, then a generator step."""
-    for _ in range(self.config.n_critic):
-      d_loss = self.d_step(next(self.iterator)["image"])
-    return d_loss, self.g_step()
-
-  def sync(self):
-    """Waits for queued device work: reads a weight the last update wrote."""
-    return keras.ops.convert_to_numpy(self.generator.trainable_variables[-1])
-
-
-def run_hand_written(args, compiled):
-  """Times the `eager` (or with `compiled`, the `tf_function`) loop; returns the
-  row's figures. `args`: algo, data, batch_size, steps, warmup and
-  base_channels (as parsed above; bench/gpu_check.py builds its own)."""
-  loop = _HandWritten(args.algo, args.data, args.batch_size, compiled,
-                      args.base_channels)
-  for _ in range(args.warmup):
-    loop.generator_step()
-  loop.sync()
-  start = time.perf_counter()
-  for _ in range(args.steps):
-    d_loss, g_loss = loop.generator_step()
-  loop.sync()
-  seconds = time.perf_counter() - start
-  losses_now = (float(d_loss), float(g_loss))
-  if not all(math.isfinite(v) for v in losses_now):
-    raise FloatingPointError(f"non-finite losses (d, g) = {losses_now}")
-  return {"steps_per_sec": args.steps / seconds, "seconds": seconds,
-          "real_per_step": loop.config.n_critic * args.batch_size,
-          "warmup_steps": args.warmup, "base_channels": loop.config.base_channels,
-          "note": "eager; n_critic loop and input iterator in Python" if not compiled
-                  else "one tf.function per D step and per G step"}
-
-
-# ---------------------------------------------------------------------------
-# The trainer variants (in a child process).
-
-
-def trainer_config(args, overrides, model_dir):
-  """The TrainConfig of a trainer variant: `overrides` (TrainConfig fields) on the
-  trainer's defaults, `2 * args.steps` steps logged every `args.steps`.
-  `args`: algo, data, batch_size, steps, trainer_strategy and
-  base_channels."""
-  return config_lib.TrainConfig(
-      algo=args.algo, data=args.data, model_dir=model_dir, strategy=args.trainer_strategy,
-      global_batch_size=args.batch_size, base_channels=args.base_channels,
-      train_steps=2 * args.steps,
-      log_every=args.steps, sample_every=2 * args.steps, checkpoint_every=2 * args.steps,
-      **overrides)
-
-
-def run_trainer(args, overrides):
-  """Times `training.trainer.run` with `overrides`; returns the row's figures."""
-  model_dir = tempfile.mkdtemp(prefix="bench_train_step_")
-  try:
-    result = trainer.run(trainer_config(args, overrides, model_dir))
-  finally:
-    shutil.rmtree(model_dir, ignore_errors=True)
-  return trainer_figures(args, result)
-
-
-def trainer_figures(args, result):
-  """The row's figures from a `TrainResult` of `trainer_config(args, ...)`: its
-  second log interval."""
-  if result.step != 2 * args.steps or "steps_per_sec" not in result.metrics:
-    raise RuntimeError(f"the trainer stopped at step {result.step} of {2 * args.steps}")
-  c = result.config
-  steps_per_sec = result.metrics["steps_per_sec"]
-  per_call = min(c.steps_per_loop, args.steps)
-  note = [f"strategy {c.strategy}, steps_per_loop {c.steps_per_loop}"
-          + (f" (calls of {per_call}: the log interval)" if per_call < c.steps_per_loop else "")]
-  note.append(_xla_note(result))
-  note.append(_precision_note(result))
-  return {"steps_per_sec": steps_per_sec, "seconds": args.steps / steps_per_sec,
-          "real_per_step": c.n_critic * args.batch_size,
-          "warmup_steps": args.steps, "base_channels": c.base_channels,
-          "note": ", ".join(note),
-          "xla": result.xla, "precision": result.precision}
-
-
-def _xla_note(result):
-  """What `--xla` resolved to."""
-  return f"xla {result.config.xla} -> {'on' if result.xla else 'off'}"
-
-
-def _precision_note(result):
-  """What `--precision` resolved to."""
-  return f"precision {result.config.precision} -> {result.precision}"
-
-
-def _device():
-  gpus = tf.config.list_logical_devices("GPU")
-  return gpus[0].name if gpus else "CPU"
-
-
-def peak_gpu_mib():
-  """The process's peak memory on its first GPU (MiB), or None without a GPU."""
-  if not tf.config.list_logical_devices("GPU"):
-    return None
-  return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+# One variant (in a child process).
 
 
 def _child_main(args):
@@ -410,29 +229,24 @@ def _child_main(args):
   logging.set_verbosity(logging.WARNING)
   out = {"variant": args.variant, "algo": args.algo, "data": args.data,
          "batch_size": args.batch_size, "timed_steps": args.steps}
+  run = loops.LoopRun(algo=args.algo, data=args.data, batch_size=args.batch_size,
+                      steps=args.steps, warmup=args.warmup, base_channels=args.base_channels,
+                      trainer_strategy=args.trainer_strategy)
   try:
     if args.variant in ("eager", "tf_function"):
-      out.update(run_hand_written(args, compiled=args.variant == "tf_function"))
+      out.update(loops.run_hand_written(run, compiled=args.variant == "tf_function"))
     elif args.variant in TRAINER_VARIANTS:
-      out.update(run_trainer(args, TRAINER_VARIANTS[args.variant]))
+      out.update(loops.run_trainer(run, TRAINER_VARIANTS[args.variant]))
     else:
       raise ValueError(f"variant {args.variant!r} does not run in this script")
     out["images_per_sec"] = out["steps_per_sec"] * out["real_per_step"]
-    out["device"] = _device()
-    out["peak_gpu_mib"] = peak_gpu_mib()
+    out["device"] = loops.device_name()
+    out["peak_gpu_mib"] = loops.peak_gpu_mib()
   except Exception as e:  # pylint: disable=broad-except  (reported as the row)
-    out["error"] = one_line(e)
-  out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  print(json.dumps(out), flush=True)
+    out["error"] = child.error_line(e)
+  out["peak_rss_mib"] = child.peak_rss_mib()
+  child.answer(out)
   return 1 if "error" in out else 0
-
-
-def one_line(e):
-  """The line of an exception that says what happened (for a tf.function's error,
-  which opens with "in user code:" and a traceback, the last one)."""
-  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
-  line = (lines[-1] if lines[0].startswith("in user code") else lines[0]) if lines else ""
-  return f"{type(e).__name__}: {line}"[:300]
 
 
 # ---------------------------------------------------------------------------
@@ -441,7 +255,7 @@ def one_line(e):
 
 def _torch_flags(algo, data_dir, batch_size, base_channels):
   """bench/torch_train_step.py flags with the hyperparameters the TF variants resolve."""
-  c, info = _resolved_config(algo, data_dir, batch_size, base_channels)
+  c, info = loops.resolved_config(algo, data_dir, batch_size, base_channels)
   spec = gans.SPECS[algo]
   return [f"--algo={algo}", f"--image_shape={'x'.join(map(str, info.shape))}",
           f"--loss={c.loss}", f"--g_loss={c.g_loss}", f"--n_critic={c.n_critic}",
@@ -457,26 +271,23 @@ def _run_child(variant, algo, data_dir, args):
   common = [f"--steps={args.steps}", f"--warmup={args.warmup}",
             f"--batch_size={args.batch_size}"]
   if variant == "torch":
-    cmd = [sys.executable, TORCH_SCRIPT,
-           *_torch_flags(algo, data_dir, args.batch_size, args.base_channels), *common]
+    cmd = child.command("bench.torch_train_step",
+                        *_torch_flags(algo, data_dir, args.batch_size, args.base_channels),
+                        *common)
   else:
-    cmd = [sys.executable, os.path.abspath(__file__), f"--variant={variant}", f"--algo={algo}",
-           f"--data={data_dir}", f"--trainer_strategy={args.trainer_strategy}", *common]
+    cmd = child.command("bench.train_step", f"--variant={variant}", f"--algo={algo}",
+                        f"--data={data_dir}", f"--trainer_strategy={args.trainer_strategy}",
+                        *common)
     if args.base_channels is not None:
       cmd.append(f"--base_channels={args.base_channels}")
   try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.child_timeout,
-                          check=False)
+    result, proc = child.run(cmd, timeout=args.child_timeout)
   except subprocess.TimeoutExpired:
     return {"error": f"killed after --child_timeout={args.child_timeout:g} s"}
-  for line in reversed(proc.stdout.splitlines()):
-    if line.startswith("{"):
-      try:
-        return json.loads(line)
-      except json.JSONDecodeError:
-        pass
-  tail = [l.strip() for l in proc.stderr.splitlines() if l.strip()]
-  return {"error": f"exit code {proc.returncode}" + (f": {tail[-1][:300]}" if tail else "")}
+  if result is not None:
+    return result
+  tail = child.last_line(proc.stderr)
+  return {"error": f"exit code {proc.returncode}" + (f": {tail}" if tail else "")}
 
 
 def _ratio(row, base):
@@ -540,13 +351,7 @@ def _summary_line(name, algo, per_variant):
 
 
 def _report(args, machine, when, sections):
-  lines = [
-      f"# Training-step benchmark, {when:%Y-%m-%d %H:%M:%S}",
-      "",
-      f"Command: `{' '.join(['python bench/train_step.py'] + sys.argv[1:])}`",
-      "",
-      f"Machine: {machine}",
-      "",
+  lines = report.header("Training-step benchmark", "bench.train_step", when, machine) + [
       "Same networks (`models.dcgan`, built by the algorithm's `ImageGAN.build`, base width "
       f"{args.base_channels or 'the trainer default'}), same Adam settings, global batch "
       f"{args.batch_size}. Variants: `eager` (eager "
@@ -609,8 +414,7 @@ def main(argv):
     for algo in args.algos:
       runs = {variant: [] for variant in args.variants}
       for round_index in range(args.rounds):
-        shift = round_index % len(args.variants)
-        for variant in args.variants[shift:] + args.variants[:shift]:
+        for variant in timing.turns(args.variants, round_index):
           start = time.perf_counter()
           r = _run_child(variant, algo, data_dir, args)
           runs[variant].append(r)
@@ -621,11 +425,7 @@ def main(argv):
   print()
   print(text, end="")
   if args.results_dir:
-    os.makedirs(args.results_dir, exist_ok=True)
-    path = os.path.join(args.results_dir, f"train_step-{when:%Y-%m-%d}.md")
-    with open(path, "w", encoding="utf-8") as f:
-      f.write(text)
-    print(f"\nwrote {path}")
+    print(f"\nwrote {report.save(args.results_dir, 'train_step', text, when)}")
   return 0
 
 

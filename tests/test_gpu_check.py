@@ -12,13 +12,11 @@ import time
 import pytest
 import tensorflow as tf
 
+from bench import gpu_check
+from bench import gpu_check_rows
 from tests import helpers
 
-sys.path.insert(0, os.path.join(helpers.REPO_ROOT, "bench"))  # As `python bench/...` has it.
-import gpu_check  # pylint: disable=wrong-import-position,wrong-import-order
-import gpu_check_rows  # pylint: disable=wrong-import-position,wrong-import-order
-
-SCRIPT = os.path.join(helpers.REPO_ROOT, "bench", "gpu_check.py")
+COMMAND = [sys.executable, "-m", "bench.gpu_check"]
 
 
 def _table_rows(text):
@@ -170,7 +168,7 @@ class PlanTest(tf.test.TestCase):
 
   def test_plan_for_prints_it(self):
     for num_gpus in (1, 2, 8):
-      proc = subprocess.run([sys.executable, SCRIPT, f"--plan_for={num_gpus}"],
+      proc = subprocess.run([*COMMAND, f"--plan_for={num_gpus}"],
                             env=helpers.subprocess_env(), cwd=helpers.REPO_ROOT,
                             capture_output=True, text=True, timeout=120, check=False)
       self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
@@ -242,7 +240,7 @@ class CpuSmokeTest(tf.test.TestCase):
     tmp = self.create_tempdir().full_path
     start = time.time()
     proc = subprocess.run(
-        [sys.executable, SCRIPT, "--cpu_smoke", f"--results_dir={tmp}/results",
+        [*COMMAND, "--cpu_smoke", f"--results_dir={tmp}/results",
          f"--data_cache={tmp}/cache"], env=helpers.subprocess_env(), cwd=helpers.REPO_ROOT,
         capture_output=True, text=True, timeout=900, check=False)
     seconds = time.time() - start

@@ -1,17 +1,16 @@
 """bench/quality_images.py: the first-run check runs the README's main command
-as printed, and its ShapeJudge judges real images as real and noise as noise."""
+as printed, and its ShapeJudge (bench/judges.py) judges real images as real
+and noise as noise."""
 
 import os
 import re
-import sys
 
 import numpy as np
 
+from bench import judges
+from bench import quality_images
 from input import cache
 from tests import helpers
-
-sys.path.insert(0, os.path.join(helpers.REPO_ROOT, "bench"))  # As `python bench/...` has it.
-import quality_images  # pylint: disable=wrong-import-position,wrong-import-order
 
 
 def test_first_run_check_runs_the_readme_main_command():
@@ -24,8 +23,8 @@ def test_first_run_check_runs_the_readme_main_command():
 
 def test_shape_judge_separates_real_shapes_from_noise(tmp_path):
   data = cache.ensure_builtin("shapes", cache_dir=str(tmp_path), max_examples=2000)
-  judge = quality_images.ShapeJudge(data, epochs=6)
-  real = quality_images.quality._split_arrays(data, "test")  # pylint: disable=protected-access
+  judge = judges.ShapeJudge(data, epochs=6)
+  real = judges.split_arrays(data, "test")
   noise = np.random.default_rng(0).uniform(-1, 1, real["image"].shape).astype(np.float32)
   assert judge.accuracy >= 0.9
   wrong = (real["label"] + 1) % 3  # Every label replaced by another class.
