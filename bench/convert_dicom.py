@@ -1,4 +1,4 @@
-r"""python bench/convert_dicom.py --results_dir=bench/results
+r"""python -m bench.convert_dicom --results_dir=bench/results
 
 DICOM conversion throughput, side by side in one run, on the same files: the
 pipeline's `dicom:DIR` conversion against the loop of pydicom reads into
@@ -53,6 +53,7 @@ a 2-core CPU. Absolute numbers depend on the machine and its load; compare the
 ratios taken in the same run.
 """
 
+import argparse
 import copy
 import datetime
 import hashlib
@@ -68,8 +69,6 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from absl import app  # pylint: disable=wrong-import-position
-from absl import flags  # pylint: disable=wrong-import-position
 from absl import logging  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 from PIL import Image  # pylint: disable=wrong-import-position
@@ -81,42 +80,6 @@ from pydicom import uid as pydicom_uid  # pylint: disable=wrong-import-position
 # `main` only: the baseline's spawned pool workers import this module, and a
 # user's loop would not pay for TensorFlow.
 
-flags.DEFINE_integer("num_series", 8, "DICOM series to generate.")
-flags.DEFINE_integer("slices", 64, "Slices per series.")
-flags.DEFINE_integer("num_patients", 3, "Patients the series are spread over.")
-flags.DEFINE_integer("slice_size", 128,
-                     "Slice size NxN: 128 is CT_small.dcm's own; a multiple of it upsamples "
-                     "the pixels (nearest neighbour), e.g. 512 as in clinical CT.")
-flags.DEFINE_string("window", "ct_brain",
-                    "A fixed window for both sides: a preset of input/window.py, CENTER,WIDTH, "
-                    "or auto (ct_full: the data is CT). Percentile windows are per series and "
-                    "have no one-line baseline.")
-flags.DEFINE_list("workers", None,
-                  "Worker counts to time (pipeline num_workers and baseline pool size); the "
-                  "pipeline's default (auto: input/workers.py) is always timed too. "
-                  "Default: 1 and the CPUs available.")
-flags.DEFINE_bool("binary", True,
-                  "Also time `python -m pipeline.convert` in a fresh process, as a user runs "
-                  "it, at each worker count and at its default.")
-flags.DEFINE_string("compare_ref", None,
-                    "A git commit (e.g. the one before a change) whose `python -m "
-                    "pipeline.convert` with its default workers is timed in the same rounds, "
-                    "from a temporary worktree.")
-flags.DEFINE_integer("repeats", 3, "Timed rounds (after one warm-up round); median shown.")
-flags.DEFINE_bool("baseline_pool", True,
-                  "Also time the baseline loop in a multiprocessing pool of each worker "
-                  "count > 1.")
-flags.DEFINE_bool("diag", True,
-                  "Also time, in the same rounds, two fixed costs of the pipeline: its header "
-                  "scan alone (input.dicom.scan) and `import tensorflow` in a fresh process.")
-flags.DEFINE_integer("seed", 0, "Seed of the synthetic data.")
-flags.DEFINE_string("work_dir", None, "Where to put the DICOM files and the outputs "
-                    "(default: a temp dir, removed).")
-flags.DEFINE_string("results_dir", None,
-                    "If set, also write the report to RESULTS_DIR/convert_dicom-YYYY-MM-DD.md.")
-
-FLAGS = flags.FLAGS
-
 TEST_FILE = "CT_small.dcm"
 NOISE_SIGMA = 4.0  # Stored values (= HU here: slope 1) of per-pixel noise.
 MAX_CODE = 65535
@@ -125,9 +88,73 @@ BINARY = "python -m pipeline.convert (fresh process)"
 REF = "python -m pipeline.convert at --compare_ref"
 AUTO = 0  # The pipeline's default --num_workers (None).
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEMPLATE_SIZE = 128  # CT_small.dcm's rows and columns.
 BASELINE = "baseline loop: dcmread -> HU -> window -> 16-bit PNG"
 DIAG_SCAN = "[diag] pipeline header scan alone (input.dicom.scan)"
 DIAG_TF = "[diag] import tensorflow in a fresh process"
+
+
+def _worker_list(text):
+  """An argparse type: comma-separated worker counts, each >= 1."""
+  try:
+    counts = [int(w) for w in text.split(",")]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"worker counts must be integers, got {text!r}") from None
+  if any(w < 1 for w in counts):
+    raise argparse.ArgumentTypeError(f"worker counts must be >= 1, got {text!r}")
+  return counts
+
+
+def _parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--num_series", type=int, default=8, help="DICOM series to generate.")
+  p.add_argument("--slices", type=int, default=64, help="Slices per series.")
+  p.add_argument("--num_patients", type=int, default=3,
+                 help="Patients the series are spread over.")
+  p.add_argument("--slice_size", type=int, default=TEMPLATE_SIZE,
+                 help=f"Slice size NxN: {TEMPLATE_SIZE} is CT_small.dcm's own; a multiple of it "
+                      "upsamples the pixels (nearest neighbour), e.g. 512 as in clinical CT.")
+  p.add_argument("--window", default="ct_brain",
+                 help="A fixed window for both sides: a preset of input/medical/window.py, "
+                      "CENTER,WIDTH, or auto (ct_full: the data is CT). Percentile windows are "
+                      "per series and have no one-line baseline.")
+  p.add_argument("--workers", type=_worker_list, default=None,
+                 help="Comma-separated worker counts to time (pipeline num_workers and "
+                      "baseline pool size); the pipeline's default (auto: input/workers.py) "
+                      "is always timed too. Default: 1 and the CPUs available.")
+  p.add_argument("--binary", action=argparse.BooleanOptionalAction, default=True,
+                 help="Also time `python -m pipeline.convert` in a fresh process, as a user "
+                      "runs it, at each worker count and at its default.")
+  p.add_argument("--compare_ref", default=None,
+                 help="A git commit (e.g. the one before a change) whose `python -m "
+                      "pipeline.convert` with its default workers is timed in the same rounds, "
+                      "from a temporary worktree.")
+  p.add_argument("--repeats", type=int, default=3,
+                 help="Timed rounds (after one warm-up round); median shown.")
+  p.add_argument("--baseline_pool", action=argparse.BooleanOptionalAction, default=True,
+                 help="Also time the baseline loop in a multiprocessing pool of each worker "
+                      "count > 1.")
+  p.add_argument("--diag", action=argparse.BooleanOptionalAction, default=True,
+                 help="Also time, in the same rounds, two fixed costs of the pipeline: its "
+                      "header scan alone (input.dicom.scan) and `import tensorflow` in a fresh "
+                      "process.")
+  p.add_argument("--seed", type=int, default=0, help="Seed of the synthetic data.")
+  p.add_argument("--work_dir", default=None,
+                 help="Where to put the DICOM files and the outputs (default: a temp dir, "
+                      "removed).")
+  p.add_argument("--results_dir", default=None,
+                 help="If set, also write the report to RESULTS_DIR/convert_dicom-YYYY-MM-DD.md.")
+  args = p.parse_args(argv)
+  if min(args.num_series, args.slices, args.num_patients, args.repeats) < 1:
+    p.error("--num_series, --slices, --num_patients and --repeats must be >= 1")
+  if args.slice_size < TEMPLATE_SIZE or args.slice_size % TEMPLATE_SIZE:
+    p.error(f"--slice_size must be a multiple of {TEMPLATE_SIZE}, got {args.slice_size}")
+  try:
+    args.window_hu = _fixed_window(args.window)
+  except ValueError as e:
+    p.error(str(e))
+  return args
 
 
 # ---------------------------------------------------------------------------
@@ -151,9 +178,9 @@ def _make_dicom_folder(root, num_series, slices, num_patients, slice_size, seed)
   template = pydicom.dcmread(pydicom_data.get_testdata_file(TEST_FILE))
   pixels = template.pixel_array  # int16 [128, 128]
   factor = slice_size // pixels.shape[0]
-  if pixels.shape[0] != pixels.shape[1] or factor < 1 or factor * pixels.shape[0] != slice_size:
-    raise app.UsageError(f"--slice_size must be a multiple of {pixels.shape[0]}, "
-                         f"got {slice_size}")
+  if pixels.shape != (TEMPLATE_SIZE, TEMPLATE_SIZE) or factor * pixels.shape[0] != slice_size:
+    raise ValueError(f"{TEST_FILE} is {pixels.shape}, not {TEMPLATE_SIZE}x{TEMPLATE_SIZE}, or "
+                     f"--slice_size={slice_size} is not a multiple of it")
   if factor > 1:
     pixels = np.repeat(np.repeat(pixels, factor, axis=0), factor, axis=1)
     template.Rows = template.Columns = slice_size
@@ -215,23 +242,19 @@ def _total_bytes(folder, suffix):
              for f in files if f.endswith(suffix))
 
 
-def _cpus():
-  """The CPUs this process may use: the pipeline's default num_workers."""
-  try:
-    return max(1, len(os.sched_getaffinity(0)))
-  except AttributeError:
-    return max(1, os.cpu_count() or 1)
-
-
 def _fixed_window(spec):
-  """(low, high) in HU of `--window`, via input/window.py's parser."""
+  """(low, high) in HU of `--window`, via input/medical/window.py's parser.
+
+  Raises:
+    ValueError: not a fixed window.
+  """
   from input.medical import window as window_lib  # pylint: disable=import-outside-toplevel
   parsed = window_lib.parse(spec)
   if parsed.kind == "auto":  # The synthetic series are CT: auto means ct_full.
     parsed = window_lib.parse("ct_full")
   if parsed.kind != "fixed":
-    raise app.UsageError(f"--window={spec}: the baseline needs a fixed window "
-                         "(a preset, CENTER,WIDTH or auto)")
+    raise ValueError(f"--window={spec}: the baseline needs a fixed window "
+                     "(a preset, CENTER,WIDTH or auto)")
   return parsed.low, parsed.high
 
 
@@ -311,9 +334,10 @@ def _digest(arr):
   return hashlib.sha256(np.ascontiguousarray(arr, np.uint16).tobytes()).hexdigest()
 
 
-def _check(root, pipeline_dir, baseline_dir):
+def _check(root, pipeline_dir, baseline_dir, num_series):
   """Raises AssertionError unless both outputs hold the same slices and the
-  pipeline's series are the files' series in InstanceNumber order."""
+  pipeline's series are the `num_series` series of the files, in
+  InstanceNumber order."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from input import manifest as manifest_lib  # pylint: disable=import-outside-toplevel
   by_digest = {}  # baseline digest -> (SeriesInstanceUID, InstanceNumber)
@@ -345,7 +369,7 @@ def _check(root, pipeline_dir, baseline_dir):
       found += 1
   if found != len(by_digest):
     raise AssertionError(f"pipeline wrote {found} slices, baseline {len(by_digest)}")
-  if any(len(uids) != 1 for uids in series.values()) or len(series) != FLAGS.num_series:
+  if any(len(uids) != 1 for uids in series.values()) or len(series) != num_series:
     raise AssertionError(f"pipeline series do not match the files' series: {series}")
   return found
 
@@ -366,26 +390,21 @@ def _cpu_line(report):
   except OSError:
     pass
   bf16 = "avx512_bf16" in flags_line.split()
-  try:
-    usable = len(os.sched_getaffinity(0))
-  except AttributeError:
-    usable = os.cpu_count()
   return (f"{report.cpu_model()}, avx512_bf16 {'yes' if bf16 else 'no'}, "
-          f"{usable} usable core(s) (os.cpu_count {os.cpu_count()})")
+          f"{report.usable_cpus()} usable core(s) (os.cpu_count {os.cpu_count()})")
 
 
 def _code_state():
   """The commit and whether input/ differs from it, to tell runs apart while
   the pipeline changes (read-only git; no index refresh)."""
-  here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   digest = hashlib.sha256()
-  folder = os.path.join(here, "input")
+  folder = os.path.join(REPO, "input")
   for name in sorted(os.listdir(folder)):
     if name.endswith(".py"):
       with open(os.path.join(folder, name), "rb") as f:
         digest.update(name.encode() + b"\0" + f.read() + b"\0")
   try:
-    git = ["git", "--no-optional-locks", "-C", here]
+    git = ["git", "--no-optional-locks", "-C", REPO]
     head = subprocess.run(git + ["rev-parse", "--short", "HEAD"], check=True,
                           capture_output=True, text=True).stdout.strip()
     changed = subprocess.run(git + ["status", "--porcelain", "--", "input"], check=True,
@@ -404,7 +423,7 @@ def _load():
     return "unknown"
 
 
-def _report(report, context, methods, diags, times, data):
+def _report(args, report, context, methods, diags, times, data):
   """The whole report as markdown text."""
   n = data["slices"]
   med = {m: statistics.median(ts) for m, ts in times.items() if ts}
@@ -418,30 +437,25 @@ def _report(report, context, methods, diags, times, data):
                  f"{n / t:,.0f}", f"{base1 / t:.2f}x", vs_same])
   header = ["method", "workers", "slices", "seconds (median)", "min - max", "slices/s",
             "vs baseline, 1 process", "vs baseline, same workers"]
-  patients = min(FLAGS.num_patients, FLAGS.num_series)
-  lines = [
-      f"# DICOM conversion benchmark, {context['when']:%Y-%m-%d %H:%M:%S}",
-      "",
-      f"Command: `{' '.join(['python bench/convert_dicom.py'] + sys.argv[1:])}`",
-      "",
-      f"Machine: {context['machine']}",
-      "",
+  patients = min(args.num_patients, args.num_series)
+  lines = report.header("DICOM conversion benchmark", "bench.convert_dicom", context["when"],
+                        context["machine"]) + [
       f"CPU: {context['cpu']}. Load average (1/5/15 min) at start {context['load_start']}, "
       f"at end {context['load_end']}.",
       "",
       f"Pipeline code: {context['code']}.",
       "",
-      f"Data: {FLAGS.num_series} CT series x {FLAGS.slices} slices = {n:,} files "
+      f"Data: {args.num_series} CT series x {args.slices} slices = {n:,} files "
       f"({patients} patient{'s' if patients > 1 else ''}), made from pydicom's `{TEST_FILE}`"
       f"{' upsampled' if data['height'] != 128 else ''}: {data['height']}x{data['width']} "
       "int16 slices, explicit VR little endian, uncompressed; each slice rolled and with "
       f"Gaussian noise (sigma {NOISE_SIGMA:g}), own UIDs, InstanceNumber and z position; "
       "nested folders, shuffled file names, about half without `.dcm`. Window "
-      f"`{FLAGS.window}` = [{data['window'][0]:g}, {data['window'][1]:g}] HU onto 16-bit "
+      f"`{args.window}` = [{data['window'][0]:g}, {data['window'][1]:g}] HU onto 16-bit "
       f"codes on both sides. Bytes per slice: DICOM file {data['dicom_bytes']:,.0f}, 16-bit "
       f"PNG {data['png_bytes']:,.0f}, raw TFRecord {data['tfrecord_bytes']:,.0f}.",
       "",
-      f"{FLAGS.repeats} timed rounds after one warm-up round, methods taking turns (order "
+      f"{args.repeats} timed rounds after one warm-up round, methods taking turns (order "
       "reversed every other round); median and range of the wall time per method.",
       "",
       report.table(header, rows),
@@ -502,64 +516,47 @@ def _report(report, context, methods, diags, times, data):
 # ---------------------------------------------------------------------------
 
 
-def _worker_counts():
-  if FLAGS.workers:
-    try:
-      counts = [int(w) for w in FLAGS.workers]
-    except ValueError:
-      raise app.UsageError(f"--workers must be integers, got {FLAGS.workers}") from None
-    if any(w < 1 for w in counts):
-      raise app.UsageError("--workers must be >= 1")
-  else:
-    counts = [1, _cpus()]
-  return sorted(set(counts))
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  if min(FLAGS.num_series, FLAGS.slices, FLAGS.num_patients, FLAGS.repeats) < 1:
-    raise app.UsageError("--num_series, --slices, --num_patients and --repeats must be >= 1")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  import report  # pylint: disable=import-outside-toplevel  (bench/report.py)
-  window = _fixed_window(FLAGS.window)
-  counts = _worker_counts()
+def main(argv=None):
+  args = _parse_args(argv)
+  logging.set_verbosity(logging.WARNING)
+  from bench import report  # pylint: disable=import-outside-toplevel  (TensorFlow: see above)
+  window = args.window_hu
+  counts = sorted(set(args.workers or [1, report.usable_cpus()]))
   context = {"when": datetime.datetime.now(), "load_start": _load(), "code": _code_state(),
              "machine": report.machine(), "cpu": _cpu_line(report)}
   print(f"{context['when']:%Y-%m-%d %H:%M:%S}  {context['machine']}\n{context['cpu']}, "
         f"load {context['load_start']}\n{context['code']}", flush=True)
 
   methods = [(BASELINE, 1)]
-  if FLAGS.baseline_pool:
+  if args.baseline_pool:
     methods += [(BASELINE, w) for w in counts if w > 1]
   methods += [(PIPELINE, w) for w in counts + [AUTO]]
-  if FLAGS.binary:
+  if args.binary:
     methods += [(BINARY, w) for w in counts + [AUTO]]
-  if FLAGS.compare_ref:
+  if args.compare_ref:
     methods.append((REF, AUTO))
-  diags = [DIAG_SCAN, DIAG_TF] if FLAGS.diag else []
+  diags = [DIAG_SCAN, DIAG_TF] if args.diag else []
 
-  work = FLAGS.work_dir or tempfile.mkdtemp(prefix="bench_convert_dicom_")
+  work = args.work_dir or tempfile.mkdtemp(prefix="bench_convert_dicom_")
   ref_tree = os.path.join(work, "ref")
-  if FLAGS.compare_ref:
-    subprocess.run(["git", "worktree", "add", "--detach", ref_tree, FLAGS.compare_ref],
+  if args.compare_ref:
+    subprocess.run(["git", "worktree", "add", "--detach", ref_tree, args.compare_ref],
                    cwd=REPO, check=True, capture_output=True)
-    context["code"] += f"; --compare_ref {FLAGS.compare_ref}"
+    context["code"] += f"; --compare_ref {args.compare_ref}"
   root = os.path.join(work, "dicom")
   try:
     shutil.rmtree(root, ignore_errors=True)
     start = time.perf_counter()
-    num_files, dicom_bytes = _make_dicom_folder(root, FLAGS.num_series, FLAGS.slices,
-                                                FLAGS.num_patients, FLAGS.slice_size,
-                                                FLAGS.seed)
+    num_files, dicom_bytes = _make_dicom_folder(root, args.num_series, args.slices,
+                                                args.num_patients, args.slice_size,
+                                                args.seed)
     print(f"wrote {num_files} DICOM files ({dicom_bytes / 1e6:.1f} MB) in "
           f"{time.perf_counter() - start:.1f} s", flush=True)
 
     runs = methods + [(d, 1) for d in diags]
     times = {m: [] for m in runs}
     kept = {}  # The last output of each side, for the check and the sizes.
-    for r in range(FLAGS.repeats + 1):
+    for r in range(args.repeats + 1):
       order = list(runs) if r % 2 == 0 else list(reversed(runs))
       for name, w in order:
         side = {PIPELINE: "pipeline", BINARY: "binary", REF: "ref", BASELINE: "baseline"}.get(name)
@@ -568,11 +565,11 @@ def main(argv):
           shutil.rmtree(out, ignore_errors=True)
         start = time.perf_counter()
         if name == PIPELINE:
-          n = _pipeline(root, out, FLAGS.window, w)
+          n = _pipeline(root, out, args.window, w)
         elif name == BINARY:
-          n = _binary(root, out, FLAGS.window, w)
+          n = _binary(root, out, args.window, w)
         elif name == REF:
-          n = _binary(root, out, FLAGS.window, w, repo=ref_tree)
+          n = _binary(root, out, args.window, w, repo=ref_tree)
         elif name == BASELINE:
           n = _baseline(root, out, window, w)
         elif name == DIAG_SCAN:
@@ -582,7 +579,7 @@ def main(argv):
         seconds = time.perf_counter() - start
         if n is not None and n != num_files:
           raise AssertionError(f"{name} ({w} workers) found {n} of {num_files} slices")
-        tag = "warm-up" if r == 0 else f"round {r}/{FLAGS.repeats}"
+        tag = "warm-up" if r == 0 else f"round {r}/{args.repeats}"
         rate = f" = {n / seconds:,.0f} slices/s" if n else ""
         who = "" if name in diags else f", {_label(w)} worker(s)"
         print(f"{tag}  {name}{who}: {seconds:.2f} s{rate}", flush=True)
@@ -592,7 +589,7 @@ def main(argv):
           kept[name] = out
     context["load_end"] = _load()
 
-    checked = _check(root, kept[PIPELINE], kept[BASELINE])
+    checked = _check(root, kept[PIPELINE], kept[BASELINE], args.num_series)
     print(f"check: pipeline and baseline hold the same {checked} slices, in series order",
           flush=True)
     ds = pydicom.dcmread(_all_files(root)[0], stop_before_pixels=True)
@@ -600,19 +597,19 @@ def main(argv):
             "window": window, "checked": checked, "dicom_bytes": dicom_bytes / num_files,
             "png_bytes": _total_bytes(kept[BASELINE], ".png") / num_files,
             "tfrecord_bytes": _total_bytes(kept[PIPELINE], ".tfrecord") / num_files}
-    text = _report(report, context, methods, diags, times, data)
+    text = _report(args, report, context, methods, diags, times, data)
     print()
     print(text, end="")
-    if FLAGS.results_dir:
-      path = report.save(FLAGS.results_dir, "convert_dicom", text, context["when"])
+    if args.results_dir:
+      path = report.save(args.results_dir, "convert_dicom", text, context["when"])
       print(f"\nwrote {path}")
   finally:
-    if FLAGS.compare_ref:
+    if args.compare_ref:
       subprocess.run(["git", "worktree", "remove", "--force", ref_tree], cwd=REPO, check=False,
                      capture_output=True)
-    if not FLAGS.work_dir:
+    if not args.work_dir:
       shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()
