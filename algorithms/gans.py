@@ -55,7 +55,7 @@ ARCHS = ("mlp", "dcgan", "cnn", "resnet")
 RESNET_EMA_DECAY = 0.999  # --ema_decay's default with --arch=resnet.
 # --base_channels's default: mimicry's 64 for resnet; half the papers' 64 for
 # the dcgan and cnn nets, which on a 2-core CPU draws better shapes per minute
-# (README, "The first run"; bench/quality.py --only=first_run).
+# (README, "The first run"; python -m bench.quality --only=first_run).
 BASE_CHANNELS = {"resnet": 64}
 SMALL_BASE_CHANNELS = 32
 # --global_batch_size's default on images (the papers' 64 by flag) and 2-D data.
