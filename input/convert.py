@@ -83,6 +83,11 @@ class ConvertConfig:
   slice_axis: str = setting("axial", "nifti: the axis volumes are sliced along.",
                             choices=tuple(nifti.AXES))
   volume_index: str = setting("0", "nifti: the volume of a 4-D file to take, or 'all'.")
+  context_slices: int = setting(0,
+      "paired:dicom: and paired:nifti: 2.5-D context: store the source (A) slice with its K "
+      "neighbours on either side as 2K+1 channels, in slice order (the end slices of a volume "
+      "repeated); the target (B) stays its one centre slice. pipeline.translate stacks them "
+      "alike from the input volume.")
   min_foreground: float = setting(0.0,
       "Skip images (slices) whose fraction of pixels above the window's minimum (above 0) is "
       "below this, e.g. air-only slices; counted in the manifest, not errors.")
@@ -161,6 +166,11 @@ class ConvertConfig:
          f"--max_skip_fraction must be in [0, 1], got {self.max_skip_fraction}"),
         (self.max_examples is None or self.max_examples >= 1,
          f"--max_examples must be >= 1, got {self.max_examples}"),
+        (self.context_slices >= 0, f"--context_slices must be >= 0, got {self.context_slices}"),
+        # PNG holds 1 to 4 channels.
+        (self.encoding != "png" or 2 * self.context_slices + 1 <= 4,
+         f"--context_slices={self.context_slices} stores {2 * self.context_slices + 1} channels, "
+         "more than PNG holds (4); use --encoding=raw"),
     ]
     for ok, message in checks:
       if not ok:
@@ -346,6 +356,9 @@ def run(config):
                                   shards.shard_complete(out, j.file, j.fingerprint))]
   spec_text = (f"{plan.spec.height}x{plan.spec.width}x{plan.spec.channels} "
                f"{plan.spec.bit_depth}-bit {config.encoding}" if plan.spec else "vectors")
+  if plan.stacks:
+    spec_text += ", " + ", ".join(f"{name} a stack of {n} slices"
+                                  for name, n in sorted(plan.stacks.items()))
   logging.info("Converting %s -> %s: kind %s, %s, %d inputs, %d shards in all; task %d/%d "
                "writes %d shards (%d already complete)", config.source, out, plan.kind,
                spec_text, plan.num_inputs, len(plan.jobs), config.task_index, config.num_tasks,
@@ -368,7 +381,8 @@ def run(config):
   if source.streaming:
     shards.write_streaming(source, plan, todo, out, log_progress)
   else:
-    args = (plan.kind, plan.spec, config.encoding, plan.label_names, out, config.min_foreground)
+    args = (plan.kind, plan.spec, config.encoding, plan.label_names, out, config.min_foreground,
+            plan.stacks)
     workers.write_shards(source, todo, args, config.num_workers, config.max_image_pixels,
                          log_progress)
   if config.num_tasks > 1:

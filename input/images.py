@@ -321,26 +321,35 @@ def resize(x, height, width):
   return np.stack(planes, axis=-1)
 
 
-def to_spec(arr, spec):
+def to_spec(arr, spec, stack=False):
   """Brings a decoded image to `spec`.
 
   Args:
-    arr: [H, W, C] uint8 or uint16, C in {1, 3}, as from `decode_bytes`.
+    arr: [H, W, C] uint8 or uint16, C in {1, 3}, as from `decode_bytes`; with
+      `stack`, any C.
     spec: the target `ImageSpec`.
+    stack: `arr` is a stack of C gray slices (the 2.5-D context of a slice),
+      not colour: each is brought to the spec's size and depth as a gray
+      image is, and the C channels are kept (`spec.channels` must be 1).
 
   Returns:
-    An array of shape `spec.shape` and dtype `spec.dtype`. Depth changes map
-    the full range onto the full range (x * 257 up, x / 257 down); colour
-    becomes gray with ITU-R 601-2 luma weights.
+    An array of shape `spec.shape` (C channels for a stack) and dtype
+    `spec.dtype`. Depth changes map the full range onto the full range
+    (x * 257 up, x / 257 down); colour becomes gray with ITU-R 601-2 luma
+    weights.
   """
   if arr.ndim == 2:
     arr = arr[..., None]
-  if arr.ndim != 3 or arr.shape[-1] not in (1, 3):
+  if stack and spec.channels != 1:
+    raise ValueError(f"a stack of gray slices needs a 1-channel spec, got {spec.channels}")
+  if arr.ndim != 3 or (arr.shape[-1] not in (1, 3) and not stack):
     raise BadImageError(f"unsupported array shape {arr.shape}")
   src_max = 255.0 if arr.dtype == np.uint8 else 65535.0
   dst_max = 255.0 if spec.bit_depth == 8 else 65535.0
   x = arr.astype(np.float32)
-  if x.shape[-1] == 3 and spec.channels == 1:
+  if stack:
+    pass  # Each channel is a slice: resized alike, never mixed.
+  elif x.shape[-1] == 3 and spec.channels == 1:
     x = x @ _LUMA[:, None]
   elif x.shape[-1] == 1 and spec.channels == 3:
     x = np.repeat(x, 3, axis=-1)

@@ -5,7 +5,9 @@ The plan lists each split's items in a fixed order (sorted, then a seeded
 shuffle so that classes mix across shards; `--holdout` moves whole patient
 groups into `test`), resolves the image spec (flags win; otherwise file
 headers are probed), cuts each split into contiguous shards and fingerprints
-everything that determines the output.
+everything that determines the output. Every image feature has the spec's
+size and depth; a feature that the source loads as a stack of gray slices
+(`Source.slice_stacks`) has as many channels as the stack.
 """
 
 import collections
@@ -90,11 +92,11 @@ def _resolve_image_spec(source, items, config):
   return images.ImageSpec(size[0], size[1], channels, bit_depth, config.resize)
 
 
-def _features(kind, spec, config, vector_dim):
+def _features(kind, spec, stacks, config, vector_dim):
   if kind == "vector":
     return {"vector": {"shape": [vector_dim], "dtype": "float32"}}
-  return {name: {"shape": list(spec.shape), "dtype": np.dtype(spec.dtype).name,
-                 "encoding": config.encoding}
+  return {name: {"shape": [spec.height, spec.width, stacks.get(name, spec.channels)],
+                 "dtype": np.dtype(spec.dtype).name, "encoding": config.encoding}
           for name in manifest_lib.FEATURES_BY_KIND[kind]}
 
 
@@ -142,12 +144,17 @@ class Plan:
     self.kind = source.kind
     self.pre_skipped = pre_skipped
     self.spec = None
+    self.stacks = source.slice_stacks()
     vector_dim = None
     if self.kind == "vector":
       vector_dim = source.vector_dim()
     else:
       self.spec = _resolve_image_spec(source, items, config)
-    self.features = _features(self.kind, self.spec, config, vector_dim)
+      if self.stacks and self.spec.channels != 1:
+        raise ConvertError(f"--context_slices stacks gray slices, but {source.spec!r} is "
+                           f"converted to {self.spec.channels} channels (colour series, or "
+                           "--channels=3); convert gray volumes with --channels=1")
+    self.features = _features(self.kind, self.spec, self.stacks, config, vector_dim)
     self.label_names = source.label_names()
     self.num_inputs = sum(len(v) for v in items.values()) + len(pre_skipped)
     keys_digest = _hash(*[f"{s}:{it.key}" for s in sorted(items) for it in items[s]])

@@ -52,9 +52,11 @@ def serialize_example(kind, key, arrays, label, encoding):
 class ShardWriter:
   """Writes one shard to a temporary file and commits it with its sidecar."""
 
-  def __init__(self, out_dir, job, kind, spec, encoding, label_names, min_foreground=0.0):
+  def __init__(self, out_dir, job, kind, spec, encoding, label_names, min_foreground=0.0,
+               stacks=None):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     self.out_dir, self.job, self.kind, self.spec = out_dir, job, kind, spec
+    self.stacks = stacks or {}  # Feature -> N: stacks of N gray slices (`Plan.stacks`).
     self.encoding, self.label_names = encoding, label_names
     self.min_foreground = min_foreground
     self.below_min_foreground = 0
@@ -75,9 +77,13 @@ class ShardWriter:
           and not 0 <= label < len(self.label_names)):
         raise images.BadImageError(f"label {label} outside 0..{len(self.label_names) - 1}")
       if self.kind != "vector":
-        arrays = {k: images.to_spec(v, self.spec) for k, v in arrays.items()}
-        if self.min_foreground and any(images.foreground_fraction(v) < self.min_foreground
-                                       for v in arrays.values()):
+        arrays = {k: images.to_spec(v, self.spec, stack=k in self.stacks)
+                  for k, v in arrays.items()}
+        # A stack's own slice (its centre) decides, so that a conversion with
+        # context keeps the slices that one without it keeps.
+        if self.min_foreground and any(
+            images.foreground_fraction(v[..., self.stacks[k] // 2] if k in self.stacks else v)
+            < self.min_foreground for k, v in arrays.items()):
           self.below_min_foreground += 1
           return
       record = serialize_example(self.kind, key, arrays, label, self.encoding)
@@ -118,13 +124,13 @@ def sidecar_path(out_dir, file):
 
 
 def write_indexed_shard(source, job, kind, spec, encoding, label_names, out_dir,
-                        min_foreground=0.0):
+                        min_foreground=0.0, stacks=None):
   """Worker entry point: loads each item of `job` and writes the shard.
 
   Items are written in `source.load_order` (for volumes, the slices of one
   volume together, so that it is read once).
   """
-  w = ShardWriter(out_dir, job, kind, spec, encoding, label_names, min_foreground)
+  w = ShardWriter(out_dir, job, kind, spec, encoding, label_names, min_foreground, stacks)
   for item in source.load_order(job.items):
     try:
       example = source.load(item)
@@ -166,7 +172,7 @@ def write_streaming(source, plan, todo, out_dir, log_progress):
         continue
       if writer is None:
         writer = ShardWriter(out_dir, job, plan.kind, plan.spec, plan.config.encoding,
-                              plan.label_names, plan.config.min_foreground)
+                              plan.label_names, plan.config.min_foreground, plan.stacks)
       writer.add(f"{split}/{pos}", ex)
     if writer is not None:
       log_progress(writer.commit())

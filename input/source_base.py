@@ -112,6 +112,13 @@ class Source:
     """An `ImageInfo` that holds for every item without probing, or None."""
     return None
 
+  def slice_stacks(self):
+    """{feature: N} of the features loaded as stacks of N gray slices (the
+    2.5-D context of paired volumes), stored as N channels at the image
+    spec's size and depth; {} (the default): every feature has the spec's
+    channels."""
+    return {}
+
   def extra_manifest(self):
     return {}
 

@@ -99,7 +99,8 @@ def _tfds(spec, arg, settings, pseudonym_salt):
 def _medical(reader, mode, usage):
   return Scheme(reader.name if mode == "image" else f"{mode}:{reader.name}", usage,
                 functools.partial(medical.build, reader=reader, mode=mode), local=True,
-                reads=reader.reads, cacheable=False, label=reader.label)
+                reads=reader.reads + medical.MODE_READS.get(mode, ()), cacheable=False,
+                label=reader.label)
 
 
 SCHEMES = (
@@ -175,8 +176,9 @@ def build(spec, settings, pseudonym_salt=None):
   defaults = {f.name: f.default for f in dataclasses.fields(settings)}
   for name in _SOURCE_SETTINGS:
     if name not in scheme.reads and getattr(settings, name) != defaults[name]:
-      readers = " and ".join(f"{s.prefix}:" for s in SCHEMES
-                             if name in s.reads and ":" not in s.prefix)
+      users = [s.prefix for s in SCHEMES if name in s.reads]
+      # `dicom: and nifti:` stand for their paired and unpaired forms too.
+      readers = " and ".join(f"{p}:" for p in ([p for p in users if ":" not in p] or users))
       raise SourceError(f"--{name} applies to {readers} sources, not {spec!r}"
                         f"{_HINTS.get(name, '')}")
   return scheme.build(spec, spec[len(scheme.prefix) + 1:], settings, pseudonym_salt)

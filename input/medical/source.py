@@ -12,8 +12,11 @@ be mapped back to modality units.
 Paired volumes are matched by name (a DICOM series' folder relative to its
 root; a NIfTI file's BIDS entities without the suffix, `sub-01_ses-2`, else
 its relative name without extensions), then slice by slice; a pair whose
-slice counts or in-plane shapes differ is skipped and listed. Who the
-patient of a volume is follows `input.medical.identity`.
+slice counts or in-plane shapes differ is skipped and listed. With
+`--context_slices=K`, a pair's source slice (`image_a`) is stored with its K
+neighbours on either side as 2K + 1 channels (`volume.context_indices`: in
+slice order, the end slices repeated), its target (`image_b`) as its one
+slice. Who the patient of a volume is follows `input.medical.identity`.
 """
 
 import collections
@@ -21,6 +24,7 @@ import dataclasses
 import os
 
 from absl import logging
+import numpy as np
 
 from input import images
 from input.medical import identity
@@ -32,6 +36,9 @@ from input.medical import window as window_lib
 from input.source_base import Example, Item, Skip, Source, SourceError
 
 SLICE_AXES = tuple(nifti.AXES)
+# The settings that a mode of source reads beyond its reader's
+# (`input.sources` refuses them for the other sources).
+MODE_READS = {"paired": ("context_slices",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,12 +49,13 @@ class MedicalOptions:
   slice_axis: str
   volume_index: str
   patient_from: str | None
+  context_slices: int = 0  # Paired sources: K, the source's 2K + 1 channels.
 
   @classmethod
   def parse(cls, settings, reader):
     """The options of a `reader` source from `settings` (anything with the
-    attributes `window`, `slice_axis`, `volume_index` and `patient_from`:
-    a `ConvertConfig`).
+    attributes `window`, `slice_axis`, `volume_index`, `patient_from` and
+    `context_slices`: a `ConvertConfig`).
 
     Raises:
       SourceError: a bad value, named.
@@ -63,7 +71,8 @@ class MedicalOptions:
     if settings.volume_index != "all" and not settings.volume_index.isdigit():
       raise SourceError(f"--volume_index must be an index >= 0 or 'all', "
                         f"got {settings.volume_index!r}")
-    return cls(window, settings.slice_axis, settings.volume_index, settings.patient_from)
+    return cls(window, settings.slice_axis, settings.volume_index, settings.patient_from,
+               settings.context_slices)
 
 
 def build(spec, arg, settings, pseudonym_salt, *, reader, mode):
@@ -121,6 +130,7 @@ class MedicalSource(Source):
     self._table = {}
     self._non_images, self._ignored = [], 0
     self._windows = {}  # Per process: id -> Window.
+    self._recent = collections.OrderedDict()  # Per process: (id, index) -> codes.
     self._secret_ids = {}  # Never written, never pickled (`secret_ids`).
 
   def _scan(self, root, side, pseudonym):
@@ -249,22 +259,53 @@ class MedicalSource(Source):
     windows[vid] = w
     return w.to_codes(values, 16)[..., None]
 
+  def _load_context(self, vid, index, windows):
+    """Slice `index` of volume `vid` with its context: [H, W, 2K + 1] codes.
+
+    Slices are loaded in order (`load_order`), so that neighbours come from
+    the last 2K + 2 slices decoded rather than from their files again.
+    """
+    k = self.options.context_slices
+    v = self._volumes[vid]
+    planes = []
+    for i in base.context_indices(index, v.num_slices, k):
+      key = (vid, i)
+      if key in self._recent:
+        self._recent.move_to_end(key)
+      else:
+        self._recent[key] = self._load_slice(vid, i, windows)
+        while len(self._recent) > 2 * k + 2:
+          self._recent.popitem(last=False)
+      if self._recent[key].shape[-1] != 1:
+        raise images.BadImageError("a colour series cannot be stacked as --context_slices "
+                                   "channels")
+      planes.append(self._recent[key])
+    windows[vid] = self._windows[vid]
+    return np.concatenate(planes, axis=-1)
+
   def load(self, item):
     windows = {}
     if self.kind == "paired":
       a, b = self._pairs[item.series]
-      arrays = {"image_a": self._load_slice(a, item.index, windows),
-                "image_b": self._load_slice(b, item.index, windows)}
+      source = (self._load_context(a, item.index, windows) if self.options.context_slices
+                else self._load_slice(a, item.index, windows))
+      arrays = {"image_a": source, "image_b": self._load_slice(b, item.index, windows)}
     else:
       arrays = {"image": self._load_slice(item.series, item.index, windows)}
     return Example(arrays, windows=windows)
 
+  def slice_stacks(self):
+    k = self.options.context_slices
+    return {"image_a": 2 * k + 1} if self.kind == "paired" and k else {}
+
   def extra_manifest(self):
     o = self.options
-    extra = {"medical": {"format": self.reader.name, "window": o.window.text,
-                         "slice_axis": o.slice_axis, "volume_index": o.volume_index,
-                         "patient_from": o.patient_from},
-             "series": self._table}
+    medical = {"format": self.reader.name, "window": o.window.text,
+               "slice_axis": o.slice_axis, "volume_index": o.volume_index,
+               "patient_from": o.patient_from}
+    if o.context_slices:  # Absent means 0: data converted without it stays as it was.
+      medical["context_slices"] = o.context_slices
+    extra = {"medical": medical, "series": self._table}
     if self._pairs:
       extra["pairs"] = {pid: {"A": a, "B": b} for pid, (a, b) in sorted(self._pairs.items())}
     extra.update(self.reader.manifest(self._non_images, self._ignored))
@@ -275,6 +316,7 @@ class MedicalSource(Source):
     state = dict(self.__dict__)
     del state["_salt"]  # Workers name nothing.
     state["_windows"] = {}
+    state["_recent"] = collections.OrderedDict()
     state["_secret_ids"] = {}
     state["_volumes"] = {k: dataclasses.replace(v, secret_ids={})
                          for k, v in self._volumes.items()}

@@ -1,12 +1,15 @@
 """What DICOM series and NIfTI volumes have in common: a `Volume` of ordered
 2-D slices, the `Reader` interface that finds and decodes them (`dicom.READER`,
-`nifti.READER`), the walk that finds their files, and the check for the
+`nifti.READER`), the walk that finds their files, the 2.5-D context of a
+slice (`context_indices`, `context_stacks`), and the check for the
 `[medical]` extra."""
 
 import dataclasses
 import importlib
 import os
 from typing import NamedTuple
+
+import numpy as np
 
 EXTRA_HINT = "pip install 'gan-pipeline[medical]'"
 
@@ -22,6 +25,43 @@ def require(module, what):
   except ImportError:
     raise MissingExtraError(f"{what} sources need {module}, which is not installed; "
                             f"install the medical extra: {EXTRA_HINT}") from None
+
+
+def context_indices(index, num_slices, context_slices):
+  """The slices whose values make the 2.5-D context of slice `index`.
+
+  `pipeline.convert --context_slices=K` stores them as the 2K + 1 channels of
+  the source side, and `pipeline.translate` stacks them alike: slices index
+  - K to index + K in increasing order (channel K is the slice itself),
+  clamped to the volume, so that an end slice repeats itself (edge
+  replication).
+
+  Args:
+    index: the slice, in [0, num_slices).
+    num_slices: the slices of the volume.
+    context_slices: K >= 0.
+
+  Returns:
+    A list of 2K + 1 slice indices.
+  """
+  return [min(max(i, 0), num_slices - 1)
+          for i in range(index - context_slices, index + context_slices + 1)]
+
+
+def context_stacks(slices, context_slices):
+  """Every slice of a volume with its 2.5-D context (`context_indices`).
+
+  Args:
+    slices: [S, rows, cols] values of one volume, in slice order.
+    context_slices: K >= 0.
+
+  Returns:
+    [S, rows, cols, 2K + 1]: element s is slice s's context.
+  """
+  slices = np.asarray(slices)
+  n = len(slices)
+  return np.stack([slices[context_indices(s, n, context_slices)] for s in range(n)]
+                  ).transpose(0, 2, 3, 1)
 
 
 @dataclasses.dataclass(frozen=True)
