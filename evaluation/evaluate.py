@@ -82,8 +82,8 @@ class EvaluateConfig:
       "PRED,REF: the paired fidelity of two folders of NIfTI volumes matched by name (as "
       "pipeline.convert pairs them); volumes whose shape or affine differ are refused.")
   mask: str = setting("auto",
-      "Paired fidelity: auto (the reference above the window's low end, holes filled, largest "
-      "component), none, or (--pairs) a folder of mask volumes matched by name.")
+      "Paired fidelity: auto (the body: above the window's low end or Otsu's threshold, holes "
+      "filled, largest component), none, or (--pairs) a folder of masks matched by name.")
   window: str | None = setting(None,
       "--pairs: the window, as pipeline.convert's --window. Default: PRED/window.json's target "
       "window (pipeline.translate's), else each reference's range.")

@@ -7,13 +7,14 @@ range, per-item results reduced in one place, `summarize`). A volume is an
 array [S, rows, cols] of S slices along the slice axis; a mask is a bool
 array of the same shape.
 
-| figure    | inside the mask M (n voxels), L = the window's width (high - low)      |
-|-----------|-------------------------------------------------------------------------|
-| `mae`     | sum(abs(p - r)) / n                                                     |
-| `rmse`    | sqrt(sum((p - r)^2) / n)                                                |
-| `psnr`    | 10 log10(L^2 / mse) (inf when p equals r)                               |
-| `ssim_2d` | per slice, the mean SSIM over the window centres in M; then the mean over the slices with any |
-| `ssim_3d` | the mean 3-D SSIM over the window centres in M                          |
+| figure    | inside the mask M (n voxels), L = the window's width (high - low)  |
+|-----------|---------------------------------------------------------------------|
+| `mae`     | sum(abs(p - r)) / n                                                 |
+| `rmse`    | sqrt(sum((p - r)^2) / n)                                            |
+| `psnr`    | 10 log10(L^2 / mse) (inf when p equals r)                           |
+| `ssim_2d` | each slice's mean SSIM over its window centres in M, averaged over  |
+|           | the slices that have any                                            |
+| `ssim_3d` | the mean 3-D SSIM over the window centres in M                      |
 
 SSIM follows Wang et al. 2004 ("Image quality assessment: from error
 visibility to structural similarity"): a Gaussian window of 11 (sigma 1.5,
@@ -25,9 +26,15 @@ sigma=1.5, use_sample_covariance=False, data_range=L)` and of
 this one. A window counts when its centre is in M (it may reach outside).
 A volume with fewer than 11 voxels along an axis has no SSIM there (None).
 
-`auto_mask`: the reference above the window's low end, holes filled slice
-by slice (a hole: background that does not reach the slice's border), then
-the largest 3-D connected component (faces touching).
+`auto_mask`: the reference above a threshold, holes filled slice by slice
+(a hole: background that does not reach the slice's border), then the
+largest 3-D connected component (faces touching). The threshold is the
+window's low end where the window clips the background there (a fixed
+window with at least `BACKGROUND_AT_LOW` of the voxels at or below its low
+end: CT windows above air). Where it does not, the low end would keep the
+background (MR's noise above a per-volume percentile window's low end, air
+inside `ct_full`), so the threshold is Otsu's (`otsu_threshold`, the
+foreground rule of MONAI's `ForegroundMask`), if above the low end.
 """
 
 import math
@@ -35,15 +42,17 @@ import math
 import numpy as np
 
 __all__ = [
-    "FIGURES", "SSIM_K1", "SSIM_K2", "SSIM_SIGMA", "SSIM_SIZE", "auto_mask", "fill_holes_2d",
-    "gaussian_window", "label", "largest_component", "mae", "psnr", "rmse", "ssim",
-    "ssim_map", "summarize", "volume_figures",
+    "BACKGROUND_AT_LOW", "FIGURES", "SSIM_K1", "SSIM_K2", "SSIM_SIGMA", "SSIM_SIZE", "auto_mask",
+    "fill_holes_2d", "gaussian_window", "label", "largest_component", "mae", "otsu_threshold",
+    "psnr", "rmse", "ssim", "ssim_map", "summarize", "volume_figures",
 ]
 
 SSIM_SIZE = 11
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+BACKGROUND_AT_LOW = 0.01  # `auto_mask`: a window that clips this much clips the background.
+OTSU_BINS = 256
 # Lower is better for the first two, higher for the rest.
 FIGURES = {"mae": "min", "rmse": "min", "psnr": "max", "ssim_2d": "max", "ssim_3d": "max"}
 
@@ -215,10 +224,39 @@ def fill_holes_2d(mask):
   return mask | (~mask & ~outside)
 
 
-def auto_mask(reference, low):
-  """`--mask=auto`: reference > low, holes filled slice by slice, then the
-  largest 3-D connected component."""
-  return largest_component(fill_holes_2d(np.asarray(reference) > low))
+def otsu_threshold(values, bins=OTSU_BINS):
+  """Otsu's threshold (1979): of `bins` equal bins over the values' range,
+  the bin centre that maximizes the variance between the two classes it
+  splits (values above it are foreground). As skimage's `threshold_otsu`.
+  The value itself for constant values."""
+  values = np.asarray(values, np.float64).ravel()
+  lo, hi = float(values.min()), float(values.max())
+  if hi <= lo:
+    return lo
+  hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
+  centres = (edges[:-1] + edges[1:]) / 2
+  w0 = np.cumsum(hist)
+  w1 = np.cumsum(hist[::-1])[::-1]
+  m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
+  m1 = (np.cumsum((hist * centres)[::-1]) / np.maximum(w1[::-1], 1))[::-1]
+  between = w0[:-1] * w1[1:] * (m0[:-1] - m1[1:]) ** 2
+  return float(centres[int(np.argmax(between))])
+
+
+def auto_mask(reference, low, per_volume=False):
+  """`--mask=auto` (see the module docstring).
+
+  Args:
+    reference: [S, rows, cols] in modality units, clipped to the window.
+    low: the window's low end.
+    per_volume: the window is the volume's own percentiles (it clips only
+      as much as its low percentile says, never the background as such).
+  """
+  reference = np.asarray(reference, np.float64)
+  threshold = low
+  if per_volume or np.mean(reference <= low) < BACKGROUND_AT_LOW:
+    threshold = max(low, otsu_threshold(reference))
+  return largest_component(fill_holes_2d(reference > threshold))
 
 
 # --- Per volume and over volumes ---

@@ -25,8 +25,10 @@ each reference's own range (`percentile:0,100`). Values are clipped to the
 window on both sides, as a conversion clips the training data.
 
 Masks: `auto` (`fidelity.auto_mask`: the reference above the window's low
-end, holes filled, largest component), `none`, or (`--pairs` only) a folder
-of mask volumes, matched and checked like PRED, whose nonzero voxels count.
+end, or above Otsu's threshold where the window does not clip the
+background; holes filled, largest component), `none`, or (`--pairs` only) a
+folder of mask volumes, matched and checked like PRED, whose nonzero voxels
+count.
 """
 
 import collections
@@ -71,7 +73,7 @@ class Volume:
 def mask_for(rule, reference, window):
   if rule == "none":
     return np.ones(reference.shape, bool)
-  return fidelity.auto_mask(reference, window.low)
+  return fidelity.auto_mask(reference, window.low, window.source.startswith("percentile"))
 
 
 # --- --model_dir: the held-out pairs of converted data ---
@@ -193,18 +195,20 @@ class HeldOutPairs:
       x, y = self._arrays(a, b)
       window = self._windows(pid)[1]
       lut.add(x.mean(axis=-1), y, mask_for(self.mask_rule, window.from_model(y), window))
-    self.baselines[baselines.INTENSITY_MAPPING] = [v.window.from_model(lut(v.model_input.mean(axis=-1)))
-                                         for v in self.volumes]
+    self.baselines[baselines.INTENSITY_MAPPING] = [
+        v.window.from_model(lut(v.model_input.mean(axis=-1))) for v in self.volumes]
     self.baseline_info[baselines.INTENSITY_MAPPING] = {
         **lut.describe(), "fitted_on": f"{len(train)} training pairs (split train)",
         "intensity": "the stored codes as [-1, 1], as the model sees them"}
     if all(baselines.shares_units(v.source_window, v.window) for v in self.volumes):
       self.baselines[baselines.IDENTITY] = [baselines.identity(v.source, v.window)
-                                  for v in self.volumes]
-      self.baseline_info[baselines.IDENTITY] = {"prediction": "the source, clipped to the target window"}
+                                            for v in self.volumes]
+      self.baseline_info[baselines.IDENTITY] = {
+          "prediction": "the source, clipped to the target window"}
     else:
-      self.baseline_info[baselines.IDENTITY] = {"skipped": "the two sides do not share units (a "
-                                                 "per-volume percentile window, or other units)"}
+      self.baseline_info[baselines.IDENTITY] = {
+          "skipped": "the two sides do not share units (a per-volume percentile window, or "
+                     "other units)"}
     logging.info("Baselines fitted on %d training pairs: %s", len(train),
                  ", ".join(self.baselines))
 

@@ -151,6 +151,38 @@ class MaskTest(tf.test.TestCase):
     # The low end itself is outside (above it only).
     self.assertFalse(fidelity.auto_mask(np.full((1, 3, 3), -160.0), -160.0).any())
 
+  def test_otsu_threshold_golden(self):
+    # Two bins over [0, 1]: the only split, at the first bin's centre.
+    self.assertAllClose(fidelity.otsu_threshold([0.0, 0.0, 1.0], bins=2), 0.25)
+    # Four bins over [0, 8] (centres 1, 3, 5, 7), counts 2, 1, 0, 3. Between-class
+    # variance w0 w1 (m0 - m1)^2 of the splits after bins 0, 1, 2:
+    # 2*4*(1 - 6)^2 = 200, 3*3*(5/3 - 7)^2 = 256, 3*3*(5/3 - 7)^2 = 256: the first
+    # largest, after bin 1, whose centre is 3.
+    values = [0.0, 1.5, 3.0, 8.0, 7.0, 6.5]
+    self.assertAllClose(fidelity.otsu_threshold(values, bins=4), 3.0)
+    self.assertEqual(fidelity.otsu_threshold([4.0, 4.0]), 4.0)
+
+  def test_auto_mask_above_the_noise_where_the_window_keeps_it(self):
+    # MR-like: a head of 100 on noise 5..20, a window whose low end (2) clips
+    # nothing: Otsu's threshold, not the low end, separates them.
+    rng = np.random.default_rng(4)
+    ref = rng.uniform(5.0, 20.0, (3, 12, 12))
+    ref[:, 3:9, 3:9] = 100.0
+    ref[1, 5, 5] = 10.0  # A dark spot inside: a hole, filled.
+    want = np.zeros(ref.shape, bool)
+    want[:, 3:9, 3:9] = True
+    self.assertAllEqual(fidelity.auto_mask(ref, 2.0), want)
+    # A per-volume window whose low end clips 1% or more: still Otsu's.
+    clipped = np.where(np.arange(ref.size).reshape(ref.shape) % 10 == 0, 2.0, ref)
+    clipped[:, 3:9, 3:9] = 100.0
+    self.assertAllEqual(fidelity.auto_mask(clipped, 2.0, per_volume=True), want)
+    # The same as a fixed window: the low end is taken to clip the background,
+    # so the noise above it joins the head: everything but the clipped voxels
+    # on the slices' border (inside, they are holes).
+    border = np.ones(ref.shape, bool)
+    border[:, 1:-1, 1:-1] = False
+    self.assertAllEqual(fidelity.auto_mask(clipped, 2.0), ~(border & (clipped <= 2.0)))
+
   def test_label_follows_a_spiral(self):
     # A spiral needs many propagation rounds: one component all the same.
     m = np.zeros((1, 9, 9), bool)
