@@ -55,6 +55,22 @@ class DataInfo:
   # was trained at (`input.images.scaled_shape`). None for run directories
   # written before it was recorded.
   resize: str | None = dataclasses.field(default=None, hash=False)
+  # The per-example shape of every feature of the manifest, {feature: shape}:
+  # paired data converted with --context_slices=K has 2K + 1 channels in
+  # `image_a` and 1 in `image_b`. None for run directories written before
+  # it was recorded, whose features all have `shape`.
+  shapes: dict | None = dataclasses.field(default=None, hash=False)
+
+  def domain_shape(self, domain):
+    """The per-example shape of domain "A" or "B" (features `image_a`,
+    `image_b`); `shape` where the features share it."""
+    return tuple((self.shapes or {}).get(f"image_{domain.lower()}", self.shape))
+
+  @property
+  def context_slices(self):
+    """K of medical data converted with --context_slices=K (0 otherwise): its
+    A side holds each slice with its K neighbours either side."""
+    return (self.medical or {}).get("context_slices", 0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,11 @@ Everything random comes from the step's `StepRandomness` (pix2pix's jitter and
 dropout masks, UNIT's latent noise, the pools' coins), so N replicas compute
 what one replica computes on the same global batch.
 
+The networks take the source domain's channels and make the target's
+(`DataInfo.domain_shape`): paired volumes converted with --context_slices=K
+give pix2pix 2K + 1 slices of A (the centre one and its neighbours) to make
+B's centre slice, and the sample grids show the centre slice of the input.
+
 CycleGAN's image history (Shrivastava et al. 2017; a pool of 50): each
 position of the global batch has its own pool of ceil(50 / global batch)
 images, and a replica reads and updates the pools of its own examples only.
@@ -67,6 +72,13 @@ def apply_boxes(images, boxes):
   """Crops every image to its box and resizes it back to the image size (bilinear)."""
   shape = tf.shape(images)
   return tf.image.crop_and_resize(images, boxes, tf.range(shape[0]), shape[1:3])
+
+
+def centre_slice(x):
+  """The centre channel of [..., 2K + 1] stacks of context slices: [..., 1],
+  the slice that the stack is the context of."""
+  c = x.shape[-1]
+  return x[..., c // 2:c // 2 + 1]
 
 
 def pool_query(pool, count, fake, use_old, pick):
@@ -139,6 +151,10 @@ class Translation(base.Algorithm):
     if config.direction not in base.DIRECTIONS:
       raise ValueError(f"--direction must be {' or '.join(base.DIRECTIONS)}, got "
                        f"{config.direction!r}")
+    if data.context_slices and config.direction != "AtoB":
+      raise ValueError(f"--direction={config.direction}, but the data holds A's slices with "
+                       f"their context (--context_slices={data.context_slices}) to translate "
+                       "to B's: train AtoB, or convert with A and B swapped")
     pick = lambda value, default: default if value is None else value  # noqa: E731
     return dataclasses.replace(
         config, n_critic=1,
@@ -168,6 +184,16 @@ class Translation(base.Algorithm):
   @property
   def image_shape(self):
     return tuple(self.data.shape)
+
+  @property
+  def source_shape(self):
+    """The shape of what the configured direction translates: [H, W, C_in]."""
+    return self.data.domain_shape(self.config.direction[0])
+
+  @property
+  def target_shape(self):
+    """The shape of what it translates into: [H, W, C_out]."""
+    return self.data.domain_shape(self.config.direction[-1])
 
   def _optimizers(self, g_vars, d_vars):
     c, spec = self.config, self.spec
@@ -213,12 +239,13 @@ class Pix2Pix(Translation):
 
   def build(self):
     c = self.config
-    h, w, channels = self.image_shape
+    h, w, in_channels = self.source_shape
     self.generator = pix2pix_models.UNetGenerator(
-        channels, image_size=(h, w), base_channels=c.base_channels, name="generator")
+        self.target_shape[-1], image_size=(h, w), base_channels=c.base_channels,
+        name="generator")
     self.discriminator = pix2pix_models.PatchDiscriminator(
         c.base_channels, conditional=True, name="discriminator")
-    x = tf.zeros((2, h, w, channels))
+    x = tf.zeros((2, h, w, in_channels))
     self.discriminator(self.generator(x), condition=x)
     self._optimizers(self.generator.trainable_variables,
                      self.discriminator.trainable_variables)
@@ -275,9 +302,11 @@ class Pix2Pix(Translation):
     return [self.generator]
 
   def preview(self, inputs):
-    """Rows of input | output | target."""
+    """Rows of input (its centre slice, with context) | output | target."""
     x, y = self._domains(inputs)
-    return tf.reshape(tf.stack([x, self.translate(x), y], axis=1), (-1,) + self.image_shape)
+    shown = centre_slice(x) if self.data.context_slices else x
+    return tf.reshape(tf.stack([shown, self.translate(x), y], axis=1),
+                      (-1,) + self.target_shape)
 
   def preview_columns(self, n):
     return 3

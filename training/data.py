@@ -27,7 +27,8 @@ def describe(manifest, spec):
   return base.DataInfo(kind=kind, shape=shape, num_classes=len(names), name=name,
                        window=manifest.get("window"), medical=manifest.get("medical"),
                        pixel_spacing=pixel_spacing(manifest), holdout=manifest.get("holdout"),
-                       resize=manifest.get("config", {}).get("resize"))
+                       resize=manifest.get("config", {}).get("resize"),
+                       shapes={k: tuple(f["shape"]) for k, f in manifest["features"].items()})
 
 
 def pixel_spacing(manifest):
