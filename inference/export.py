@@ -143,7 +143,8 @@ def export(algorithm, output, direction=None, step=None):
   info = {"algo": algo, "step": step, "range": [-1.0, 1.0], "signature": "serving_default"}
   if algorithm.inference == algorithms.TRANSLATION:
     direction, reverse = algorithm.translation_direction(direction)
-    channels = algorithm.data.shape[-1]
+    channels = algorithm.data.domain_shape(direction[0])[-1]
+    output_shape = algorithm.data.domain_shape(direction[-1])
     module = TranslationModule(lambda x: algorithm.translate(x, reverse=reverse),
                                algorithm.stride, channels, algorithm.translation_networks())
     info.update(kind=algorithm.inference, direction=direction, channels=channels,
@@ -152,6 +153,7 @@ def export(algorithm, output, direction=None, step=None):
                 inputs={"images": f"[None, None, None, {channels}] float32 in [-1, 1]"},
                 note="any size: padded to a multiple of the stride inside, cropped back")
   else:
+    output_shape = algorithm.data.shape
     if direction:
       raise ValueError(f"--direction applies to translation models, not {algo}")
     generator = algorithm.ema_generator or algorithm.generator
@@ -165,7 +167,7 @@ def export(algorithm, output, direction=None, step=None):
                 output_domain=volumes.generated_domain(algorithm.data),
                 generator="ema_generator" if algorithm.ema_generator is not None
                 else "generator", inputs=inputs)
-  info["output_shape"] = [None] + list(algorithm.data.shape)
+  info["output_shape"] = [None] + list(output_shape)
   info["window"] = algorithm.data.window  # None unless the data came from DICOM or NIfTI.
   info["medical"] = algorithm.data.medical
   if algorithm.data.window:

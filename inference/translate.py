@@ -14,7 +14,10 @@ each volume is translated slice by slice along the run's slice axis, mapped
 in with the source domain's window and back with the target domain's, each
 slice resized (Lanczos, as the conversion resized) to the scale the model
 was trained at, translated whole and resized back onto its own grid
-(`inference.volumes`). NIfTI
+(`inference.volumes`). A run trained on
+data converted with --context_slices=K is given each slice with its K
+neighbours on either side, stacked from the input volume as the conversion
+stacked them (`input.medical.volume.context_indices`). NIfTI
 files keep their names, shape, affine and header; DICOM series become
 `series-<pseudonym>.nii.gz`, never DICOM, with the affine of the series'
 image plane (`input.medical.geometry`). `--format=png16` writes a folder of
@@ -92,12 +95,16 @@ def run(config):
     raise ValueError(f"{config.model_dir!r} holds a {algorithm.config.algo} run, not a "
                      f"translation model ({', '.join(algorithms.names(algorithms.TRANSLATION))})")
   direction, reverse = algorithm.translation_direction(config.direction)
-  channels = algorithm.data.shape[-1]
+  channels = algorithm.data.domain_shape(direction[0])[-1]
   fn = tf.function(lambda x: algorithm.translate(x, reverse=reverse), reduce_retracing=True)
   kind = volumes.input_format(config.input, (algorithm.data.medical or {}).get("format"))
   if kind == "images" and config.format == "nifti":
     raise ValueError(f"--format=nifti is for NIfTI and DICOM inputs; {config.input!r} holds "
                      "images (use --format=png16 or leave it out)")
+  if kind == "images" and algorithm.data.context_slices:
+    raise ValueError(f"{config.model_dir!r} translates slices with their neighbours "
+                     f"(--context_slices={algorithm.data.context_slices}), which images do not "
+                     f"have; {config.input!r} holds images: give NIfTI volumes or DICOM series")
   logging.info("Translating %s (%s) -> %s with %s (step %d, %s)", config.input, kind,
                config.output, algorithm.config.algo, step, direction)
   if kind == "images":

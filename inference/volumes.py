@@ -272,8 +272,10 @@ class VolumeTranslator:
     data: the run's `DataInfo` (with its window, medical settings and the
       conversion's --resize).
     direction: "AtoB" or "BtoA", the direction `fn` translates.
-    channels: the model's channels (1-channel slices are repeated to 3 and
-      the output averaged back).
+    channels: the channels the model takes (1-channel slices are repeated to
+      3 and the output averaged back). A run whose data was converted with
+      --context_slices=K (`DataInfo.context_slices`) takes each slice with
+      its K neighbours on either side, 2K + 1 channels.
     stride: the networks' stride; slices are padded to a multiple of it.
     batch_size: slices per call of `fn`.
 
@@ -283,6 +285,7 @@ class VolumeTranslator:
 
   def __init__(self, fn, data, direction, channels, stride=1, batch_size=8):
     self.fn, self.channels, self.batch_size = fn, channels, batch_size
+    self.context_slices = data.context_slices
     self.stride = stride
     self.source_domain, self.target_domain = direction[0], direction[-1]
     self.size = tuple(data.shape[:2])
@@ -317,8 +320,11 @@ class VolumeTranslator:
   def translate(self, values, window):
     """[S, rows, cols] modality values -> [S, rows, cols] float32 in [-1, 1].
 
-    Each slice is windowed, then resized by `images.resize` (Lanczos, the
-    conversion's filter) to `model_shape`: the conversion's scale, so that
+    Each slice is windowed, stacked with its context when the run has one
+    (`medical_volume.context_stacks`: slices s - K .. s + K, the end slices
+    repeated, as the conversion stacked them), then resized by
+    `images.resize` (Lanczos, the conversion's filter; each slice of a stack
+    alike) to `model_shape`: the conversion's scale, so that
     the model sees anatomy as it was trained on it. A slice that the
     conversion cropped or padded is translated whole (padded to the stride
     by reflection and cropped back), so that nothing of it is lost or
@@ -326,11 +332,11 @@ class VolumeTranslator:
     the slice's own grid: voxel (r, c) of the output lies where voxel (r, c)
     of the input does.
     """
-    x = to_model(values, window)[..., None]
+    x = medical_volume.context_stacks(to_model(values, window), self.context_slices)
     rows, cols = x.shape[1:3]
     height, width = self.model_shape(rows, cols)
     x = np.stack([images.resize(s, height, width) for s in x])
-    if self.channels == 3:
+    if x.shape[-1] == 1 and self.channels == 3:
       x = np.repeat(x, 3, axis=-1)
     x = pad_to_stride(x, self.stride)
     out = []
