@@ -10,6 +10,7 @@ value 10 k, so that which slice lands in which channel is read off by hand.
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -24,8 +25,11 @@ from inference import volumes
 from input import convert
 from input import images
 from input import reader
+from input import shards
 from input import sources
 from input.medical import nifti
+from input.medical import phantom_files
+from input.medical import pseudonyms
 from input.medical import volume as medical_volume
 from input.medical import window as window_lib
 from models import pix2pix as pix2pix_models
@@ -152,6 +156,45 @@ class ConvertTest(tf.test.TestCase):
                                         channels=3))
     self.assertFalse(os.path.exists(out))
     self.assertIn("context_slices", sources.find(self.spec).reads)
+
+
+class DicomTest(tf.test.TestCase):
+
+  def test_context_of_dicom_series_is_their_neighbouring_slices(self):
+    """DICOM series are ordered by position, not by file; the context comes
+    from the same slices that a conversion without it stores, in two worker
+    processes (the source's slice cache travels empty)."""
+    root = self.create_tempdir().full_path
+    phantom_files.run(phantom_files.PhantomConfig(output=os.path.join(root, "ph"), subjects=2,
+                                                  size=(32, 32, 6), format="dicom"))
+    spec = f"paired:dicom:{root}/ph/T1w,{root}/ph/T2w"
+    got = {}
+    for k, workers in ((0, 1), (2, 2)):
+      out = os.path.join(root, f"k{k}")
+      if k:  # The same salt: the same pseudonyms name the pairs.
+        os.makedirs(os.path.join(out, shards.STATE_DIR))
+        shutil.copy2(os.path.join(root, "k0", shards.STATE_DIR, pseudonyms.SALT_NAME),
+                     os.path.join(out, shards.STATE_DIR, pseudonyms.SALT_NAME))
+      convert.run(convert.ConvertConfig(source=spec, output=out, num_workers=workers,
+                                        min_shards=2, context_slices=k, window="500,1000"))
+      ds = reader.make_dataset(reader.ReaderConfig(
+          out, shuffle_buffer=0, repeat=False, drop_remainder=False, with_keys=True,
+          normalize=False), 100)
+      got[k] = {key.decode(): (a, b) for batch in ds for key, a, b in zip(
+          batch["key"].numpy(), batch["image_a"].numpy(), batch["image_b"].numpy())}
+    self.assertLen(got[2], 12)
+    self.assertEqual(sorted(got[2]), sorted(got[0]))
+    for key, (a, b) in got[2].items():
+      series, _, index = key.rpartition("/")
+      s = int(index)
+      self.assertEqual(a.shape, (32, 32, 5))
+      for c in range(5):
+        neighbour = f"{series}/{min(max(s - 2 + c, 0), 5):04d}"
+        self.assertAllEqual(a[..., c], got[0][neighbour][0][..., 0], msg=(key, c))
+      self.assertAllEqual(b, got[0][key][1])
+    # The phantom's slices differ: the stacks are not one slice repeated.
+    self.assertGreater(np.abs(got[0][f"{series}/0002"][0].astype(float)
+                              - got[0][f"{series}/0003"][0]).max(), 0)
 
 
 def _data(context_slices, size=(16, 16)):
