@@ -273,8 +273,9 @@ def volume_figures(pred, ref, data_range, mask=None):
 
 
 def summarize(per_volume):
-  """Mean, sd (sample, n - 1; 0 for one volume), median and count of each
-  figure over volumes, skipping the volumes where it is None.
+  """Mean, sd (sample, n - 1; 0 for one volume, nan when a value is
+  infinite), median and count of each figure over volumes, skipping the
+  volumes where it is None.
 
   Args:
     per_volume: a list of `volume_figures` dicts.
@@ -288,7 +289,8 @@ def summarize(per_volume):
     if not values.size:
       out[name] = {"n": 0}
       continue
-    out[name] = {"mean": float(values.mean()),
-                 "sd": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+    sd = 0.0 if values.size == 1 else (float(values.std(ddof=1)) if np.isfinite(values).all()
+                                       else math.nan)  # PSNR is inf for an exact prediction.
+    out[name] = {"mean": float(values.mean()), "sd": sd,
                  "median": float(np.median(values)), "n": int(values.size)}
   return out

@@ -175,7 +175,7 @@ def _model_predictions(config, data_dir, manifest):
   """(volumes, {method: predictions}, protocol, baseline info, title) of --model_dir."""
   algorithm, step = sampling.load_algorithm(config.model_dir, config.checkpoint)
   shape = tuple(manifest["features"]["image_a"]["shape"])
-  if tuple(algorithm.data.shape) != shape:
+  if tuple(algorithm.data.shape[:2]) != shape[:2]:
     raise ValueError(f"{config.model_dir!r} translates {tuple(algorithm.data.shape)} slices "
                      f"but {config.real!r} holds {shape}")
   direction, reverse = algorithm.translation_direction(None)

@@ -137,6 +137,8 @@ class HeldOutPairs:
     self.sides = ("A", "B") if direction == "AtoB" else ("B", "A")
     feature = manifest["features"]["image_a"]
     self.max_code = 255.0 if feature["dtype"] == "uint8" else 65535.0
+    # pipeline.convert --context_slices=K: A's slice is channel K of 2K + 1.
+    self.context = int((manifest.get("medical") or {}).get("context_slices", 0))
     self.volumes = [self._volume(pid, *codes) for pid, codes in
                     _group_by_volume(data_dir, manifest, "test", batch_size).items()]
     if not self.volumes:
@@ -156,18 +158,25 @@ class HeldOutPairs:
       out.append(window_lib.Window.from_json(record))
     return out
 
+  def _plane(self, x, side):
+    """The slices [S, rows, cols] of one side's [S, rows, cols, C]: the mean
+    of the channels, or A's centre channel of a 2.5-D context."""
+    return x[..., self.context] if side == "A" and self.context else x.mean(axis=-1)
+
   def _arrays(self, a, b):
-    """(source input [S, rows, cols, C], target [S, rows, cols]) in [-1, 1]."""
+    """(the model's input [S, rows, cols, C], the source's slices, the
+    target's slices), in [-1, 1]."""
     x = {"A": _to_model(a, self.max_code), "B": _to_model(b, self.max_code)}
-    return x[self.sides[0]], x[self.sides[1]].mean(axis=-1)
+    source, target = self.sides
+    return x[source], self._plane(x[source], source), self._plane(x[target], target)
 
   def _volume(self, pid, a, b):
     source_window, window = self._windows(pid)
-    x, y = self._arrays(a, b)
-    reference = window.from_model(y)
+    x, source, target = self._arrays(a, b)
+    reference = window.from_model(target)
     return Volume(pid, reference, window, mask_for(self.mask_rule, reference, window),
-                  source=source_window.from_model(x.mean(axis=-1)),
-                  source_window=source_window, model_input=x)
+                  source=source_window.from_model(source), source_window=source_window,
+                  model_input=x)
 
   @property
   def units(self):
@@ -192,11 +201,12 @@ class HeldOutPairs:
     lut = baselines.IntensityMapping(-1.0, 1.0)
     train = _group_by_volume(self.data_dir, self.manifest, "train", self.batch_size)
     for pid, (a, b) in train.items():
-      x, y = self._arrays(a, b)
+      _, source, target = self._arrays(a, b)
       window = self._windows(pid)[1]
-      lut.add(x.mean(axis=-1), y, mask_for(self.mask_rule, window.from_model(y), window))
+      lut.add(source, target, mask_for(self.mask_rule, window.from_model(target), window))
     self.baselines[baselines.INTENSITY_MAPPING] = [
-        v.window.from_model(lut(v.model_input.mean(axis=-1))) for v in self.volumes]
+        v.window.from_model(lut(self._plane(v.model_input, self.sides[0])))
+        for v in self.volumes]
     self.baseline_info[baselines.INTENSITY_MAPPING] = {
         **lut.describe(), "fitted_on": f"{len(train)} training pairs (split train)",
         "intensity": "the stored codes as [-1, 1], as the model sees them"}

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 
+from absl.testing import parameterized
 import keras
 import numpy as np
 import pytest
@@ -133,6 +134,9 @@ class FiguresTest(tf.test.TestCase):
                         (3.0, math.sqrt(7.0), 2.0))  # sd: ((4 + 1 + 9) / 2) ** 0.5.
     self.assertEqual(summary["ssim_2d"], {"mean": 0.5, "sd": 0.0, "median": 0.5, "n": 1})
     self.assertEqual(summary["ssim_3d"], {"n": 0})
+    inf = fidelity.summarize([{"psnr": math.inf}, {"psnr": math.inf}])["psnr"]
+    self.assertEqual((inf["mean"], inf["median"]), (math.inf, math.inf))
+    self.assertTrue(math.isnan(inf["sd"]))
 
 
 class MaskTest(tf.test.TestCase):
@@ -351,7 +355,7 @@ class PairsTest(tf.test.TestCase):
       evaluate.run(evaluate.EvaluateConfig(pairs=f"{tmp}/p,{tmp}/r"))
 
 
-class ModelDirTest(tf.test.TestCase):
+class ModelDirTest(tf.test.TestCase, parameterized.TestCase):
   """--model_dir of a tiny pix2pix run on paired NIfTI volumes (B = 200 - A,
   4 subjects, 2 held out), and its baselines."""
 
@@ -421,13 +425,17 @@ class ModelDirTest(tf.test.TestCase):
                   lines)
     self.assertEqual(len(out["files"]["pictures"]), 2)
 
-  def test_identity_with_a_fixed_window(self):
+  @parameterized.parameters(0, 1)
+  def test_identity_with_a_fixed_window(self, context):
     # C = A + 10 in one fixed window [0, 200]: identity is off by 10 everywhere.
-    data = os.path.join(self.root, "ac")
+    # With a 2.5-D context (3 channels of A), A's slice is the centre one.
+    data = os.path.join(self.root, f"ac{context}")
     manifest = convert.run(convert.ConvertConfig(
         source=f"paired:nifti:{self.root}/A,{self.root}/C", output=data, image_size=32,
-        num_workers=1, holdout=0.5, split_by="patient", window="100,200"))
+        num_workers=1, holdout=0.5, split_by="patient", window="100,200",
+        context_slices=context))
     pairs = paired_data.HeldOutPairs(data, manifest, "AtoB", mask="none")
+    self.assertEqual(pairs.volumes[0].model_input.shape, (12, 32, 32, 2 * context + 1))
     pairs.fit_baselines()
     predictions = {paired.MODEL: [v.reference for v in pairs.volumes], **pairs.baselines}
     result = paired.results(pairs.volumes, predictions, {"mask": "none"}, pairs.baseline_info)
