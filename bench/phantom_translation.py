@@ -1,0 +1,137 @@
+"""python -m bench.phantom_translation --minutes=10 --context=0,2
+
+Paired translation on the built-in phantom, as a user runs it and as the
+field scores it: `pipeline.make_phantoms` (T1w and T2w of N subjects) ->
+`pipeline.convert` (paired NIfTI, whole subjects held out) -> `pipeline.train
+--algo=pix2pix` for a wall-clock budget (stopped with SIGTERM: it saves a
+checkpoint at a step boundary and exits 75, as on a preempted cluster) ->
+`pipeline.evaluate` on the held-out subjects, beside the identity and
+intensity-mapping baselines fitted on the training pairs.
+
+One table row per `--context` value (2K+1 source slices as channels), with
+MAE, PSNR and SSIM as mean +- sd over the held-out subjects (in the window's
+units) and whether the model beats each baseline. The runs are sequential,
+each with the whole machine for `--minutes`.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench import report
+
+
+def _run(cmd, log, timeout=None):
+  """Runs `python -m cmd...`; stops it with SIGTERM after `timeout` seconds.
+  Returns (exit code, seconds)."""
+  start = time.time()
+  with open(log, "w", encoding="utf-8") as out:
+    proc = subprocess.Popen([sys.executable, "-m", *cmd], stdout=out, stderr=subprocess.STDOUT)
+    try:
+      code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+      proc.send_signal(signal.SIGTERM)  # Saves at a step boundary, exits 75.
+      code = proc.wait(timeout=600)
+  return code, time.time() - start
+
+
+def _check(code, what, log, allowed=(0,)):
+  if code not in allowed:
+    with open(log, encoding="utf-8", errors="replace") as f:
+      tail = f.read()[-3000:]
+    raise SystemExit(f"{what} exited {code}:\n{tail}")
+
+
+def _figure(summary, method, name, digits=3):
+  s = summary[method].get(name, {})
+  if "mean" not in s:
+    return "-"
+  return f"{s['mean']:.{digits}g} +- {s.get('sd', 0.0):.2g}"
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
+  p.add_argument("--minutes", type=float, default=10.0, help="Training budget per run.")
+  p.add_argument("--context", default="0,2", help="--context_slices values, one run each.")
+  p.add_argument("--subjects", type=int, default=20)
+  p.add_argument("--train_flags", default="",
+                 help="More pipeline.train flags, space separated (e.g. --global_batch_size=8).")
+  p.add_argument("--holdout", type=float, default=0.2)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--work_dir", default=None, help="Default: a new temporary folder (kept).")
+  p.add_argument("--results_dir", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+                 help="Where phantom_translation-<date>.md is written.")
+  args = p.parse_args(argv)
+  work = args.work_dir or tempfile.mkdtemp(prefix="bench_phantom_")
+  os.makedirs(work, exist_ok=True)
+  phantom = os.path.join(work, "phantom")
+  if not os.path.isdir(phantom):
+    code, seconds = _run(["pipeline.make_phantoms", f"--output={phantom}",
+                          f"--subjects={args.subjects}", f"--seed={args.seed}"],
+                         os.path.join(work, "make_phantoms.log"))
+    _check(code, "make_phantoms", os.path.join(work, "make_phantoms.log"))
+    print(f"{args.subjects} phantom subjects in {seconds:.0f} s", flush=True)
+  rows = []
+  for k in (int(x) for x in args.context.split(",")):
+    data, run = os.path.join(work, f"data-k{k}"), os.path.join(work, f"run-k{k}")
+    log = os.path.join(work, f"convert-k{k}.log")
+    code, _ = _run(["pipeline.convert",
+                    f"--source=paired:nifti:{phantom}/T1w,{phantom}/T2w", f"--output={data}",
+                    "--window=percentile:0.5,99.5", f"--holdout={args.holdout}",
+                    "--split_by=patient", f"--seed={args.seed}", f"--context_slices={k}"], log)
+    _check(code, "convert", log)
+    log = os.path.join(work, f"train-k{k}.log")
+    code, seconds = _run(["pipeline.train", "--algo=pix2pix", f"--data={data}",
+                          f"--model_dir={run}", "--train_steps=1000000",
+                          "--checkpoint_every=1000000", "--sample_every=1000000",
+                          f"--seed={args.seed}", *args.train_flags.split()], log,
+                         timeout=args.minutes * 60)
+    _check(code, "train", log, allowed=(0, 75))
+    steps = max((int(n.split("-")[1].split(".")[0]) for n in os.listdir(
+        os.path.join(run, "checkpoints")) if n.startswith("ckpt-") and n.endswith(".index")),
+                default=0)
+    log = os.path.join(work, f"evaluate-k{k}.log")
+    out = os.path.join(run, "eval.json")
+    code, _ = _run(["pipeline.evaluate", f"--model_dir={run}", f"--real={data}",
+                    f"--output={out}"], log)
+    _check(code, "evaluate", log)
+    with open(out, encoding="utf-8") as f:
+      paired = json.load(f)["paired"]
+    summary, beats = paired["summary"], paired["beats"]
+    for method in sorted(summary, key=lambda m: m != "model"):  # The model first.
+      verdict = ""
+      if method != "model":
+        won = beats.get(method, {})
+        verdict = ", ".join(f"{'beaten' if v else 'NOT beaten'} on {n.split('_')[0].upper()}"
+                            for n, v in won.items() if v is not None)
+      rows.append([f"{k}", f"{seconds / 60:.1f} min, {steps} steps" if method == "model" else "",
+                   method, _figure(summary, method, "mae"), _figure(summary, method, "psnr"),
+                   _figure(summary, method, "ssim_2d"), _figure(summary, method, "ssim_3d"),
+                   verdict])
+    print(f"context {k}: {steps} steps in {seconds / 60:.1f} min; {paired['units']}; "
+          f"beats: {json.dumps(beats)}", flush=True)
+  header = ["context K", "training", "method", "MAE", "PSNR dB", "SSIM 2-D", "SSIM 3-D",
+            "model vs this baseline"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(r) + " |" for r in rows]
+  text = "\n".join(lines)
+  print(text)
+  lines = report.header("Paired translation on the phantom", "bench.phantom_translation",
+                        datetime.datetime.now())
+  lines += [f"pix2pix T1w -> T2w on {args.subjects} phantom subjects (seed {args.seed}), "
+            f"trained with `{args.train_flags or 'the defaults'}`, "
+            f"{args.holdout:.0%} of the subjects held out; figures over the held-out subjects "
+            "(mean +- sd), inside the auto mask, in the window's units; baselines fitted on "
+            "the training pairs.", "", text, ""]
+  path = report.save(args.results_dir, "phantom_translation", "\n".join(lines))
+  print(f"wrote {path}; work dir {work}")
+
+
+if __name__ == "__main__":
+  main()
