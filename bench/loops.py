@@ -3,6 +3,8 @@ and the built trainer that bench/steps_per_loop.py and bench/joint_d.py call.
 
 - `HandWritten`: the usual TF GAN loop, eager or with one `tf.function` per
   step, on the algorithm's own models and optimizers (`run_hand_written`);
+- `HandWrittenPix2Pix`: the TensorFlow pix2pix tutorial's step on pix2pix's
+  own networks and optimizers (`run_hand_written` of a pix2pix run);
 - the trainer: `training.trainer.run` with TrainConfig fields changed
   (`run_trainer`), timed over its second log interval;
 - `built_trainer`: a built trainer whose `train_loop` and `one_step` a
@@ -18,6 +20,7 @@ import tensorflow as tf
 
 import algorithms
 from algorithms import gans
+from algorithms import translation
 from input import manifest as manifest_lib
 from input import reader
 from models import losses
@@ -25,12 +28,18 @@ from models import penalties
 from models import spectral_norm
 from training import config as config_lib
 from training import data as data_lib
+from training import precision as precision_lib
 from training import trainer
 
 from bench import timing
 
 # The algorithms `HandWritten` implements (those of `gans.SPECS` on the DCGAN networks).
 ALGOS = ("wgan_gp", "sngan", "dcgan")
+# The translation algorithm `HandWrittenPix2Pix` implements.
+HAND_WRITTEN_TRANSLATION = ("pix2pix",)
+# The precisions the hand-written loops build their networks in (they scale no
+# loss, so not mixed_float16).
+HAND_WRITTEN_PRECISIONS = ("float32", "mixed_bfloat16")
 # Steps between logs, samples and checkpoints that never come in a benchmark's calls.
 NEVER = 10**9
 
@@ -45,6 +54,7 @@ class LoopRun:
   warmup: int  # Untimed generator steps first (the hand-written loops).
   base_channels: int | None = None  # The networks' width; None: the trainer's default.
   trainer_strategy: str = "one_device"  # The trainer's --strategy.
+  precision: str = "float32"  # The hand-written loops' dtype policy.
 
 
 def resolved_config(algo, data_dir, batch_size, base_channels=None):
@@ -62,30 +72,44 @@ def resolved_config(algo, data_dir, batch_size, base_channels=None):
 # The hand-written loops.
 
 
+def _built_algorithm(config, info, precision):
+  """The algorithm of `config`, seeded and built under the dtype policy `precision`."""
+  if precision not in HAND_WRITTEN_PRECISIONS:
+    raise ValueError(f"the hand-written loops run in {' or '.join(HAND_WRITTEN_PRECISIONS)}, "
+                     f"got {precision!r}")
+  keras.utils.set_random_seed(config.seed)
+  algorithm = algorithms.get(config.algo)(config, info)
+  precision_lib.build_in_policy(algorithm, precision)
+  return algorithm
+
+
+def _iterator(data_dir, seed, batch_size):
+  """Batches of the data as most TF code reads it: float32 in [-1, 1] made on the
+  host, with the trainer's shuffle buffer (the same records held in memory)."""
+  shuffle = data_lib.auto_shuffle_buffer(manifest_lib.load(data_dir))
+  return iter(reader.make_dataset(reader.ReaderConfig(
+      data_dir, shuffle_buffer=shuffle, seed=seed, normalize=True), batch_size))
+
+
 class HandWritten:
   """The usual TF GAN loop: `eager`, or with `compiled` one tf.function per step.
 
-  The models and optimizers are the algorithm's own (`ImageGAN.build`); the
-  step is written here the way most GAN code writes it.
+  The models and optimizers are the algorithm's own (`ImageGAN.build`, under
+  the dtype policy `precision`); the step is written here the way most GAN
+  code writes it.
   """
 
-  def __init__(self, algo, data_dir, batch_size, compiled, base_channels=None):
+  def __init__(self, algo, data_dir, batch_size, compiled, base_channels=None,
+               precision="float32"):
     self.config, info = resolved_config(algo, data_dir, batch_size, base_channels)
     self.spec = gans.SPECS[algo]
     self.batch_size = batch_size
-    keras.utils.set_random_seed(self.config.seed)
-    algorithm = algorithms.get(algo)(self.config, info)
-    algorithm.build()
+    algorithm = _built_algorithm(self.config, info, precision)
     self.generator, self.discriminator = algorithm.generator, algorithm.discriminator
     self.d_optimizer, self.g_optimizer = algorithm.optimizers["d"], algorithm.optimizers["g"]
     c = self.config
     self.g_loss_fn, self.d_loss_fn = losses.get(c.loss, c.g_loss)
-    # The trainer's shuffle buffer: the same records held in memory.
-    manifest = manifest_lib.load(data_dir)
-    shuffle = data_lib.auto_shuffle_buffer(manifest)
-    dataset = reader.make_dataset(reader.ReaderConfig(
-        data_dir, shuffle_buffer=shuffle, seed=c.seed, normalize=True), batch_size)
-    self.iterator = iter(dataset)
+    self.iterator = _iterator(data_dir, c.seed, batch_size)
     self.d_step = tf.function(self._d_step) if compiled else self._d_step
     self.g_step = tf.function(self._g_step) if compiled else self._g_step
 
@@ -128,16 +152,98 @@ class HandWritten:
     return keras.ops.convert_to_numpy(self.generator.trainable_variables[-1])
 
 
+class _Jitter:
+  """`uniform(name, shape, minval, maxval)` from TensorFlow's global generator:
+  what `translation.jitter_boxes` draws from, for a loop without the trainer's
+  `StepRandomness`."""
+
+  def __init__(self, batch_size):
+    self.batch_size = batch_size
+
+  def uniform(self, name, shape=(), minval=0.0, maxval=1.0):
+    del name
+    return tf.random.uniform([self.batch_size, *shape], minval, maxval)
+
+
+class HandWrittenPix2Pix:
+  """The TensorFlow pix2pix tutorial's loop on pix2pix's own networks:
+  `eager`, or with `compiled` one tf.function per step.
+
+  The networks (U-Net generator, conditional PatchGAN) and the two Adam
+  optimizers are `algorithms.translation.Pix2Pix`'s, built under the dtype
+  policy `precision`; the losses are its: BCE + `l1_weight` x L1 for the
+  generator, half the BCE of real and fake for the discriminator, each a
+  plain `reduce_mean`. The step is the tutorial's: the same random jitter as
+  the trainer's (`translation.jitter_boxes`, drawn from `tf.random`), one
+  generator forward pass, two tapes, both optimizers applied. The trainer's
+  step does more arithmetic than this: its discriminator phase and then its
+  generator phase each run the generator and D(fake) forward (Phase
+  `reuse_batch`), the order of the reference PyTorch code, where D(fake) for
+  G's update sees the just-updated D.
+  """
+
+  def __init__(self, data_dir, batch_size, compiled, base_channels=None,
+               precision="float32"):
+    self.config, info = resolved_config("pix2pix", data_dir, batch_size, base_channels)
+    if self.config.direction != "AtoB":
+      raise ValueError(f"the hand-written pix2pix loop translates AtoB, got "
+                       f"{self.config.direction}")
+    algorithm = _built_algorithm(self.config, info, precision)
+    self.generator, self.discriminator = algorithm.generator, algorithm.discriminator
+    self.d_optimizer, self.g_optimizer = algorithm.optimizers["d"], algorithm.optimizers["g"]
+    self.jitter = _Jitter(batch_size) if self.config.jitter else None
+    self.iterator = _iterator(data_dir, self.config.seed, batch_size)
+    self.step = tf.function(self._step) if compiled else self._step
+
+  def _step(self, x, y):
+    """One update of both networks on one (input, target) batch."""
+    g, d = self.generator, self.discriminator
+    if self.jitter is not None:  # The same crop and mirror for input and target.
+      boxes = translation.jitter_boxes(self.jitter)
+      x, y = translation.apply_boxes(x, boxes), translation.apply_boxes(y, boxes)
+    with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+      fake = g(x, training=True)
+      real_logits = d(y, condition=x, training=True)
+      fake_logits = d(fake, condition=x, training=True)
+      g_loss = (tf.reduce_mean(losses.modified_generator_loss(fake_logits))
+                + self.config.l1_weight * tf.reduce_mean(losses.l1(fake, y)))
+      d_loss = 0.5 * tf.reduce_mean(losses.minimax_discriminator_loss(real_logits, fake_logits))
+    g_grads = g_tape.gradient(g_loss, g.trainable_variables)
+    d_grads = d_tape.gradient(d_loss, d.trainable_variables)
+    self.g_optimizer.apply_gradients(zip(g_grads, g.trainable_variables))
+    self.d_optimizer.apply_gradients(zip(d_grads, d.trainable_variables))
+    return d_loss, g_loss
+
+  def generator_step(self):
+    batch = next(self.iterator)
+    return self.step(batch["image_a"], batch["image_b"])
+
+  def sync(self):
+    """Waits for queued device work: reads a weight the last update wrote."""
+    return keras.ops.convert_to_numpy(self.generator.trainable_variables[-1])
+
+
 def run_hand_written(run, compiled):
   """Times the `eager` (or with `compiled`, the `tf_function`) loop of `run`
-  (a LoopRun); returns the row's figures."""
-  loop = HandWritten(run.algo, run.data, run.batch_size, compiled, run.base_channels)
+  (a LoopRun, in `run.precision`); returns the row's figures."""
+  if run.algo in HAND_WRITTEN_TRANSLATION:
+    loop = HandWrittenPix2Pix(run.data, run.batch_size, compiled, run.base_channels,
+                              run.precision)
+    how = ("the TF pix2pix tutorial's step: one G forward, two tapes"
+           + (", in one tf.function" if compiled else ", eager"))
+  elif run.algo in ALGOS:
+    loop = HandWritten(run.algo, run.data, run.batch_size, compiled, run.base_channels,
+                       run.precision)
+    how = ("one tf.function per D step and per G step" if compiled
+           else "eager; n_critic loop and input iterator in Python")
+  else:
+    raise ValueError(f"no hand-written loop for {run.algo}; written for "
+                     f"{', '.join(ALGOS + HAND_WRITTEN_TRANSLATION)}")
   seconds = timing.time_generator_steps(loop, run.steps, run.warmup)
   return {"steps_per_sec": run.steps / seconds, "seconds": seconds,
           "real_per_step": loop.config.n_critic * run.batch_size,
           "warmup_steps": run.warmup, "base_channels": loop.config.base_channels,
-          "note": "eager; n_critic loop and input iterator in Python" if not compiled
-                  else "one tf.function per D step and per G step"}
+          "precision": run.precision, "note": f"{how}, {run.precision}"}
 
 
 # ---------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """python -m bench.train_step --results_dir=bench/results
 python -m bench.train_step --algos=sngan --datasets=shapes32 --variants=eager,tf_function,trainer
+python -m bench.train_step --algos=pix2pix --datasets=paired128 --batch_size=1,4,8 --rounds=3 \
+    --variants=eager,tf_function,tf_function_bf16,trainer_f32,trainer_bf16 --results_tag=pix2pix
 
 Training-step speed of one GAN written three ways, side by side in one run.
 
@@ -15,6 +17,13 @@ papers' 64 with `--base_channels=64`) and the same global batch
 - `shapes28`: `builtin:shapes` drawn at 28 px and converted to grayscale
   (`ConvertConfig(image_size=28, channels=1)`, ITU-R 601 luma), 28x28x1,
   cached beside the trainer's conversions;
+- only when named, for the translation networks (`--algos=pix2pix,cyclegan`;
+  each algorithm runs on the datasets of its kind): `paired128` and
+  `unpaired128`, the first 1,000 examples of `builtin:shapes_paired` and
+  `builtin:shapes_unpaired` at 128 px (128x128x3). pix2pix's networks are
+  `models.pix2pix`'s U-Net and conditional PatchGAN, cyclegan's two ResNet
+  generators and two PatchGANs, at the papers' width 64, Adam 2e-4 (0.5,
+  0.999); pix2pix's jitter is on, as the trainer's default;
 
 and each algorithm of `--algos` (`wgan_gp`, `sngan`, `dcgan`), it times every
 variant of `--variants`, each in its own subprocess (so that the peak RSS,
@@ -29,7 +38,13 @@ variant of `--variants`, each in its own subprocess (so that the peak RSS,
    TFRecords, with the trainer's shuffle buffer.
 2. `tf_function`: the same, with one `@tf.function` per discriminator step and
    one per generator step, as in the TensorFlow DCGAN tutorial (the n_critic
-   loop and the input iterator stay in Python).
+   loop and the input iterator stay in Python). For pix2pix, `eager` and
+   `tf_function` are the TensorFlow pix2pix tutorial's step
+   (`loops.HandWrittenPix2Pix`): one generator forward pass, two tapes, both
+   optimizers; the trainer's step runs G and D(fake) forward twice (D's
+   phase, then G's). cyclegan has no hand-written loop.
+   `eager_bf16`, `tf_function_bf16` (only when named): the same loops with the
+   networks built under mixed_bfloat16.
 3. `trainer`: `training.trainer.run` with its defaults (`steps_per_loop=10`,
    `xla=auto`, `precision=auto`: mixed_bfloat16 on a CPU with native bfloat16,
    else float32) on one device (`--trainer_strategy`, `one_device` by
@@ -59,8 +74,11 @@ Printed per (dataset, algorithm, variant): real images/s (real images
 consumed per second: n_critic * batch per generator step for wgan_gp, batch
 for the others), generator steps/s, peak RSS (MiB), and the ratio of images/s
 to `eager` and to `tf_function` measured in the same run; one markdown table
-per dataset, then a summary line per algorithm with the targets
-trainer >= 4x eager and trainer >= 1.3x tf_function (PASS/FAIL). A variant that
+per dataset and batch (`--batch_size=1,8` gives one table per batch), then
+a summary line per image GAN with the targets trainer >= 4x eager and
+trainer >= 1.3x tf_function (PASS/FAIL), and a line of ratios per algorithm
+(bf16 against float32 in each loop, the trainer against `tf_function` in the
+same precision) where both rows were measured. A variant that
 fails (e.g. a TrainConfig field that does not exist yet) is a row
 "error: <one line>"; the run goes on.
 
@@ -78,6 +96,7 @@ memory only, so the GPU rows also show the device's peak memory.
 """
 
 import argparse
+import dataclasses
 import datetime
 import os
 import shutil
@@ -98,14 +117,40 @@ from input import cache  # pylint: disable=wrong-import-position
 from input import convert  # pylint: disable=wrong-import-position
 from input import manifest as manifest_lib  # pylint: disable=wrong-import-position
 
-ALGOS = loops.ALGOS
-# name -> (source, image_size, channels, description).
+# The image GANs (the defaults), then the translation networks (by name).
+TRANSLATION_ALGOS = ("pix2pix", "cyclegan")
+ALGOS = loops.ALGOS + TRANSLATION_ALGOS
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """A dataset the variants read, converted once and cached."""
+  source: str
+  image_size: int | None  # None: the source's own size.
+  channels: int | None  # None: the source's own channels.
+  description: str
+  kind: str = "image"  # What algorithms it feeds: image, paired or unpaired.
+  num_examples: int | None = None  # Examples per split when --num_examples is not given.
+
+
 DATASETS = {
-    "shapes32": ("builtin:shapes", None, None, "builtin:shapes, 32x32x3 RGB (the trainer's "
-                                                "own conversion)"),
-    "shapes28": ("builtin:shapes", 28, 1, "builtin:shapes drawn at 28 px, converted to "
-                                          "grayscale: 28x28x1"),
+    "shapes32": Dataset("builtin:shapes", None, None, "builtin:shapes, 32x32x3 RGB (the "
+                                                      "trainer's own conversion)"),
+    "shapes28": Dataset("builtin:shapes", 28, 1, "builtin:shapes drawn at 28 px, converted "
+                                                 "to grayscale: 28x28x1"),
+    # 1,000 pairs (196 MB as uint8) instead of all 10,000: a timed run reads
+    # at most (2 x --steps) x batch of them, and a shuffle buffer of them all
+    # would hold 2 GB.
+    "paired128": Dataset("builtin:shapes_paired", 128, None,
+                         "builtin:shapes_paired at 128 px, outline -> filled, 128x128x3 RGB",
+                         kind="paired", num_examples=1000),
+    "unpaired128": Dataset("builtin:shapes_unpaired", 128, None,
+                           "builtin:shapes_unpaired at 128 px, 128x128x3 RGB",
+                           kind="unpaired", num_examples=1000),
 }
+DEFAULT_DATASETS = ("shapes32", "shapes28")
+# The data kind each algorithm trains on.
+ALGO_KINDS = {**{a: "image" for a in loops.ALGOS}, "pix2pix": "paired", "cyclegan": "unpaired"}
 # Trainer variants: TrainConfig fields on top of the trainer's defaults.
 TRAINER_VARIANTS = {
     "trainer": {},
@@ -117,9 +162,25 @@ TRAINER_VARIANTS = {
     "trainer_spl1": {"steps_per_loop": 1},
     "trainer_spl50": {"steps_per_loop": 50},
 }
-VARIANTS = ("eager", "tf_function", *TRAINER_VARIANTS, "torch")
-# (baseline, minimum ratio of `trainer` images/s to the baseline's).
+# Hand-written loops: (compiled, precision).
+HAND_WRITTEN_VARIANTS = {
+    "eager": (False, "float32"),
+    "tf_function": (True, "float32"),
+    "eager_bf16": (False, "mixed_bfloat16"),
+    "tf_function_bf16": (True, "mixed_bfloat16"),
+}
+VARIANTS = (*HAND_WRITTEN_VARIANTS, *TRAINER_VARIANTS, "torch")
+# What runs without --variants (the bf16 hand-written loops only when named).
+DEFAULT_VARIANTS = ("eager", "tf_function", *TRAINER_VARIANTS, "torch")
+# (baseline, minimum ratio of `trainer` images/s to the baseline's): the image
+# GANs' targets (their issue); the translation networks get the ratios alone.
 TARGETS = (("eager", 4.0), ("tf_function", 1.3))
+# (faster, slower): the ratios of images/s printed under each table where both
+# rows were measured: half precision against float32 in each loop, and the
+# trainer against the plain tf.function step in the same precision.
+RATIOS = (("tf_function_bf16", "tf_function"), ("eager_bf16", "eager"),
+          ("trainer_bf16", "trainer_f32"), ("trainer_f32", "tf_function"),
+          ("trainer_bf16", "tf_function_bf16"), ("trainer", "tf_function"))
 
 
 def _csv(choices, what):
@@ -136,12 +197,29 @@ def _csv(choices, what):
   return parse
 
 
+def _ints(text):
+  """An argparse type: comma-separated positive integers."""
+  try:
+    values = [int(v) for v in text.split(",") if v.strip()]
+  except ValueError:
+    values = []
+  if not values or min(values) < 1:
+    raise argparse.ArgumentTypeError(f"expected positive integers like 1,8, got {text!r}")
+  return values
+
+
 def _parse_args(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--algos", type=_csv(ALGOS, "algorithm"), default=list(ALGOS))
-  p.add_argument("--datasets", type=_csv(tuple(DATASETS), "dataset"), default=list(DATASETS))
-  p.add_argument("--variants", type=_csv(VARIANTS, "variant"), default=list(VARIANTS))
+  p.add_argument("--algos", type=_csv(ALGOS, "algorithm"), default=list(loops.ALGOS),
+                 help="Default: the image GANs. pix2pix and cyclegan run on the paired and "
+                      "unpaired datasets; each algorithm runs on the datasets of its kind.")
+  p.add_argument("--datasets", type=_csv(tuple(DATASETS), "dataset"),
+                 default=list(DEFAULT_DATASETS),
+                 help="Default: the image datasets; paired128 and unpaired128 when named.")
+  p.add_argument("--variants", type=_csv(VARIANTS, "variant"), default=list(DEFAULT_VARIANTS),
+                 help="Default: all but eager_bf16 and tf_function_bf16 (the hand-written "
+                      "loops in mixed_bfloat16).")
   p.add_argument("--steps", type=int, default=50,
                  help="Timed generator steps, the same for every variant (the trainer's "
                       "timed log interval; below 50, trainer_spl50 runs calls of --steps).")
@@ -153,12 +231,14 @@ def _parse_args(argv):
                       "turns (the order rotates each round), and report each variant's median "
                       "(its range in the notes): a side-by-side measurement on a shared "
                       "machine, where one run per variant moves by 10-20%%.")
-  p.add_argument("--batch_size", type=int, default=64, help="Global batch of every variant.")
+  p.add_argument("--batch_size", type=_ints, default=[64],
+                 help="Global batch of every variant; several (1,8) give a table each.")
   p.add_argument("--base_channels", type=int, default=None,
                  help="Base width of every variant's networks (default: the trainer's default "
                       "for the algorithm; the papers' width is 64).")
   p.add_argument("--num_examples", type=int, default=None,
-                 help="Convert only this many examples per split (default: all 20,000).")
+                 help="Convert only this many examples per split (default: all of them; "
+                      "1,000 for the 128 px translation data).")
   p.add_argument("--data_cache", default=None,
                  help="Where converted data is cached (default: the trainer's cache).")
   p.add_argument("--trainer_strategy", choices=("one_device", "default", "mirrored"),
@@ -171,18 +251,32 @@ def _parse_args(argv):
                  help="Seconds after which a variant's subprocess is killed (an error row).")
   p.add_argument("--results_dir", default=None,
                  help="If set, also write the report as markdown to "
-                      "RESULTS_DIR/train_step-YYYY-MM-DD.md.")
+                      "RESULTS_DIR/train_step-YYYY-MM-DD[-TAG].md.")
+  p.add_argument("--results_tag", default=None,
+                 help="TAG of the results file's name (e.g. pix2pix).")
   # One variant in this process (what the parent runs in each subprocess).
   p.add_argument("--variant", choices=VARIANTS, default=None, help=argparse.SUPPRESS)
   p.add_argument("--algo", choices=ALGOS, default=None, help=argparse.SUPPRESS)
   p.add_argument("--data", default=None, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
-  if (args.steps < 1 or args.warmup < 0 or args.batch_size < 1 or args.rounds < 1
+  if (args.steps < 1 or args.warmup < 0 or args.rounds < 1
       or (args.base_channels is not None and args.base_channels < 1)):
-    p.error("--steps, --batch_size, --base_channels and --rounds must be >= 1, --warmup >= 0")
-  if args.variant and not (args.algo and args.data):
-    p.error("--variant needs --algo and --data (a converted dataset directory)")
+    p.error("--steps, --base_channels and --rounds must be >= 1, --warmup >= 0")
+  if args.variant and not (args.algo and args.data and len(args.batch_size) == 1):
+    p.error("--variant needs --algo, --data (a converted dataset directory) and one "
+            "--batch_size")
+  if not args.variant and not _pairs(args):
+    p.error(f"no dataset of --datasets={','.join(args.datasets)} is of the kind that "
+            f"--algos={','.join(args.algos)} train on ("
+            + ", ".join(f"{a}: {ALGO_KINDS[a]}" for a in args.algos) + ")")
   return args
+
+
+def _pairs(args):
+  """[(dataset, [algorithms that train on its kind])] of --datasets and --algos."""
+  pairs = [(name, [a for a in args.algos if ALGO_KINDS[a] == DATASETS[name].kind])
+           for name in args.datasets]
+  return [(name, algos) for name, algos in pairs if algos]
 
 
 # ---------------------------------------------------------------------------
@@ -191,15 +285,17 @@ def _parse_args(argv):
 
 def _prepare_data(name, args):
   """The converted directory of dataset `name`, converting it on first use."""
-  source, image_size, channels, _ = DATASETS[name]
+  ds = DATASETS[name]
+  source, image_size, channels = ds.source, ds.image_size, ds.channels
+  num_examples = args.num_examples or ds.num_examples
   if channels is None:
     return cache.ensure_converted(source, cache_dir=args.data_cache, image_size=image_size,
-                                  max_examples=args.num_examples)
+                                  max_examples=num_examples)
   # `ensure_converted` has no channels argument: the same caching, by hand.
   cache_dir = args.data_cache or cache.default_cache_dir()
   tag = f"shapes-seed0-{image_size}px-{channels}ch"
-  if args.num_examples:
-    tag += f"-n{args.num_examples}"
+  if num_examples:
+    tag += f"-n{num_examples}"
   final = os.path.join(cache_dir, "bench", tag)
   if os.path.isfile(os.path.join(final, manifest_lib.MANIFEST_NAME)):
     return final
@@ -208,7 +304,7 @@ def _prepare_data(name, args):
   shutil.rmtree(tmp, ignore_errors=True)
   try:
     convert.run(convert.ConvertConfig(source=source, output=tmp, image_size=image_size,
-                                      channels=channels, max_examples=args.num_examples,
+                                      channels=channels, max_examples=num_examples,
                                       command_line="python -m bench.train_step"))
     os.rename(tmp, final)
   finally:
@@ -217,7 +313,8 @@ def _prepare_data(name, args):
 
 
 def _image_shape(data_dir):
-  return tuple(manifest_lib.load(data_dir)["features"]["image"]["shape"])
+  features = manifest_lib.load(data_dir)["features"]
+  return tuple(features["image" if "image" in features else "image_a"]["shape"])
 
 
 # ---------------------------------------------------------------------------
@@ -227,14 +324,16 @@ def _image_shape(data_dir):
 def _child_main(args):
   """Runs one variant and prints its result as one JSON line (also on failure)."""
   logging.set_verbosity(logging.WARNING)
+  batch_size = args.batch_size[0]
   out = {"variant": args.variant, "algo": args.algo, "data": args.data,
-         "batch_size": args.batch_size, "timed_steps": args.steps}
-  run = loops.LoopRun(algo=args.algo, data=args.data, batch_size=args.batch_size,
+         "batch_size": batch_size, "timed_steps": args.steps}
+  compiled, precision = HAND_WRITTEN_VARIANTS.get(args.variant, (False, "float32"))
+  run = loops.LoopRun(algo=args.algo, data=args.data, batch_size=batch_size,
                       steps=args.steps, warmup=args.warmup, base_channels=args.base_channels,
-                      trainer_strategy=args.trainer_strategy)
+                      trainer_strategy=args.trainer_strategy, precision=precision)
   try:
-    if args.variant in ("eager", "tf_function"):
-      out.update(loops.run_hand_written(run, compiled=args.variant == "tf_function"))
+    if args.variant in HAND_WRITTEN_VARIANTS:
+      out.update(loops.run_hand_written(run, compiled=compiled))
     elif args.variant in TRAINER_VARIANTS:
       out.update(loops.run_trainer(run, TRAINER_VARIANTS[args.variant]))
     else:
@@ -266,13 +365,23 @@ def _torch_flags(algo, data_dir, batch_size, base_channels):
           f"--base_channels={c.base_channels}", f"--optimizer={spec.optimizer}"]
 
 
-def _run_child(variant, algo, data_dir, args):
+def _skipped(variant, algo):
+  """Why `variant` does not run for `algo`, or None."""
+  if variant == "torch" and algo not in loops.ALGOS:
+    return f"no PyTorch twin of {algo}"
+  if variant in HAND_WRITTEN_VARIANTS and algo not in loops.ALGOS + loops.HAND_WRITTEN_TRANSLATION:
+    return f"no hand-written loop for {algo}"
+  return None
+
+
+def _run_child(variant, algo, data_dir, batch_size, args):
   """Runs one variant in a subprocess; returns its JSON result (with `error` on failure)."""
-  common = [f"--steps={args.steps}", f"--warmup={args.warmup}",
-            f"--batch_size={args.batch_size}"]
+  if _skipped(variant, algo):
+    return {"skipped": _skipped(variant, algo)}
+  common = [f"--steps={args.steps}", f"--warmup={args.warmup}", f"--batch_size={batch_size}"]
   if variant == "torch":
     cmd = child.command("bench.torch_train_step",
-                        *_torch_flags(algo, data_dir, args.batch_size, args.base_channels),
+                        *_torch_flags(algo, data_dir, batch_size, args.base_channels),
                         *common)
   else:
     cmd = child.command("bench.train_step", f"--variant={variant}", f"--algo={algo}",
@@ -296,8 +405,8 @@ def _ratio(row, base):
   return f"{row['images_per_sec'] / base['images_per_sec']:.2f}x"
 
 
-def _dataset_section(name, data_dir, args, results):
-  """The markdown section of one dataset: {algo: {variant: result}} -> lines."""
+def _dataset_section(name, data_dir, batch_size, args, results):
+  """The markdown section of one dataset and batch: {algo: {variant: result}} -> lines."""
   with_gpu = any(r.get("peak_gpu_mib") for per_algo in results.values()
                  for r in per_algo.values())
   header = ["algo", "variant", "real images/s", "G steps/s", "peak RSS MiB",
@@ -313,16 +422,18 @@ def _dataset_section(name, data_dir, args, results):
       rows.append([algo, variant, f"{r['images_per_sec']:,.1f}", f"{r['steps_per_sec']:.3f}",
                    f"{r['peak_rss_mib']:,.0f}", _ratio(r, per_variant.get("eager")),
                    _ratio(r, per_variant.get("tf_function"))] + gpu + [r.get("note", "")])
-    summary.append(_summary_line(name, algo, per_variant))
+    if algo in loops.ALGOS:
+      summary.append(_summary_line(name, algo, per_variant))
+    summary += _ratio_lines(name, algo, per_variant)
   shape = "x".join(map(str, _image_shape(data_dir)))
   widths = sorted({r["base_channels"] for per_algo in results.values()
                    for r in per_algo.values() if "base_channels" in r})
   width = ("base width " + "/".join(map(str, widths))
            + ("" if args.base_channels else " (the trainer's default)") + "; ") if widths else ""
   return [
-      f"## {name}: {DATASETS[name][3]}",
+      f"## {name}, batch {batch_size}: {DATASETS[name].description}",
       "",
-      f"Data: `{data_dir}` ({shape}); {width}batch {args.batch_size}; {args.steps} timed "
+      f"Data: `{data_dir}` ({shape}); {width}batch {batch_size}; {args.steps} timed "
       f"generator steps per variant.",
       "",
       report.table(header, rows),
@@ -350,13 +461,31 @@ def _summary_line(name, algo, per_variant):
   return f"- [{name}] {algo}: " + "; ".join(parts)
 
 
+def _ratio_lines(name, algo, per_variant):
+  """`[dataset] algo: tf_function_bf16 / tf_function = Nx` for each of `RATIOS`
+  whose two rows were measured."""
+  parts = []
+  for top, bottom in RATIOS:
+    a, b = per_variant.get(top) or {}, per_variant.get(bottom) or {}
+    if "images_per_sec" in a and "images_per_sec" in b:
+      parts.append(f"{top} / {bottom} = {a['images_per_sec'] / b['images_per_sec']:.2f}x")
+  return [f"- [{name}] {algo}: " + "; ".join(parts)] if parts else []
+
+
 def _report(args, machine, when, sections):
+  translation = [a for a in args.algos if a in TRANSLATION_ALGOS]
   lines = report.header("Training-step benchmark", "bench.train_step", when, machine) + [
-      "Same networks (`models.dcgan`, built by the algorithm's `ImageGAN.build`, base width "
-      f"{args.base_channels or 'the trainer default'}), same Adam settings, global batch "
-      f"{args.batch_size}. Variants: `eager` (eager "
+      "Same networks (the algorithm's own build: `models.dcgan` for the image GANs"
+      + (", `models.pix2pix` U-Net and PatchGAN for pix2pix, `models.cyclegan` ResNet "
+         "generators and PatchGANs for cyclegan" if translation else "")
+      + f"; base width {args.base_channels or 'the trainer default'}), same Adam settings, "
+      f"global batch {', '.join(map(str, args.batch_size))}. Variants: `eager` (eager "
       "GradientTape loop, keras-io style), `tf_function` (one tf.function per D and per G "
-      "step, TF DCGAN tutorial style), `trainer*` (`training.trainer.run` with "
+      "step, TF DCGAN tutorial style"
+      + ("; for pix2pix the TF pix2pix tutorial's step: the trainer's jitter, one generator "
+         "forward pass, two tapes, both optimizers in one tf.function" if translation else "")
+      + "), `*_bf16` (the same loop with the networks built under mixed_bfloat16), "
+      "`trainer*` (`training.trainer.run` with "
       f"`strategy={args.trainer_strategy}`: defaults, then one field changed), `torch` "
       "(bench/torch_train_step.py: the same architectures in PyTorch on random tensors, no "
       "input pipeline). Each variant runs in its own process"
@@ -408,24 +537,25 @@ def main(argv):
   machine = report.machine()
   print(f"{when:%Y-%m-%d %H:%M:%S}  {machine}", flush=True)
   sections = []
-  for name in args.datasets:
+  for name, algos in _pairs(args):
     data_dir = _prepare_data(name, args)
-    results = {}
-    for algo in args.algos:
-      runs = {variant: [] for variant in args.variants}
-      for round_index in range(args.rounds):
-        for variant in timing.turns(args.variants, round_index):
-          start = time.perf_counter()
-          r = _run_child(variant, algo, data_dir, args)
-          runs[variant].append(r)
-          _progress(name, algo, variant, r, time.perf_counter() - start)
-      results[algo] = {variant: _median(runs[variant]) for variant in args.variants}
-    sections.append(_dataset_section(name, data_dir, args, results))
+    for batch_size in args.batch_size:
+      results = {}
+      for algo in algos:
+        runs = {variant: [] for variant in args.variants}
+        for round_index in range(args.rounds):
+          for variant in timing.turns(args.variants, round_index):
+            start = time.perf_counter()
+            r = _run_child(variant, algo, data_dir, batch_size, args)
+            runs[variant].append(r)
+            _progress(f"{name} b{batch_size}", algo, variant, r, time.perf_counter() - start)
+        results[algo] = {variant: _median(runs[variant]) for variant in args.variants}
+      sections.append(_dataset_section(name, data_dir, batch_size, args, results))
   text = _report(args, machine, when, sections)
   print()
   print(text, end="")
   if args.results_dir:
-    print(f"\nwrote {report.save(args.results_dir, 'train_step', text, when)}")
+    print(f"\nwrote {report.save(args.results_dir, 'train_step', text, when, args.results_tag)}")
   return 0
 
 
