@@ -57,6 +57,14 @@ def generated_domain(data):
   return "image" if data.kind in ("image", "vector") else "B"
 
 
+def domain_spec(medical, domain):
+  """The --window text the conversion windowed `domain` ("A", "B" or "image")
+  with: the B side's own (`--window_b`) where it had one."""
+  if domain == "B" and medical.get("window_b"):
+    return medical["window_b"]
+  return medical.get("window", "auto")
+
+
 def source_window(spec, manifest_window, values):
   """The window that maps an input volume into the model's range, as the
   conversion windowed the training data.
@@ -293,7 +301,7 @@ class VolumeTranslator:
     self.resize = data.resize or "crop"
     medical = data.medical or {}
     self.axis = medical.get("slice_axis", "axial")
-    self.spec = window_lib.parse(medical.get("window", "auto"))
+    self.spec = window_lib.parse(domain_spec(medical, self.source_domain))
     self.source = domain_window(data, self.source_domain)
     self.target = domain_window(data, self.target_domain)
     if self.source is None or self.target is None:

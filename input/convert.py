@@ -80,6 +80,11 @@ class ConvertConfig:
       "dicom/nifti: intensity window in modality units: CENTER,WIDTH (e.g. 40,80), a preset "
       "(" + ", ".join(window_lib.PRESETS) + "), percentile:LOW,HIGH per volume (e.g. "
       "percentile:0.5,99.5), or auto (ct_full for CT, percentile:0.5,99.5 otherwise).")
+  window_b: str | None = setting(None,
+      "paired: and unpaired: dicom/nifti: the B side's window, in the same forms as --window "
+      "(which then windows the A side only). Sides of different modalities need their own: "
+      "MR -> CT from NIfTI (no modality tag) is --window=percentile:0.5,99.5 "
+      "--window_b=ct_full. Default: --window for both sides.")
   slice_axis: str = setting("axial", "nifti: the axis volumes are sliced along.",
                             choices=tuple(nifti.AXES))
   volume_index: str = setting("0", "nifti: the volume of a 4-D file to take, or 'all'.")

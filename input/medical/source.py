@@ -38,7 +38,7 @@ from input.source_base import Example, Item, Skip, Source, SourceError
 SLICE_AXES = tuple(nifti.AXES)
 # The settings that a mode of source reads beyond its reader's
 # (`input.sources` refuses them for the other sources).
-MODE_READS = {"paired": ("context_slices",)}
+MODE_READS = {"paired": ("context_slices", "window_b"), "unpaired": ("window_b",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,18 +50,20 @@ class MedicalOptions:
   volume_index: str
   patient_from: str | None
   context_slices: int = 0  # Paired sources: K, the source's 2K + 1 channels.
+  window_b: window_lib.WindowSpec | None = None  # The B side's, where it has its own.
 
   @classmethod
   def parse(cls, settings, reader):
     """The options of a `reader` source from `settings` (anything with the
-    attributes `window`, `slice_axis`, `volume_index`, `patient_from` and
-    `context_slices`: a `ConvertConfig`).
+    attributes `window`, `window_b`, `slice_axis`, `volume_index`,
+    `patient_from` and `context_slices`: a `ConvertConfig`).
 
     Raises:
       SourceError: a bad value, named.
     """
     try:
       window = window_lib.parse(settings.window)
+      window_b = window_lib.parse(settings.window_b) if settings.window_b else None
       identity.validate_rule(settings.patient_from, reader.name)
     except (window_lib.WindowError, identity.IdentityError) as e:
       raise SourceError(str(e)) from None
@@ -72,7 +74,11 @@ class MedicalOptions:
       raise SourceError(f"--volume_index must be an index >= 0 or 'all', "
                         f"got {settings.volume_index!r}")
     return cls(window, settings.slice_axis, settings.volume_index, settings.patient_from,
-               settings.context_slices)
+               settings.context_slices, window_b)
+
+  def spec_of(self, side):
+    """The window spec of side "A", "B" or "" (one root)."""
+    return self.window_b if side == "B" and self.window_b is not None else self.window
 
 
 def build(spec, arg, settings, pseudonym_salt, *, reader, mode):
@@ -242,7 +248,7 @@ class MedicalSource(Source):
 
   def _window(self, v):
     if v.id not in self._windows:
-      spec = self.options.window
+      spec = self.options.spec_of(self._table[v.id].get("side", ""))
       values = self.reader.volume_values(v) if spec.needs_values(v.modality) else None
       self._windows[v.id] = window_lib.resolve(spec, values, v.modality)
     return self._windows[v.id]
@@ -305,6 +311,8 @@ class MedicalSource(Source):
                "patient_from": o.patient_from}
     if o.context_slices:  # Absent means 0: data converted without it stays as it was.
       medical["context_slices"] = o.context_slices
+    if o.window_b is not None:  # Absent: --window windowed both sides.
+      medical["window_b"] = o.window_b.text
     extra = {"medical": medical, "series": self._table}
     if self._pairs:
       extra["pairs"] = {pid: {"A": a, "B": b} for pid, (a, b) in sorted(self._pairs.items())}
