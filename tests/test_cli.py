@@ -173,6 +173,7 @@ class ConsoleTest(tf.test.TestCase):
 
 class MultiWorkerTest(tf.test.TestCase):
 
+  @pytest.mark.slow  # 30 s; the flags' path below stays in the main stage.
   def test_two_workers_from_tf_config(self):
     self._two_workers(from_flags=False)
 

@@ -230,6 +230,8 @@ class ClusterStartupTest(tf.test.TestCase):
 
 class PreemptionTest(tf.test.TestCase):
 
+  # Slow stage (40 s), with the two-worker and the real-Slurm preemptions.
+  @pytest.mark.slow
   def test_sigterm_saves_at_a_boundary_and_resuming_equals_an_uninterrupted_run(self):
     # One process (mirrored, 1 replica), 4 steps per tf.function call. Both
     # runs continue one checkpoint (see the module docstring); the
@@ -339,6 +341,8 @@ class MultiWorkerPreemptionTest(tf.test.TestCase):
 
 class PeerLossTest(tf.test.TestCase):
 
+  # Slow stage (45 s): tests/test_slurm.py loses a task on a real Slurm there too.
+  @pytest.mark.slow
   def test_a_killed_worker_stops_the_survivor_and_the_same_command_resumes(self):
     tmp = self.create_tempdir().full_path
     run_dir = os.path.join(tmp, "run")
