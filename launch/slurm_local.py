@@ -39,6 +39,11 @@ SlurmctldHost={host}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A job step credential lives cred_expire seconds, and a requeued job waits as
+# long before it may start again (the node still holds the old run's revoked
+# credential until then). Slurm's default is 120 s; 30 s here keeps the
+# requeue test short without racing the revocation.
+AuthInfo=cred_expire={cred_expire}
 CredType=cred/munge
 StateSaveLocation={state}/ctld
 SlurmdSpoolDir={state}/spool
@@ -68,6 +73,7 @@ PartitionName={partition} Nodes={host} Default=YES MaxTime=INFINITE State=UP Ove
 
 # Slurm's default SIGTERM-to-SIGKILL grace; the preemption test reads it.
 KILL_WAIT_S = 30
+CRED_EXPIRE_S = 30  # Slurm's default: 120 (see CONF).
 
 
 class SlurmError(RuntimeError):
@@ -164,7 +170,8 @@ def start(state_dir=STATE_DIR, cpus=None):
   with open(conf_path(state_dir), "w", encoding="utf-8") as f:
     f.write(CONF.format(host=node_name(), state=state_dir, cpus=cpus or os.cpu_count(),
                         memory_mb=_memory_mb(), partition=PARTITION,
-                        ctld_port=_free_port(), d_port=_free_port(), kill_wait=KILL_WAIT_S))
+                        ctld_port=_free_port(), d_port=_free_port(), kill_wait=KILL_WAIT_S,
+                        cred_expire=CRED_EXPIRE_S))
   _start_munge()
   for daemon in ("slurmctld", "slurmd"):
     # -c: a clean start (no jobs or nodes kept from an earlier state).
