@@ -158,6 +158,9 @@ class Algorithm:
   # TRANSLATION: whether the model also translates against the direction it
   # was trained in (`translate(x, reverse=True)`).
   reversible = False
+  # What `bfloat16_checked` answers where the answer does not depend on the
+  # config.
+  checked_in_bfloat16 = False
 
   @classmethod
   def hyperparameters(cls):
@@ -222,9 +225,11 @@ class Algorithm:
   def bfloat16_checked(self):
     """Whether these networks were measured faster in mixed_bfloat16 on a CPU
     with native bfloat16 (bench/train_step.py) and their samples found
-    unharmed (bench/quality.py): the only case `--precision=auto` picks
-    bfloat16 (training.precision.use_precision)."""
-    return False
+    unharmed (bench/quality.py, bench/translation_precision.py): the only
+    case `--precision=auto` picks bfloat16 (training.precision.use_precision).
+    The class's `checked_in_bfloat16`, unless it depends on the config
+    (algorithms/gans.py: the architecture)."""
+    return self.checked_in_bfloat16
 
   def checkpoint_items(self):
     raise NotImplementedError

@@ -228,10 +228,10 @@ class Pix2Pix(Translation):
   L = cGAN (non-saturating BCE) + 100 L1, D's objective halved, Adam 2e-4
   (0.5, 0.999), random jitter (1.12x resize, crop, mirror)."""
   spec = TranslationSpec("paired", lr=2e-4, beta1=0.5, beta2=0.999, global_batch_size=4,
-                         l1_weight=100.0,
-                         reference="Isola et al. 2017: batch 1-10, lambda_L1 100")
+                         l1_weight=100.0, reference="Isola et al. 2017: batch 1-10, lambda_L1 100")
   default_data = "builtin:shapes_paired"
   reversible = False  # One generator, trained one way.
+  checked_in_bfloat16 = True  # 1.55-1.58x faster at 128 px, translations unharmed (BUILD.md).
 
   @classmethod
   def hyperparameters(cls):

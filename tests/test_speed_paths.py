@@ -142,8 +142,8 @@ class XlaTest(tf.test.TestCase):
 
 
 class PrecisionAutoTest(tf.test.TestCase):
-  """`--precision=auto`: mixed_bfloat16 only for the convolutional networks on
-  one CPU worker with native bfloat16 and without --deterministic."""
+  """`--precision=auto`: mixed_bfloat16 only for the DCGAN networks and pix2pix
+  on one CPU worker with native bfloat16 and without --deterministic."""
 
   def test_cpu_flags(self):
     path = os.path.join(self.create_tempdir().full_path, "cpuinfo")
@@ -162,6 +162,8 @@ class PrecisionAutoTest(tf.test.TestCase):
                                        precision="float32", deterministic=False))
     pix = trainer._Trainer(translation_config("pix2pix", os.path.join(tmp, "p"),  # pylint: disable=protected-access
                                               precision="float32", deterministic=False))
+    cyc = trainer._Trainer(translation_config("cyclegan", os.path.join(tmp, "y"),  # pylint: disable=protected-access
+                                              precision="float32", deterministic=False))
 
     def pick(t, flags, num_workers=1, **changes):
       config = dataclasses.replace(t.config, precision="auto", **changes)
@@ -173,7 +175,10 @@ class PrecisionAutoTest(tf.test.TestCase):
     self.assertEqual(pick(dcgan, bf16, deterministic=True), "float32")
     self.assertEqual(pick(dcgan, bf16, num_workers=2), "float32")
     self.assertEqual(pick(gan, bf16), "float32")  # MLPs on 2-D data: not checked.
-    self.assertEqual(pick(pix, bf16), "float32")  # Translation networks: not measured.
+    self.assertEqual(pick(pix, bf16), "mixed_bfloat16")  # Measured and checked (BUILD.md).
+    self.assertEqual(pick(pix, none), "float32")
+    self.assertEqual(pick(pix, bf16, deterministic=True), "float32")
+    self.assertEqual(pick(cyc, bf16), "float32")  # Drifts from float32 (BUILD.md).
     self.assertEqual(precision_lib.use_precision(dcgan.config.precision,
                                                  dcgan.config.deterministic, dcgan.strategy,
                                                  dcgan.algorithm, 1, bf16),

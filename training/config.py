@@ -121,8 +121,8 @@ class TrainConfig:
   precision: str = setting("auto",
       "Keras dtype policy of the networks. mixed_float16 adds dynamic loss scaling, agreed over "
       "all replicas; outputs, losses and the gradient penalty stay float32. auto: mixed_bfloat16 "
-      "for the convolutional networks on one CPU worker with native bfloat16 (measured faster, "
-      "samples checked), else float32 (see training/precision.py use_precision).",
+      "for the DCGAN networks and pix2pix on one CPU worker with native bfloat16 (measured "
+      "faster, samples checked), else float32 (see training/precision.py use_precision).",
       choices=PRECISIONS)
   # Algorithm hyperparameters: None takes the algorithm's (paper) default.
   loss: str | None = setting(None,

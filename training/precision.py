@@ -152,7 +152,8 @@ def use_precision(setting, deterministic, strategy, algorithm, num_workers=1, fl
 
   `--precision=auto` is mixed_bfloat16 only where it was measured faster and
   its samples checked: one worker, CPU replicas on a CPU with native bfloat16
-  (`BFLOAT16_CPU_FLAGS`), networks whose `Algorithm.bfloat16_checked`, and no
+  (`BFLOAT16_CPU_FLAGS`), networks whose `Algorithm.bfloat16_checked` (the
+  DCGAN networks of the image GANs, and pix2pix), and no
   `--deterministic` (a reproducible run must not depend on the machine's
   CPU flags). Everywhere else, GPUs included (not measured here; BUILD.md),
   it is float32. `flags`: the CPU flags (default `cpu_flags()`).
@@ -169,7 +170,8 @@ def use_precision(setting, deterministic, strategy, algorithm, num_workers=1, fl
   if num_workers > 1:
     return "float32", "auto with several workers: their CPUs may differ"
   if not algorithm.bfloat16_checked():
-    return "float32", "auto on CPU: bfloat16 checked only for the convolutional networks"
+    return "float32", ("auto on CPU: bfloat16 checked only for the DCGAN networks and "
+                       "pix2pix")
   flags = cpu_flags() if flags is None else flags
   if not flags & set(BFLOAT16_CPU_FLAGS):
     return "float32", "auto on CPU: no native bfloat16 (avx512_bf16 or amx_bf16)"
