@@ -21,6 +21,7 @@ from input.medical import phantom_files
 from input.medical import pseudonyms
 from input.medical import window as window_lib
 from pipeline import flags as pipeline_flags
+from tests.test_medical_input import _records  # The same reader of raw records.
 
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")
@@ -32,20 +33,6 @@ def _convert(source, output, **kwargs):
   kwargs.setdefault("num_workers", 1)
   kwargs.setdefault("min_shards", 1)
   return convert.run(convert.ConvertConfig(source=source, output=output, **kwargs))
-
-
-def _records(out_dir, manifest, split):
-  """{key: {feature: array}} of a converted split."""
-  feats = manifest["features"]
-  out = {}
-  for shard in manifest["splits"][split]["shards"]:
-    for raw in tf.data.TFRecordDataset(os.path.join(out_dir, shard["file"])):
-      ex = tf.train.Example.FromString(raw.numpy()).features.feature
-      key = ex["key"].bytes_list.value[0].decode()
-      out[key] = {name: np.frombuffer(ex[name].bytes_list.value[0],
-                                      np.dtype(f["dtype"]).newbyteorder("<")).reshape(f["shape"])
-                  for name, f in feats.items()}
-  return out
 
 
 def _write(root, fmt="nifti", subjects=3, seed=0, size=SMALL):
