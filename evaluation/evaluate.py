@@ -79,8 +79,8 @@ class EvaluateConfig:
       "translation run with --real of paired volumes: the paired fidelity of the held-out pairs "
       "and baselines. Give one of --model_dir, --samples and --pairs.")
   pairs: str | None = setting(None,
-      "PRED,REF: the paired fidelity of two folders of NIfTI volumes matched by name (as "
-      "pipeline.convert pairs them); volumes whose shape or affine differ are refused.")
+      "PRED,REF: the paired fidelity of two folders of NIfTI volumes or DICOM series (a series "
+      "by its folder), matched by name; volumes whose shape or affine differ are refused.")
   mask: str = setting("auto",
       "Paired fidelity: auto (the body: above the window's low end or Otsu's threshold, holes "
       "filled, largest component), none, or (--pairs) a folder of masks matched by name.")

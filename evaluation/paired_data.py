@@ -14,11 +14,15 @@ exactly its held-out slices' codes in modality units (HU for CT). The
 baselines (`evaluation.baselines`) are fitted on DATA's `train` split and
 predict the same volumes.
 
-`read_pairs` (`--pairs=PRED,REF`): two folders (or files) of NIfTI volumes,
-matched by name as `pipeline.convert` pairs them (BIDS entities without the
-suffix, `sub-01_ses-2`, else the relative name without extensions), so that
+`read_pairs` (`--pairs=PRED,REF`): two folders (or files) of NIfTI volumes
+or DICOM series, either side either format. NIfTI files match by name as
+`pipeline.convert` pairs them (BIDS entities without the suffix,
+`sub-01_ses-2`, else the relative name without extensions), so that
 `pipeline.translate`'s outputs, which keep their source's name, match their
-references. Volumes whose shape or affine differ are refused by name.
+references; a DICOM series matches by its folder relative to the root
+(`ref/sub-01/*.dcm` matches `pred/sub-01.nii.gz`), and is placed in the
+patient by its own geometry (`dicom.series_affine`, as `pipeline.translate`
+writes it). Volumes whose shape or affine differ are refused by name.
 Slices run along `--slice_axis` (axial). The window: `--window`, else
 PRED/window.json's target window (written by `pipeline.translate`), else
 each reference's own range (`percentile:0,100`). Values are clipped to the
@@ -42,7 +46,10 @@ import tensorflow as tf
 from evaluation import baselines
 from evaluation import fidelity
 from input import reader
+from input.medical import dicom
+from input.medical import geometry
 from input.medical import nifti
+from input.medical import pseudonyms
 from input.medical import window as window_lib
 
 MASKS = ("auto", "none")
@@ -223,45 +230,114 @@ class HeldOutPairs:
                  ", ".join(self.baselines))
 
 
-# --- --pairs: two folders of NIfTI volumes ---
+# --- --pairs: two folders of NIfTI volumes or DICOM series ---
+
+
+class _Item:
+  """One volume of a --pairs folder: its name for messages and a loader of
+  its nibabel image (a NIfTI file as it is; a DICOM series as
+  `pipeline.translate` writes it, `nifti.write_series`, so that both formats
+  meet on the same voxel grid)."""
+
+  def __init__(self, name, load, volume_index=None):
+    self.name, self._load, self.volume_index = name, load, volume_index
+    self._image = None
+
+  def canonical(self):
+    """The image reoriented to RAS+ (nibabel's closest canonical)."""
+    if self._image is None:
+      nib = nifti.base.require("nibabel", "NIfTI volumes")
+      self._image = nib.as_closest_canonical(self._load())
+    return self._image
+
+
+def _dicom_image(v):
+  """A DICOM series (`dicom.scan`'s `Volume`) as an in-memory NIfTI image,
+  placed in the patient by its ImageOrientationPatient, ImagePositionPatient
+  and PixelSpacing (`dicom.series_affine`, LPS -> RAS+)."""
+  nib = nifti.base.require("nibabel", "NIfTI volumes")
+  try:
+    affine = dicom.series_affine(v)
+  except geometry.GeometryError as e:
+    raise ValueError(f"DICOM series {v.match or v.id}: cannot be placed by one affine: {e}"
+                     ) from None
+  if affine is None:
+    raise ValueError(f"DICOM series {v.match or v.id} has no ImageOrientationPatient or "
+                     "ImagePositionPatient: its geometry cannot be checked against its partner")
+  values = np.stack([dicom.slice_values(ref) for ref in v.refs]).astype(np.float32)
+  if values.ndim != 3:
+    raise ValueError(f"DICOM series {v.match or v.id} is in colour: no modality units")
+  voxel_affine = affine @ nifti.stack_to_slice_index(values.shape[1])
+  return nib.Nifti1Image(nifti.slices_to_volume(values, "axial"), voxel_affine)
+
+
+def _is_dicom_folder(path):
+  """Whether `path` holds DICOM rather than NIfTI files (no NIfTI file in it)."""
+  return os.path.isdir(path) and not nifti.list_files(path)[1]
 
 
 def _scan(path, axis, what):
-  """{match name: nifti `Volume`} of the NIfTI files `path` names."""
+  """{match name: `_Item`} of the NIfTI files or DICOM series `path` names.
+
+  NIfTI files match by their BIDS entities without the suffix, else their
+  relative name; a DICOM series by its folder relative to `path` (so that
+  `ref/sub-01/IM0001.dcm` matches `pred/sub-01.nii.gz`).
+  """
   if not os.path.exists(path):
     raise ValueError(f"{what} {path!r} does not exist")
-  found = nifti.scan(path, axis, "all")
-  if not found.volumes:
-    raise ValueError(f"{what} {path!r} holds no readable NIfTI volume")
+  nib = nifti.base.require("nibabel", "NIfTI volumes")
   by_name = {}
-  for v in found.volumes:
-    if v.match in by_name:
-      raise ValueError(f"{what}: {by_name[v.match].info['file']} and {v.info['file']} both "
-                       f"match as {v.match!r}; keep one per name")
-    by_name[v.match] = v
+
+  def add(match, item):
+    if match in by_name:
+      raise ValueError(f"{what}: {by_name[match].name} and {item.name} both match as "
+                       f"{match!r}; keep one per name")
+    by_name[match] = item
+
+  if _is_dicom_folder(path):
+    nifti.base.require("pydicom", "DICOM series")
+    # The series' ids are salted hashes nobody sees: a fresh salt will do.
+    found = dicom.scan(path, pseudonyms.Pseudonym(pseudonyms.new_salt()))
+    for v in found.volumes:
+      if not v.match:
+        raise ValueError(f"{what}: several DICOM series share a folder in {path!r}; put "
+                         "each series in a folder of its own (the folder is its name)")
+      add(v.match, _Item(os.path.join(path, v.match), lambda v=v: _dicom_image(v)))
+    kind = "DICOM series"
+  else:
+    found = nifti.scan(path, axis, "all")
+    for v in found.volumes:
+      ref = v.refs[0]
+      add(v.match, _Item(ref.path, lambda ref=ref: nib.load(ref.path), ref.volume))
+    kind = "NIfTI volume"
+  if not by_name:
+    raise ValueError(f"{what} {path!r} holds no readable {kind}")
   return by_name
 
 
-def _path(v):
-  return v.refs[0].path
-
-
 def _check_geometry(a, b, what):
-  """Raises a one-line ValueError naming the pair when shape or affine differ."""
-  nib = nifti.base.require("nibabel", "NIfTI volumes")
-  ia, ib = nib.load(_path(a)), nib.load(_path(b))
+  """Raises a one-line ValueError naming the pair when shape or affine differ.
+
+  Both are compared as read, reoriented to RAS+ (`_read`): the same grid
+  stored in two voxel orders (a DICOM series' rows and columns, a NIfTI
+  file's axes) is the same grid.
+  """
+  ia, ib = a.canonical(), b.canonical()
   if ia.shape != ib.shape:
-    raise ValueError(f"{what}: {_path(a)} has shape {ia.shape} but {_path(b)} has {ib.shape}; "
+    raise ValueError(f"{what}: {a.name} has shape {ia.shape} but {b.name} has {ib.shape}; "
                      "resample it onto the reference's grid")
   diff = float(np.max(np.abs(ia.affine - ib.affine)))
   if diff > 1e-3:
-    raise ValueError(f"{what}: {_path(a)} and {_path(b)} differ in affine (largest difference "
+    raise ValueError(f"{what}: {a.name} and {b.name} differ in affine (largest difference "
                      f"{diff:.4g}); resample it onto the reference's grid")
 
 
-def _read(v, axis):
-  t = v.refs[0].volume
-  return nifti.read_slices(_path(v), axis, 0 if t is None else t)[0][0]
+def _read(item, axis):
+  """[S, rows, cols] float32 slices of an `_Item` along `axis` (canonical RAS+)."""
+  data = np.asarray(item.canonical().dataobj, np.float32)
+  if data.ndim == 4:
+    data = data[..., item.volume_index or 0]
+  return nifti.volume_to_slices(data, axis)
 
 
 def _pairs_window(config, pred_dir):

@@ -28,6 +28,7 @@ from evaluation import paired_picture
 from inference import sampling
 from input import convert
 from input.medical import nifti
+from input.medical import phantom_files
 from input.medical import window as window_lib
 from tests import helpers
 from training import config as config_lib
@@ -340,6 +341,37 @@ class PairsTest(tf.test.TestCase):
     _save(os.path.join(tmp, "mask", "sub-02_mask.nii.gz"), np.ones((14, 13, 12)), moved)
     with self.assertRaisesRegex(ValueError, r"^--mask: .*sub-02_mask.nii.gz and .* differ"):
       evaluate.run(evaluate.EvaluateConfig(pairs=f"{tmp}/pred,{tmp}/ref", mask=f"{tmp}/mask"))
+
+  def test_dicom_series_on_either_side(self):
+    pytest.importorskip("pydicom")
+    tmp = self.create_tempdir().full_path
+    size = (12, 14, 6)
+    for fmt in ("nifti", "dicom"):  # The same phantom as NIfTI volumes and DICOM series.
+      phantom_files.run(phantom_files.PhantomConfig(output=f"{tmp}/{fmt}", subjects=2, seed=1,
+                                                    size=size, format=fmt))
+    # DICOM series match NIfTI volumes by their folder (ref/sub-01/ ~ sub-01_T2w.nii.gz),
+    # land on the same voxel grid (geometry from the DICOM headers), with the same values.
+    for pred, ref in ((f"{tmp}/nifti/T2w", f"{tmp}/dicom/T2w"),
+                      (f"{tmp}/dicom/T2w", f"{tmp}/nifti/T2w"),
+                      (f"{tmp}/dicom/T1w", f"{tmp}/dicom/T2w")):
+      out = evaluate.run(evaluate.EvaluateConfig(pairs=f"{pred},{ref}", window="500,1000",
+                                                 mask="none"))["paired"]
+      self.assertEqual([v["name"] for v in out["volumes"]], ["sub-01", "sub-02"], pred)
+      self.assertEqual(out["volumes"][0]["voxels"], int(np.prod(size)))
+      if "T1w" not in pred:
+        self.assertEqual(out["volumes"][0]["model"]["mae"], 0.0, pred)
+    # By hand: T1w against T2w of subject 1, clipped to the window [0, 1000] (centre 500,
+    # width 1000), over every voxel (--mask=none).
+    t1 = np.clip(nib.load(f"{tmp}/nifti/T1w/sub-01/anat/sub-01_T1w.nii.gz").get_fdata(), 0, 1000)
+    t2 = np.clip(nib.load(f"{tmp}/nifti/T2w/sub-01/anat/sub-01_T2w.nii.gz").get_fdata(), 0, 1000)
+    self.assertAllClose(out["volumes"][0]["model"]["mae"], np.abs(t1 - t2).mean(), rtol=1e-5)
+    # Another grid is refused by name.
+    phantom_files.run(phantom_files.PhantomConfig(output=f"{tmp}/other", subjects=1, seed=1,
+                                                  size=(12, 14, 5), format="dicom"))
+    with self.assertRaisesRegex(ValueError, r"^--pairs: \S+sub-01_T2w.nii.gz has shape "
+                                            r"\(12, 14, 6\) but \S+other/T2w/sub-01 has "
+                                            r"\(12, 14, 5\)"):
+      evaluate.run(evaluate.EvaluateConfig(pairs=f"{tmp}/nifti/T2w,{tmp}/other/T2w"))
 
   def test_bad_flags(self):
     tmp = self.create_tempdir().full_path
