@@ -1,4 +1,5 @@
 """python -m bench.phantom_translation --minutes=10 --context=0,2
+python -m bench.phantom_translation --steps=900 --context=0,2
 
 Paired translation on the built-in phantom, as a user runs it and as the
 field scores it: `pipeline.make_phantoms` (T1w and T2w of N subjects) ->
@@ -11,8 +12,13 @@ intensity-mapping baselines fitted on the training pairs.
 One table row per `--context` value (2K+1 source slices as channels), with
 MAE, PSNR and SSIM as mean +- sd over the held-out subjects (in the window's
 units) and whether the model beats each baseline. The runs are sequential,
-each with the whole machine for `--minutes`.
+each with the whole machine for `--minutes`; or, with `--steps`, each for that
+many steps, which compares the context values at equal training whatever
+else runs on the machine (the wall time is then reported, not fixed). Each
+row says the precision the run resolved (`--precision=auto`).
 """
+
+import re
 
 import argparse
 import datetime
@@ -58,6 +64,8 @@ def _figure(summary, method, name, digits=3):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
   p.add_argument("--minutes", type=float, default=10.0, help="Training budget per run.")
+  p.add_argument("--steps", type=int, default=0,
+                 help="Train each run this many steps instead of --minutes (0: by time).")
   p.add_argument("--context", default="0,2", help="--context_slices values, one run each.")
   p.add_argument("--subjects", type=int, default=20)
   p.add_argument("--train_flags", default="",
@@ -88,11 +96,14 @@ def main(argv=None):
     _check(code, "convert", log)
     log = os.path.join(work, f"train-k{k}.log")
     code, seconds = _run(["pipeline.train", "--algo=pix2pix", f"--data={data}",
-                          f"--model_dir={run}", "--train_steps=1000000",
+                          f"--model_dir={run}", f"--train_steps={args.steps or 1000000}",
                           "--checkpoint_every=1000000", "--sample_every=1000000",
                           f"--seed={args.seed}", *args.train_flags.split()], log,
-                         timeout=args.minutes * 60)
+                         timeout=None if args.steps else args.minutes * 60)
     _check(code, "train", log, allowed=(0, 75))
+    with open(log, encoding="utf-8", errors="replace") as f:
+      found = re.search(r"precision (\S+) \(--precision=", f.read())
+    precision = found.group(1) if found else "?"
     steps = max((int(n.split("-")[1].split(".")[0]) for n in os.listdir(
         os.path.join(run, "checkpoints")) if n.startswith("ckpt-") and n.endswith(".index")),
                 default=0)
@@ -110,7 +121,8 @@ def main(argv=None):
         won = beats.get(method, {})
         verdict = ", ".join(f"{'beaten' if v else 'NOT beaten'} on {n.split('_')[0].upper()}"
                             for n, v in won.items() if v is not None)
-      rows.append([f"{k}", f"{seconds / 60:.1f} min, {steps} steps" if method == "model" else "",
+      rows.append([f"{k}", f"{seconds / 60:.1f} min, {steps} steps, {precision}"
+                   if method == "model" else "",
                    method, _figure(summary, method, "mae"), _figure(summary, method, "psnr"),
                    _figure(summary, method, "ssim_2d"), _figure(summary, method, "ssim_3d"),
                    verdict])
