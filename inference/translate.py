@@ -23,6 +23,12 @@ files keep their names, shape, affine and header; DICOM series become
 image plane (`input.medical.geometry`). `--format=png16` writes a folder of
 16-bit PNGs per volume instead. `window.json` in the output records the
 windows used.
+
+A run trained on volumes (`pipeline.convert --volumes`, 3-D patches) takes
+each volume whole instead, windowed alike and ordered [D, H, W] as the
+slices are: the model slides over it in patches of the training size,
+`--overlap` apart, blended with Gaussian weights
+(`inference.volume_translate`); the output is written as above.
 """
 
 import dataclasses
@@ -34,6 +40,7 @@ import tensorflow as tf
 
 import algorithms
 from inference import sampling
+from inference import volume_translate
 from inference import volumes
 from input import images as images_lib
 from settings import required, setting
@@ -57,6 +64,11 @@ class TranslateConfig:
       "the target window's modality units) or png16 (a folder of 16-bit PNG slices per "
       "volume, codes of that window). Image folders: png16 writes 16-bit PNGs; by default "
       "each keeps its input's bit depth.", choices=volumes.VOLUME_FORMATS)
+  overlap: float | None = setting(
+      None, "Runs trained on volumes (pipeline.convert --volumes): the fraction of a patch "
+      "that neighbouring patches share as the model slides over a whole scan, in [0, 1) "
+      f"(default {volume_translate.DEFAULT_OVERLAP}); patch outputs are blended with Gaussian "
+      "weights. Refused for runs trained on slices.")
 
 
 @dataclasses.dataclass
@@ -85,7 +97,8 @@ def run(config):
   Raises:
     ValueError: not a translation run, a direction it cannot translate, a
       missing input, an output inside the input, NIfTI/DICOM input to a run
-      whose data has no window, or --format=nifti for a folder of images.
+      whose data has no window, --format=nifti for a folder of images, or
+      --overlap out of [0, 1) or for a run trained on slices.
   """
   if not os.path.exists(config.input):
     raise ValueError(f"--input {config.input!r} does not exist")
@@ -94,6 +107,8 @@ def run(config):
   if algorithm.inference != algorithms.TRANSLATION:
     raise ValueError(f"{config.model_dir!r} holds a {algorithm.config.algo} run, not a "
                      f"translation model ({', '.join(algorithms.names(algorithms.TRANSLATION))})")
+  volume_run = volume_translate.is_volume_run(algorithm.data)
+  _check_overlap(config, volume_run)
   direction, reverse = algorithm.translation_direction(config.direction)
   channels = algorithm.data.domain_shape(direction[0])[-1]
   fn = tf.function(lambda x: algorithm.translate(x, reverse=reverse), reduce_retracing=True)
@@ -105,13 +120,22 @@ def run(config):
     raise ValueError(f"{config.model_dir!r} translates slices with their neighbours "
                      f"(--context_slices={algorithm.data.context_slices}), which images do not "
                      f"have; {config.input!r} holds images: give NIfTI volumes or DICOM series")
+  if kind == "images" and volume_run:
+    raise ValueError(f"{config.model_dir!r} translates volumes (trained on 3-D patches of "
+                     f"{tuple(algorithm.data.shape)}); {config.input!r} holds images: give "
+                     "NIfTI volumes or DICOM series")
   logging.info("Translating %s (%s) -> %s with %s (step %d, %s)", config.input, kind,
                config.output, algorithm.config.algo, step, direction)
   if kind == "images":
     result = _translate_images(config, fn, channels, algorithm.stride)
   else:
-    translator = volumes.VolumeTranslator(fn, algorithm.data, direction, channels,
-                                          algorithm.stride)
+    if volume_run:
+      translator = volume_translate.PatchTranslator(
+          fn, algorithm.data, direction, channels,
+          volume_translate.DEFAULT_OVERLAP if config.overlap is None else config.overlap)
+    else:
+      translator = volumes.VolumeTranslator(fn, algorithm.data, direction, channels,
+                                            algorithm.stride)
     os.makedirs(config.output, exist_ok=True)
     fmt = config.format or "nifti"
     if kind == "nifti":
@@ -124,6 +148,18 @@ def run(config):
   logging.info("Wrote %d file(s) to %s; skipped %d", len(result.written), config.output,
                len(result.skipped))
   return result
+
+
+def _check_overlap(config, volume_run):
+  """Refuses an --overlap out of [0, 1), or given to a run of slices."""
+  if config.overlap is None:
+    return
+  if not volume_run:
+    raise ValueError(f"--overlap is for runs trained on volumes (pipeline.convert --volumes); "
+                     f"{config.model_dir!r} was trained on slices, which are translated whole: "
+                     "leave --overlap out")
+  if not 0.0 <= config.overlap < 1.0:
+    raise ValueError(f"--overlap must be in [0, 1), got {config.overlap}")
 
 
 def _translate_images(config, fn, channels, stride):

@@ -15,6 +15,13 @@ NIfTI with its own name, shape, affine and header; a DICOM series as
 `series-<pseudonym>.nii.gz` (never as DICOM), placed where the series lies
 in the patient (a series that one affine cannot place, with slices of
 several orientations, uneven spacing or gantry tilt, is skipped and named).
+A run trained on volumes (3-D pix2pix) slides over each scan in patches of
+its training size, --overlap (default 0.5) of a patch apart, blending the
+patches with Gaussian weights:
+
+    python -m pipeline.translate --model_dir=runs/pix2pix3d-t1 --input=scan.nii.gz \
+        --output=translated/ [--overlap=0.5]
+
 --format=png16 writes 16-bit PNG slices instead; window.json records the
 windows. Files that cannot be read are skipped and listed. Exit codes: 0 all translated, 1 some files
 skipped, 2 bad flags or model directory.

@@ -1,0 +1,95 @@
+"""Whole scans through a 3-D translation model, by blended sliding windows
+(`pipeline.translate` of a run trained on volumes).
+
+A run converted with `pipeline.convert --volumes` trains its generator on
+patches [P, P, P, C] (`DataInfo.shape`). A whole scan is translated as the
+2-D path translates it slice by slice (`inference.volumes`), with the same
+readers, windows and writers; only the model's view differs: the scan,
+windowed into [-1, 1] as the conversion windowed it and ordered [D, H, W] as
+`nifti.volume_to_slices` orders slices (D along the run's slice axis), is cut
+into patches of the training size with `--overlap`, run through the model a
+few patches at a time, and blended back with a Gaussian importance map
+(`inference.sliding_window`, as MONAI's sliding-window inferer), so that
+neither the scan's size nor its memory is bounded by what the model was
+trained on, and patch edges leave no seam. The voxels are translated on the
+scan's own grid (not resampled to the training spacing).
+"""
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+
+from inference import sliding_window
+from inference import volumes
+
+DEFAULT_OVERLAP = 0.5  # MONAI's sliding_window_inference uses 0.25; the issue asks 0.5.
+PATCH_BATCH = 4  # Patches per model call: 4 x 64^3 x 1 float32 is 4 MiB in.
+BLENDING = "gaussian"
+
+
+def is_volume_run(data):
+  """Whether a run's data are volumes [D, H, W, C] (converted with --volumes)
+  rather than slices [H, W, C]: the data's own say (`DataInfo.volumes`) where
+  it has one, else the rank of its examples."""
+  said = getattr(data, "volumes", None)
+  return bool(said) if said is not None else len(data.shape) == 4
+
+
+class PatchTranslator(volumes.VolumeTranslator):
+  """Translates whole volumes in modality units with a model of 3-D patches.
+
+  The windows, `window_for`, `record` and the readers and writers that use a
+  translator (`volumes.translate_nifti`, `volumes.translate_dicom`) are the
+  2-D translator's; `translate` runs the sliding window instead of slices.
+
+  Args:
+    fn: [n, P, P, P, C_in] in [-1, 1] -> [n, P, P, P, C_out] (1 <= n <=
+      `batch_size`).
+    data: the run's `DataInfo`, of volumes (`is_volume_run`).
+    direction: "AtoB" or "BtoA", the direction `fn` translates.
+    channels: the channels the model takes; a 1-channel volume is repeated
+      to them and the output averaged back to 1.
+    overlap: the fraction of a patch that neighbouring patches share.
+    batch_size: patches per call of `fn`.
+
+  Raises:
+    ValueError: data that are not volumes, or without a window for one of
+      the two domains.
+  """
+
+  def __init__(self, fn, data, direction, channels, overlap=DEFAULT_OVERLAP,
+               batch_size=PATCH_BATCH):
+    if not is_volume_run(data):
+      raise ValueError(f"a patch translator needs a run trained on volumes; this run's data are "
+                       f"slices of shape {tuple(data.shape)}")
+    super().__init__(fn, data, direction, channels, stride=1, batch_size=batch_size)
+    self.patch_size = tuple(int(s) for s in data.domain_shape(direction[0])[:3])
+    self.overlap = overlap
+
+  def translate(self, values, window):
+    """[D, H, W] modality values -> [D, H, W] float32 in [-1, 1].
+
+    The volume is windowed (`volumes.to_model`), translated by
+    `sliding_window.sliding_window` with the training patch, `overlap` and
+    Gaussian blending, and its channels averaged to one.
+    """
+    x = volumes.to_model(values, window)[..., None]
+    if self.channels > 1:
+      x = np.repeat(x, self.channels, axis=-1)
+    logging.info("Translating a %s volume in %d patch(es) of %s (overlap %g)",
+                 "x".join(map(str, values.shape)),
+                 sliding_window.num_patches(values.shape, self.patch_size, self.overlap),
+                 "x".join(map(str, self.patch_size)), self.overlap)
+    y = sliding_window.sliding_window(x, self._run, self.patch_size, self.overlap,
+                                      self.batch_size, BLENDING)
+    return y.mean(axis=-1)
+
+  def _run(self, patches):
+    return self.fn(tf.constant(patches))
+
+  def record(self, direction):
+    """window.json of a translation, with how the patches were laid and blended."""
+    return {**super().record(direction),
+            "sliding_window": {"patch_size": list(self.patch_size), "overlap": self.overlap,
+                               "blending": BLENDING,
+                               "sigma_scale": sliding_window.SIGMA_SCALE}}
