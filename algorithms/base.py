@@ -60,11 +60,21 @@ class DataInfo:
   # `image_a` and 1 in `image_b`. None for run directories written before
   # it was recorded, whose features all have `shape`.
   shapes: dict | None = dataclasses.field(default=None, hash=False)
+  # Volumes (`pipeline.convert --volumes`): the stored voxels' spacing per
+  # domain as the window, {"image": [d mm, h mm, w mm]} (the manifest's
+  # `medical.voxel_spacing`); None for slices, and where no volume knows it.
+  voxel_spacing: dict | None = dataclasses.field(default=None, hash=False)
 
   def domain_shape(self, domain):
     """The per-example shape of domain "A" or "B" (features `image_a`,
     `image_b`); `shape` where the features share it."""
     return tuple((self.shapes or {}).get(f"image_{domain.lower()}", self.shape))
+
+  @property
+  def volumes(self):
+    """Whether the data are whole volumes, [D, H, W, C] examples
+    (`pipeline.convert --volumes`), not slices."""
+    return bool((self.medical or {}).get("volumes"))
 
   @property
   def context_slices(self):

@@ -28,7 +28,8 @@ def describe(manifest, spec):
                        window=manifest.get("window"), medical=manifest.get("medical"),
                        pixel_spacing=pixel_spacing(manifest), holdout=manifest.get("holdout"),
                        resize=manifest.get("config", {}).get("resize"),
-                       shapes={k: tuple(f["shape"]) for k, f in manifest["features"].items()})
+                       shapes={k: tuple(f["shape"]) for k, f in manifest["features"].items()},
+                       voxel_spacing=(manifest.get("medical") or {}).get("voxel_spacing"))
 
 
 def pixel_spacing(manifest):
