@@ -37,6 +37,7 @@ from input import manifest as manifest_lib
 from input.medical import nifti
 from input.medical import pseudonyms
 from input.medical import splits
+from input.medical import volume_records
 from input.medical import window as window_lib
 from input import plan as plan_lib
 from input import shards
@@ -93,6 +94,20 @@ class ConvertConfig:
       "neighbours on either side as 2K+1 channels, in slice order (the end slices of a volume "
       "repeated); the target (B) stays its one centre slice. pipeline.translate stacks them "
       "alike from the input volume.")
+  volumes: bool = setting(False,
+      "dicom:/nifti: (paired:, unpaired: too): store each series or volume whole, one 16-bit "
+      "DxHxWx1 record windowed as slices are; D along --slice_axis (DICOM: the series' order).")
+  volume_size: tuple = setting((),
+      "--volumes: fit every volume to D,H,W (or N: NxNxN) by --resize, Lanczos in the plane "
+      "then along D. Default: each volume's size (after --spacing), which all must share.",
+      kind="int_list")
+  spacing: float | None = setting(None,
+      "--volumes: resample to isotropic voxels of this many mm before --volume_size; the "
+      "manifest records the source's and the stored spacing.")
+  patch_size: int | None = setting(None,
+      "--volumes, paired: store --patches_per_volume paired NxNxN patches per pair, not the "
+      "pair: the same place in A and B, centred in B's body mask, drawn from --seed and the id.")
+  patches_per_volume: int | None = setting(None, "--patch_size: patches per pair (K).")
   min_foreground: float = setting(0.0,
       "Skip images (slices) whose fraction of pixels above the window's minimum (above 0) is "
       "below this, e.g. air-only slices; counted in the manifest, not errors.")
@@ -176,6 +191,7 @@ class ConvertConfig:
         (self.encoding != "png" or 2 * self.context_slices + 1 <= 4,
          f"--context_slices={self.context_slices} stores {2 * self.context_slices + 1} channels, "
          "more than PNG holds (4); use --encoding=raw"),
+        *volume_records.config_checks(self),
     ]
     for ok, message in checks:
       if not ok:
@@ -359,8 +375,7 @@ def run(config):
   shards.remove_stale_tmp(out, [j.file for j in mine])
   todo = [j for j in mine if not (not config.overwrite and
                                   shards.shard_complete(out, j.file, j.fingerprint))]
-  spec_text = (f"{plan.spec.height}x{plan.spec.width}x{plan.spec.channels} "
-               f"{plan.spec.bit_depth}-bit {config.encoding}" if plan.spec else "vectors")
+  spec_text = f"{plan.spec.describe()} {config.encoding}" if plan.spec else "vectors"
   if plan.stacks:
     spec_text += ", " + ", ".join(f"{name} a stack of {n} slices"
                                   for name, n in sorted(plan.stacks.items()))
@@ -432,7 +447,7 @@ def finalize(out_dir, max_skip_fraction=0.01):
   split_table = {}
   skipped = list(plan["pre_skipped"])
   below_foreground = 0
-  windows = {}
+  windows, corners = {}, {}
   for r in records:
     s = split_table.setdefault(r["split"], {"num_examples": 0, "shards": [],
                                             "label_counts": collections.Counter()})
@@ -442,6 +457,7 @@ def finalize(out_dir, max_skip_fraction=0.01):
     skipped.extend(r["skipped"])
     below_foreground += r.get("below_min_foreground", 0)
     windows.update(r.get("windows", {}))
+    corners.update(r.get("patch_corners", {}))
   for s in split_table.values():
     s["label_counts"] = dict(sorted(s["label_counts"].items()))
   extra = dict(plan["extra"])
@@ -464,6 +480,8 @@ def finalize(out_dir, max_skip_fraction=0.01):
   }
   if plan.get("holdout"):
     manifest["holdout"] = plan["holdout"]
+  if corners:  # Paired 3-D patches: where each was cut (`volume_records`).
+    manifest["patch_corners"] = dict(sorted(corners.items()))
   manifest_lib.write_json_atomic(os.path.join(out_dir, manifest_lib.MANIFEST_NAME), manifest)
   total = sum(s["num_examples"] for s in split_table.values())
   logging.info("Wrote %s: %d examples in %d shards, %d inputs skipped",

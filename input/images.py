@@ -88,6 +88,18 @@ class ImageSpec:
   def shape(self):
     return (self.height, self.width, self.channels)
 
+  def feature_shape(self, channels=None):
+    """A feature's per-example shape: [H, W, C], or `channels` for a stack."""
+    return [self.height, self.width, channels or self.channels]
+
+  def fit(self, arr, stack=False):
+    """`to_spec(arr, self, stack)`: what the shard writer stores."""
+    return to_spec(arr, self, stack)
+
+  def describe(self):
+    """`HxWxC B-bit`, for the log."""
+    return f"{self.height}x{self.width}x{self.channels} {self.bit_depth}-bit"
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageInfo:

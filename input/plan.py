@@ -95,7 +95,7 @@ def _resolve_image_spec(source, items, config):
 def _features(kind, spec, stacks, config, vector_dim):
   if kind == "vector":
     return {"vector": {"shape": [vector_dim], "dtype": "float32"}}
-  return {name: {"shape": [spec.height, spec.width, stacks.get(name, spec.channels)],
+  return {name: {"shape": spec.feature_shape(stacks.get(name)),
                  "dtype": np.dtype(spec.dtype).name, "encoding": config.encoding}
           for name in manifest_lib.FEATURES_BY_KIND[kind]}
 
@@ -149,7 +149,9 @@ class Plan:
     if self.kind == "vector":
       vector_dim = source.vector_dim()
     else:
-      self.spec = _resolve_image_spec(source, items, config)
+      # Whole volumes (`--volumes`): the source says their spec.
+      self.spec = (source.example_spec(items, config)
+                   or _resolve_image_spec(source, items, config))
       if self.stacks and self.spec.channels != 1:
         raise ConvertError(f"--context_slices stacks gray slices, but {source.spec!r} is "
                            f"converted to {self.spec.channels} channels (colour series, or "

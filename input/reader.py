@@ -22,7 +22,8 @@ function also fits `strategy.distribute_datasets_from_function`.
 4. parse and decode (batched for raw encoding), normalize images to [-1, 1]
    float32, optionally flip, prefetch.
 
-Elements are dicts: `image` [B,H,W,C] (or `image_a`/`image_b` for paired and
+Elements are dicts: `image` [B,H,W,C], or [B,D,H,W,C] for volumes
+(`pipeline.convert --volumes`), (or `image_a`/`image_b` for paired and
 unpaired data, `vector` [B,D] for 2-D data), `label` int32 [B] when the
 dataset has labels (`label_a`/`label_b` for unpaired), `key` string [B] when
 `with_keys` is set.
@@ -83,7 +84,7 @@ class Requirements:
 
   Attributes:
     kinds: acceptable dataset kinds, e.g. ("image",).
-    image_shape: (H, W, C) the model was built for.
+    image_shape: (H, W, C) the model was built for; (D, H, W, C) for volumes.
     vector_dim: D for vector data.
     labels: the model is conditional and needs labels.
   """
@@ -94,7 +95,9 @@ class Requirements:
 
 
 def _describe_shape(shape):
-  return "x".join(str(s) for s in shape)
+  """`16x16x16x1 volumes (DxHxWxC)` for rank 4, `32x32x1 images (HxWxC)` else."""
+  axes = "DxHxWxC" if len(shape) == 4 else "HxWxC"
+  return f"{'x'.join(str(s) for s in shape)} {'volumes' if len(shape) == 4 else 'images'} ({axes})"
 
 
 def check_requirements(manifest, requirements, data_dir="dataset"):
@@ -111,9 +114,10 @@ def check_requirements(manifest, requirements, data_dir="dataset"):
     have = tuple(feats[name]["shape"])
     if have != tuple(requirements.image_shape):
       raise ManifestError(
-          f"{data_dir!r} has {_describe_shape(have)} images (HxWxC) but the model needs "
+          f"{data_dir!r} has {_describe_shape(have)} but the model needs "
           f"{_describe_shape(requirements.image_shape)}; convert again with "
-          f"--image_size and --channels, or build the model for the data")
+          f"{'--volume_size' if len(have) == 4 else '--image_size and --channels'}, or build "
+          "the model for the data")
   if requirements.vector_dim is not None and kind == "vector":
     have = feats["vector"]["shape"][0]
     if have != requirements.vector_dim:
@@ -273,7 +277,9 @@ def _parse_fn(manifest, with_keys, batched, normalize):
 
 
 def _flip(batch, seed):
-  """Flips images left-right per example; paired images share the coin."""
+  """Flips images left-right per example: the W axis, the last spatial one,
+  of [B, H, W, C] images and [B, D, H, W, C] volumes alike. Paired images
+  share the coin."""
   names = [n for n in ("image", "image_a", "image_b") if n in batch]
   if not names:
     return batch
@@ -281,7 +287,9 @@ def _flip(batch, seed):
   coin = tf.random.stateless_uniform([b], seed=seed) < 0.5
   out = dict(batch)
   for n in names:
-    out[n] = tf.where(coin[:, None, None, None], tf.reverse(batch[n], axis=[2]), batch[n])
+    rank = batch[n].shape.rank
+    out[n] = tf.where(tf.reshape(coin, [-1] + [1] * (rank - 1)),
+                      tf.reverse(batch[n], axis=[rank - 2]), batch[n])
   return out
 
 

@@ -61,6 +61,7 @@ class ShardWriter:
     self.min_foreground = min_foreground
     self.below_min_foreground = 0
     self.windows = {}
+    self.corners = {}  # key -> [d, h, w]: the corners of 3-D patches.
     self.tmp = os.path.join(out_dir, f".{job.file}.tmp-{os.getpid()}")
     self.writer = tf.io.TFRecordWriter(self.tmp)
     self.num_records = 0
@@ -77,8 +78,7 @@ class ShardWriter:
           and not 0 <= label < len(self.label_names)):
         raise images.BadImageError(f"label {label} outside 0..{len(self.label_names) - 1}")
       if self.kind != "vector":
-        arrays = {k: images.to_spec(v, self.spec, stack=k in self.stacks)
-                  for k, v in arrays.items()}
+        arrays = {k: self.spec.fit(v, stack=k in self.stacks) for k, v in arrays.items()}
         # A stack's own slice (its centre) decides, so that a conversion with
         # context keeps the slices that one without it keeps.
         if self.min_foreground and any(
@@ -91,6 +91,8 @@ class ShardWriter:
       self.skipped.append({"key": key, "reason": str(e)})
       return
     self.windows.update({vid: w.to_json() for vid, w in example.windows.items()})
+    if example.corner is not None:
+      self.corners[key] = [int(c) for c in example.corner]
     self.writer.write(record)
     self.num_records += 1
     if label is not None:
@@ -114,6 +116,8 @@ class ShardWriter:
         "below_min_foreground": self.below_min_foreground,
         "windows": dict(sorted(self.windows.items())),
     }
+    if self.corners:  # Only paired 3-D patches: other sidecars stay as they were.
+      record["patch_corners"] = dict(sorted(self.corners.items()))
     os.replace(self.tmp, final)
     manifest_lib.write_json_atomic(sidecar_path(self.out_dir, self.job.file), record)
     return record

@@ -50,10 +50,13 @@ class Example:
     windows: {volume id: `input.medical.window.Window`} that mapped the
       example's images from modality units to codes; the manifest records
       each volume's window. Empty for every other source.
+    corner: where a 3-D patch was cut from its volumes ([d, h, w] of its
+      first voxel; the manifest's `patch_corners`), None for anything else.
   """
   arrays: dict
   label: int | None = None
   windows: dict = dataclasses.field(default_factory=dict)
+  corner: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +110,13 @@ class Source:
     if any(i is None for i in infos):
       return None
     return infos[0]
+
+  def example_spec(self, items, config):
+    """The spec every example is brought to, where the source decides it
+    (whole volumes: `volume_records.VolumeSpec`); None (the default): an
+    `images.ImageSpec` from the flags or probed headers."""
+    del items, config
+    return None
 
   def fixed_info(self):
     """An `ImageInfo` that holds for every item without probing, or None."""

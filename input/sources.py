@@ -36,6 +36,7 @@ from input import folders
 from input.medical import dicom
 from input.medical import nifti
 from input.medical import source as medical
+from input.medical import volume_records
 from input.source_base import SourceError
 
 
@@ -96,11 +97,17 @@ def _tfds(spec, arg, settings, pseudonym_salt):
   return datasets.TfdsSource(spec, name, split or None, data_dir=settings.tfds_data_dir)
 
 
+def _build_medical(spec, arg, settings, pseudonym_salt, *, reader, mode):
+  """Slices (`medical.build`), or whole volumes with --volumes."""
+  build = volume_records.build if getattr(settings, "volumes", False) else medical.build
+  return build(spec, arg, settings, pseudonym_salt, reader=reader, mode=mode)
+
+
 def _medical(reader, mode, usage):
   return Scheme(reader.name if mode == "image" else f"{mode}:{reader.name}", usage,
-                functools.partial(medical.build, reader=reader, mode=mode), local=True,
-                reads=reader.reads + medical.MODE_READS.get(mode, ()), cacheable=False,
-                label=reader.label)
+                functools.partial(_build_medical, reader=reader, mode=mode), local=True,
+                reads=reader.reads + medical.MODE_READS.get(mode, ()) + medical.VOLUME_READS,
+                cacheable=False, label=reader.label)
 
 
 SCHEMES = (

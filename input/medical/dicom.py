@@ -378,6 +378,18 @@ class DicomReader(base.Reader):
   def volume_values(self, volume):
     return volume_values(volume)
 
+  def voxel_spacing(self, volume):
+    # The affine's columns step one column, one row, one slice (`series_affine`).
+    try:
+      affine = series_affine(volume)
+    except (geometry.GeometryError, images.BadImageError):
+      return None
+    if affine is None:
+      return None
+    steps = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)
+    spacing = (float(steps[2]), float(steps[1]), float(steps[0]))
+    return spacing if all(np.isfinite(v) and v > 0 for v in spacing) else None
+
   def manifest(self, non_images, ignored):
     return {"non_image_dicom": list(non_images), "ignored_non_dicom_files": ignored}
 

@@ -333,5 +333,9 @@ class NiftiReader(base.Reader):
   def volume_values(self, volume):
     return volume_values(volume)
 
+  def voxel_spacing(self, volume):
+    zooms, axis = volume.info["zooms"], volume.info["axis"]
+    return (float(zooms[AXES[axis]]), *plane_spacing(zooms, axis))
+
 
 READER = NiftiReader()

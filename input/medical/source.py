@@ -38,7 +38,10 @@ from input.source_base import Example, Item, Skip, Source, SourceError
 SLICE_AXES = tuple(nifti.AXES)
 # The settings that a mode of source reads beyond its reader's
 # (`input.sources` refuses them for the other sources).
-MODE_READS = {"paired": ("context_slices", "window_b"), "unpaired": ("window_b",)}
+MODE_READS = {"paired": ("context_slices", "window_b", "patch_size", "patches_per_volume"),
+              "unpaired": ("window_b",)}
+# ... and that every mode reads (`input.medical.volume_records`: --volumes).
+VOLUME_READS = ("volumes", "volume_size", "spacing")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +84,7 @@ class MedicalOptions:
     return self.window_b if side == "B" and self.window_b is not None else self.window
 
 
-def build(spec, arg, settings, pseudonym_salt, *, reader, mode):
+def build(spec, arg, settings, pseudonym_salt, *, reader, mode, source_cls=None):
   """A `MedicalSource` from its spec (`input.sources` registers this).
 
   Args:
@@ -92,6 +95,8 @@ def build(spec, arg, settings, pseudonym_salt, *, reader, mode):
       and settings are known to be good (the conversion makes it then).
     reader: the format's `volume.Reader`.
     mode: "image", "paired" or "unpaired".
+    source_cls: makes the source from `MedicalSource`'s arguments
+      (default `MedicalSource`: slices; `volume_records` stores volumes).
 
   Raises:
     SourceError: a bad spec or setting, or the `[medical]` extra missing.
@@ -108,7 +113,7 @@ def build(spec, arg, settings, pseudonym_salt, *, reader, mode):
                       f"{'one path' if want == 1 else 'two paths A,B'}")
   for r in roots:
     reader.check_root(r, spec)
-  return MedicalSource(spec, reader, roots, mode, options, pseudonym_salt())
+  return (source_cls or MedicalSource)(spec, reader, roots, mode, options, pseudonym_salt())
 
 
 class MedicalSource(Source):
@@ -167,9 +172,10 @@ class MedicalSource(Source):
     methods = collections.Counter(v.identified_by for vols in scanned for v in vols)
     logging.info("%s", identity.count_line(self.reader.volumes_are, methods))
     if self.kind == "image":
-      out = {"train": self._slices(scanned[0])}
+      out = {"train": self._volume_items(scanned[0])}
     elif self.kind == "unpaired":
-      out = {"trainA": self._slices(scanned[0]), "trainB": self._slices(scanned[1])}
+      out = {"trainA": self._volume_items(scanned[0]),
+             "trainB": self._volume_items(scanned[1])}
     else:
       out, pair_skips = self._pair(scanned, pseudonym)
       skips += pair_skips
@@ -189,10 +195,16 @@ class MedicalSource(Source):
       entry["side"] = side
     return entry
 
-  @staticmethod
-  def _slices(vols):
+  def _volume_items(self, vols):
+    """The items of the volumes of one root: one per slice, keyed `<id>/<slice>`."""
     return [Item(f"{v.id}/{k:04d}", index=k, series=v.id, patient=v.patient, study=v.study)
             for v in vols for k in range(v.num_slices)]
+
+  def _pair_items(self, pid, a, b):
+    """The items of the pair `pid` of volumes `a` and `b`: one per slice."""
+    return [Item(f"{pid}/{k:04d}", index=k, series=pid, patient=a.patient or b.patient,
+                 study=a.study or b.study)
+            for k in range(a.num_slices)]
 
   def _pair(self, scanned, pseudonym):
     by_name = [{}, {}]
@@ -224,9 +236,7 @@ class MedicalSource(Source):
         continue
       self._pairs[pid] = (a.id, b.id)
       self._secret_ids[pid] = a.secret_ids.get(a.id, pid)
-      out += [Item(f"{pid}/{k:04d}", index=k, series=pid, patient=a.patient or b.patient,
-                   study=a.study or b.study)
-              for k in range(a.num_slices)]
+      out += self._pair_items(pid, a, b)
     return {"train": out}, skips
 
   def probe(self, item):

@@ -183,6 +183,12 @@ class Reader:
     """Every value of a `Volume` (for percentile windows)."""
     raise NotImplementedError
 
+  def voxel_spacing(self, volume):
+    """(between slices, between rows, between columns) in mm of a `Volume`
+    as its slices are ordered, or None when its headers do not say."""
+    del volume
+    return None
+
   def manifest(self, non_images, ignored):
     """The manifest's record of the files that were not images."""
     del non_images, ignored
