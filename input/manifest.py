@@ -15,6 +15,8 @@ and one `manifest.json`, which the reader trusts:
       "source": "...", "command_line": "...", "config": {...}
     }
 
+Image features are [H, W, C], or [D, H, W, 1] for whole volumes
+(`pipeline.convert --volumes`, `medical.volumes` true).
 Features per kind: image and unpaired -> `image`; paired -> `image_a`,
 `image_b`; vector -> `vector`. Unpaired data has one split per domain
 (`trainA`, `trainB`, ...).
