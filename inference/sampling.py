@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 import algorithms
+from inference import volume_samples
 from inference import volumes
 from settings import required, setting
 from training import run_dir
@@ -23,7 +24,9 @@ class SampleConfig:
       None, "Samples in the --output directory: png (one 8-bit PNG each), png16 (one 16-bit "
       "PNG each, the codes of the data's window) or nifti (one stack samples.nii.gz in "
       "modality units; 1-channel DICOM/NIfTI data only); png16 and nifti also write "
-      "window.json. Default: by --output's name (*.npz, *.png grid, else png).",
+      "window.json. Runs trained on volumes: nifti only (one NIfTI volume per sample, with "
+      "the training voxel spacing); a *.png grid shows their three mid-planes. Default: by "
+      "--output's name (*.npz, *.png grid, else png).",
       choices=volumes.SAMPLE_FORMATS)
   checkpoint: str | None = setting(
       None, "Checkpoint path, step, or best (--keep_best's; default: the latest).")
@@ -189,7 +192,8 @@ def run(config):
   Raises:
     ValueError: bad settings, not a run directory, no such checkpoint, a
       translation run, bad labels, 2-D samples asked for as a folder of PNGs,
-      or a --format the data cannot take (`volumes.check_sample_format`).
+      or a --format the data cannot take (`volumes.check_sample_format`;
+      for volumes `volume_samples.check_format`).
   """
   config.validate()
   out = config.output
@@ -197,7 +201,11 @@ def run(config):
   if algorithm.inference == algorithms.TRANSLATION:
     raise ValueError(f"{config.model_dir!r} holds a {algorithm.config.algo} run, a translation "
                      "model: it draws no samples (apply it with python -m pipeline.translate)")
-  volumes.check_sample_format(config.format, algorithm.data)
+  volume_run = volumes.is_volume_run(algorithm.data)
+  if volume_run:
+    volume_samples.check_format(config.format, out, algorithm.data)
+  else:
+    volumes.check_sample_format(config.format, algorithm.data)
   labels = list(config.labels) or None
   columns = None
   if config.interpolate:
@@ -207,7 +215,9 @@ def run(config):
     x, y = sample(algorithm, config.num, labels, config.seed)
   if x.ndim == 2 and not out.endswith((".npz", ".png")):
     raise ValueError("2-D samples go to .npz or .png")
-  if config.format in ("png16", "nifti"):
+  if volume_run and config.format == "nifti":
+    volume_samples.write(out, x, algorithm.data)
+  elif config.format in ("png16", "nifti"):
     volumes.write_samples(out, x, config.format, algorithm.data, algorithm.config.data)
   elif out.endswith(".npz"):
     np.savez(out, x=x, **({"y": y} if y is not None else {}))

@@ -107,7 +107,7 @@ def run(config):
   if algorithm.inference != algorithms.TRANSLATION:
     raise ValueError(f"{config.model_dir!r} holds a {algorithm.config.algo} run, not a "
                      f"translation model ({', '.join(algorithms.names(algorithms.TRANSLATION))})")
-  volume_run = volume_translate.is_volume_run(algorithm.data)
+  volume_run = volumes.is_volume_run(algorithm.data)
   _check_overlap(config, volume_run)
   direction, reverse = algorithm.translation_direction(config.direction)
   channels = algorithm.data.domain_shape(direction[0])[-1]

@@ -27,14 +27,6 @@ PATCH_BATCH = 4  # Patches per model call: 4 x 64^3 x 1 float32 is 4 MiB in.
 BLENDING = "gaussian"
 
 
-def is_volume_run(data):
-  """Whether a run's data are volumes [D, H, W, C] (converted with --volumes)
-  rather than slices [H, W, C]: the data's own say (`DataInfo.volumes`) where
-  it has one, else the rank of its examples."""
-  said = getattr(data, "volumes", None)
-  return bool(said) if said is not None else len(data.shape) == 4
-
-
 class PatchTranslator(volumes.VolumeTranslator):
   """Translates whole volumes in modality units with a model of 3-D patches.
 
@@ -45,7 +37,7 @@ class PatchTranslator(volumes.VolumeTranslator):
   Args:
     fn: [n, P, P, P, C_in] in [-1, 1] -> [n, P, P, P, C_out] (1 <= n <=
       `batch_size`).
-    data: the run's `DataInfo`, of volumes (`is_volume_run`).
+    data: the run's `DataInfo`, of volumes (`volumes.is_volume_run`).
     direction: "AtoB" or "BtoA", the direction `fn` translates.
     channels: the channels the model takes; a 1-channel volume is repeated
       to them and the output averaged back to 1.
@@ -59,7 +51,7 @@ class PatchTranslator(volumes.VolumeTranslator):
 
   def __init__(self, fn, data, direction, channels, overlap=DEFAULT_OVERLAP,
                batch_size=PATCH_BATCH):
-    if not is_volume_run(data):
+    if not volumes.is_volume_run(data):
       raise ValueError(f"a patch translator needs a run trained on volumes; this run's data are "
                        f"slices of shape {tuple(data.shape)}")
     super().__init__(fn, data, direction, channels, stride=1, batch_size=batch_size)

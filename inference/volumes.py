@@ -57,6 +57,12 @@ def generated_domain(data):
   return "image" if data.kind in ("image", "vector") else "B"
 
 
+def is_volume_run(data):
+  """Whether a run's data are volumes [D, H, W, C] (--volumes), not slices:
+  `DataInfo.volumes`, or examples of rank 4 (run directories before it)."""
+  return bool(getattr(data, "volumes", False)) or len(data.shape) == 4
+
+
 def domain_spec(medical, domain):
   """The --window text the conversion windowed `domain` ("A", "B" or "image")
   with: the B side's own (`--window_b`) where it had one."""

@@ -15,6 +15,12 @@ window used:
     python -m pipeline.sample --model_dir=runs/dcgan-ct --num=16 --output=ct/ \
         --format=nifti
 
+A run trained on volumes (pipeline.convert --volumes) writes one NIfTI
+volume per sample, `NNNNN.nii.gz` in modality units, its voxels of the
+training volumes' spacing (identity orientation: a sample is no patient's);
+PNG formats are refused, but --output=*.png draws a grid of each sample's
+three orthogonal mid-planes.
+
 The latents are a pure function of --seed, so the same seed, checkpoint and
 flags give the same samples. --interpolate=N draws --rows rows of N images,
 each a spherical interpolation (slerp) between two latents; conditional

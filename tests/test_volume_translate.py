@@ -75,8 +75,8 @@ def _scan(tmp_path, shape=(11, 13, 9)):
 
 
 def test_is_volume_run():
-  assert volume_translate.is_volume_run(base.DataInfo("paired", (8, 8, 8, 1), 0, "x"))
-  assert not volume_translate.is_volume_run(base.DataInfo("paired", (64, 64, 1), 0, "x"))
+  assert volumes.is_volume_run(base.DataInfo("paired", (8, 8, 8, 1), 0, "x"))
+  assert not volumes.is_volume_run(base.DataInfo("paired", (64, 64, 1), 0, "x"))
 
 
 def test_identity_model_gives_back_the_scan(tmp_path, fake_run):
