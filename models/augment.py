@@ -24,12 +24,20 @@ The ops, in the reference's formulas, on NHWC images in [-1, 1] (U = a draw):
 - cutout: a square of int(size/2 + 0.5) pixels a side set to 0, clipped at
   the image border like the reference's; see `cutout_start`.
 
+Volumes [B, D, H, W, C] (rank 3) get the same ops: colour over all of D, H
+and W; translation shifts along D, H and W, one draw each; cutout zeros a
+box of int(size/2 + 0.5) voxels along each axis (a cube for a cubic
+volume). `param_shapes(policy, rank=3)` gives their draws ((3,) instead of
+(2,)), and `augment` reads the rank from x.
+
 Shapes are static (index arithmetic and gathers, no data-dependent shape), so
 the ops compile under XLA. They work in the image's dtype; the colour ops
 compute in float32 and cast back.
 """
 
 import tensorflow as tf
+
+from models import blocks
 
 __all__ = [
     "APPLY",
@@ -57,9 +65,11 @@ CUTOUT_RATIO = 0.5  # The reference's: the square's side is half the size.
 # op -> {param name: per-example shape of its U[0, 1) draws}.
 _OP_PARAMS = {
     "color": {"brightness": (1,), "saturation": (1,), "contrast": (1,)},
-    "translation": {"translation": (2,)},  # [row, column].
-    "cutout": {"cutout": (2,)},  # [row, column].
+    "translation": {"translation": (2,)},  # [row, column]; [depth, row, column] in 3-D.
+    "cutout": {"cutout": (2,)},  # As translation's.
 }
+# The params with one draw per spatial axis: their shape is (rank,).
+_PER_AXIS = ("translation", "cutout")
 APPLY = "apply"  # [len(policy)] draws: op i applies to example b when apply[b, i] < p.
 
 
@@ -90,22 +100,32 @@ def parse_policy(text):
   return tuple(ops)
 
 
-def param_shapes(policy):
+def param_shapes(policy, rank=2):
   """{param name: per-example shape} of the U[0, 1) draws `augment` reads.
 
   Includes "apply" ([len(policy)]), read only when `augment` gets a
   probability p. Empty for an empty policy.
+
+  Args:
+    policy: a tuple from `parse_policy`.
+    rank: 2 for images, 3 for volumes: translation and cutout take one draw
+      per spatial axis, (2,) or (3,); the colour draws are the same.
+
+  Raises:
+    ValueError: a rank other than 2 or 3.
   """
+  blocks.check_rank(rank)
   shapes = {}
   for op in policy:
-    shapes.update(_OP_PARAMS[op])
+    shapes.update({name: (rank,) if name in _PER_AXIS else shape
+                   for name, shape in _OP_PARAMS[op].items()})
   if policy:
     shapes[APPLY] = (len(policy),)
   return shapes
 
 
-def draw_params(uniform, policy, prefix="diffaugment"):
-  """Draws `param_shapes(policy)` with `uniform(name, shape)`.
+def draw_params(uniform, policy, prefix="diffaugment", rank=2):
+  """Draws `param_shapes(policy, rank)` with `uniform(name, shape)`.
 
   Args:
     uniform: e.g. `StepRandomness.uniform`: (stream name, per-example shape)
@@ -114,32 +134,37 @@ def draw_params(uniform, policy, prefix="diffaugment"):
     prefix: names the streams "<prefix>/<param>"; use one prefix per batch
       that needs its own transforms (real and fake images: two prefixes; the
       two images of a pix2pix pair: one).
+    rank: see `param_shapes`.
   """
   return {name: uniform(f"{prefix}/{name}", shape)
-          for name, shape in param_shapes(policy).items()}
+          for name, shape in param_shapes(policy, rank).items()}
 
 
-def _per_image(u):
-  """[B, 1] or [B] float32 -> [B, 1, 1, 1]."""
-  return tf.reshape(tf.cast(u, tf.float32), [-1, 1, 1, 1])
+def _per_example(v, x):
+  """[B, 1] or [B] -> [B, 1, ..., 1] of x's rank, to broadcast over an example of x."""
+  return tf.reshape(v, [-1] + [1] * (x.shape.rank - 1))
 
 
 def color(x, brightness, saturation, contrast):
   """Brightness, then saturation, then contrast, as in the reference.
 
   Args:
-    x: [B, H, W, C] images.
+    x: [B, H, W, C] images or [B, D, H, W, C] volumes.
     brightness, saturation, contrast: [B, 1] U[0, 1) draws.
 
   Returns:
-    [B, H, W, C] in x's dtype, computed in float32.
+    x's shape and dtype, computed in float32.
   """
   y = tf.cast(x, tf.float32)
-  y = y + (_per_image(brightness) - 0.5)
-  mean = tf.reduce_mean(y, axis=3, keepdims=True)
-  y = (y - mean) * (2.0 * _per_image(saturation)) + mean
-  mean = tf.reduce_mean(y, axis=[1, 2, 3], keepdims=True)
-  y = (y - mean) * (_per_image(contrast) + 0.5) + mean
+
+  def per_example(u):
+    return _per_example(tf.cast(u, tf.float32), y)
+
+  y = y + (per_example(brightness) - 0.5)
+  mean = tf.reduce_mean(y, axis=y.shape.rank - 1, keepdims=True)
+  y = (y - mean) * (2.0 * per_example(saturation)) + mean
+  mean = tf.reduce_mean(y, axis=list(range(1, y.shape.rank)), keepdims=True)
+  y = (y - mean) * (per_example(contrast) + 0.5) + mean
   return tf.cast(y, x.dtype)
 
 
@@ -175,7 +200,7 @@ def _shift_axis(x, shift, axis):
   the padding. Differentiable w.r.t. x (a gather); static shapes.
   """
   size = x.shape[axis]
-  pad = [[0, 0]] * 4
+  pad = [[0, 0]] * x.shape.rank
   pad[axis] = [1, 1]
   padded = tf.pad(x, pad)
   src = tf.range(size, dtype=tf.int32)[None, :] - tf.reshape(shift, [-1, 1]) + 1
@@ -187,19 +212,22 @@ def translate(x, u, ratio=TRANSLATION_RATIO):
 
   dy = translation_shift(u[:, 0], H), dx = translation_shift(u[:, 1], W). The
   vacated border is 0. (The reference reads x[i + t], i.e. moves the content
-  by -t; the shift's law is symmetric, so the two agree in distribution.)
+  by -t; the shift's law is symmetric, so the two agree in distribution.) A
+  volume's voxel at (d, r, c) moves to (d + dz, r + dy, c + dx), dz =
+  translation_shift(u[:, 0], D), dy and dx from u[:, 1] and u[:, 2].
 
   Args:
-    x: [B, H, W, C] images, H and W static.
-    u: [B, 2] U[0, 1) draws (row, column).
+    x: [B, H, W, C] images or [B, D, H, W, C] volumes, spatial sizes static.
+    u: [B, rank] U[0, 1) draws, one per spatial axis in order.
     ratio: the largest shift as a fraction of the size.
 
   Returns:
-    [B, H, W, C] in x's dtype.
+    x's shape, in x's dtype.
   """
-  _, h, w, _ = _static_hw(x)
-  x = _shift_axis(x, translation_shift(u[:, 0], h, ratio), axis=1)
-  return _shift_axis(x, translation_shift(u[:, 1], w, ratio), axis=2)
+  sides = _static_sides(x)
+  for i, size in enumerate(sides):
+    x = _shift_axis(x, translation_shift(u[:, i], size, ratio), axis=i + 1)
+  return x
 
 
 def cutout_start(u, size, ratio=CUTOUT_RATIO):
@@ -231,29 +259,40 @@ def _inside(start, side, size):
 
 
 def cutout(x, u, ratio=CUTOUT_RATIO):
-  """Sets a square of each image to 0, at the position the draws give.
+  """Sets a square of each image (a box of each volume) to 0, at the position
+  the draws give.
 
   Args:
-    x: [B, H, W, C] images, H and W static.
-    u: [B, 2] U[0, 1) draws (row, column); see `cutout_start`.
-    ratio: the square's side as a fraction of the size.
+    x: [B, H, W, C] images or [B, D, H, W, C] volumes, spatial sizes static.
+    u: [B, rank] U[0, 1) draws, one per spatial axis in order; see
+      `cutout_start`.
+    ratio: the square's side as a fraction of the size, along each axis.
 
   Returns:
-    [B, H, W, C] in x's dtype; the gradient w.r.t. x is 1 outside the
-    square, 0 inside.
+    x's shape, in x's dtype; the gradient w.r.t. x is 1 outside the square,
+    0 inside.
   """
-  _, h, w, _ = _static_hw(x)
-  row_start, row_side = cutout_start(u[:, 0], h, ratio)
-  col_start, col_side = cutout_start(u[:, 1], w, ratio)
-  cut = (_inside(row_start, row_side, h)[:, :, None] &
-         _inside(col_start, col_side, w)[:, None, :])
+  sides = _static_sides(x)
+  cut = None
+  for i, size in enumerate(sides):
+    start, side = cutout_start(u[:, i], size, ratio)
+    # [B, size] -> [B, 1, .., size, .., 1]: this axis' interval, broadcast over the others.
+    inside = tf.reshape(_inside(start, side, size),
+                        [-1] + [1] * i + [size] + [1] * (len(sides) - 1 - i))
+    cut = inside if cut is None else cut & inside
   return tf.where(cut[..., None], tf.zeros_like(x), x)
 
 
-def _static_hw(x):
-  if x.shape.rank != 4 or x.shape[1] is None or x.shape[2] is None:
-    raise ValueError(f"augment needs [B, H, W, C] images with a static H and W, got {x.shape}")
-  return x.shape
+def _static_sides(x):
+  """The static spatial sizes of x: (H, W) of images, (D, H, W) of volumes.
+
+  Raises:
+    ValueError: x of another rank, or with a spatial size unknown.
+  """
+  if x.shape.rank not in (4, 5) or any(side is None for side in x.shape[1:-1]):
+    raise ValueError("augment needs [B, H, W, C] images or [B, D, H, W, C] volumes with "
+                     f"static spatial sizes, got {x.shape}")
+  return tuple(x.shape[1:-1])
 
 
 def _apply_op(op, x, params, ratios):
@@ -272,10 +311,12 @@ def augment(x, policy, params, p=None, translation_ratio=TRANSLATION_RATIO,
   size give the same translation and cutout.
 
   Args:
-    x: [B, H, W, C] images in [-1, 1], H and W static; any float dtype.
+    x: [B, H, W, C] images or [B, D, H, W, C] volumes in [-1, 1], spatial
+      sizes static; any float dtype. Its rank sets that of the transforms.
     policy: a tuple from `parse_policy`; () returns x.
     params: {name: float32 [B, *shape]} U[0, 1) draws for every name in
-      `param_shapes(policy)` ("apply" only needed with p).
+      `param_shapes(policy, rank)` ("apply" only needed with p), rank = 2
+      for images and 3 for volumes.
     p: None (every op applies to every example), or a float scalar or [B]
       tensor: op i applies to example b when params["apply"][b, i] < p
       (ADA-style; p = 0 is the identity, p = 1 the same as None).
@@ -283,22 +324,29 @@ def augment(x, policy, params, p=None, translation_ratio=TRANSLATION_RATIO,
     cutout_ratio: see `cutout`.
 
   Returns:
-    [B, H, W, C] in x's dtype, differentiable w.r.t. x.
+    x's shape, in x's dtype, differentiable w.r.t. x.
 
   Raises:
-    ValueError: a missing param, or x not [B, H, W, C] with static H, W.
+    ValueError: a missing param, a per-axis param drawn for another rank, or
+      x neither [B, H, W, C] nor [B, D, H, W, C] with static spatial sizes.
   """
   if not policy:
     return x
-  _static_hw(x)
-  needed = [n for n in param_shapes(policy) if n != APPLY or p is not None]
+  rank = len(_static_sides(x))
+  shapes = param_shapes(policy, rank)
+  needed = [n for n in shapes if n != APPLY or p is not None]
   missing = [n for n in needed if n not in params]
   if missing:
     raise ValueError(f"augment({', '.join(policy)}) is missing params {', '.join(missing)}")
+  for name in needed:
+    if name in _PER_AXIS and tuple(params[name].shape[1:]) != shapes[name]:
+      raise ValueError(f"augment param {name!r} has per-example shape "
+                       f"{tuple(params[name].shape[1:])}, but x {x.shape} has {rank} spatial "
+                       f"axes: draw it with param_shapes(policy, rank={rank}), {shapes[name]}")
   if p is not None:
     p = tf.reshape(tf.cast(p, tf.float32), [-1, 1])  # [1, 1] or [B, 1].
     applies = tf.cast(params[APPLY], tf.float32) < p  # [B, len(policy)].
   for i, op in enumerate(policy):
     y = _apply_op(op, x, params, (translation_ratio, cutout_ratio))
-    x = y if p is None else tf.where(tf.reshape(applies[:, i], [-1, 1, 1, 1]), y, x)
+    x = y if p is None else tf.where(_per_example(applies[:, i], x), y, x)
   return x

@@ -4,6 +4,9 @@
   with the epsilon of the calling network family;
 - `reflect_pad` / `zero_pad`: symmetric spatial padding (Keras has no
   ReflectionPadding2D; `ops.pad(mode="reflect")` does it);
+- `conv_class` / `conv`: the convolution of a rank, so that one network class
+  serves 2-D images [B, H, W, C] and 3-D volumes [B, D, H, W, C] (as MONAI's
+  `Convolution(spatial_dims=...)`), with no 3-D twin;
 - `ResidualBlock`: CycleGAN's residual block, also used by UNIT.
 
 Weights start from N(0, 0.02), as in the reference implementations of pix2pix
@@ -26,6 +29,47 @@ def init():
   layer gets its own seed, the same in every process.
   """
   return keras.initializers.RandomNormal(0.0, 0.02)
+
+
+# Spatial ranks of the networks: 2 for images [B, H, W, C], 3 for volumes
+# [B, D, H, W, C] (channels last in both).
+RANKS = (2, 3)
+
+
+def check_rank(rank):
+  """Returns rank if it is one of RANKS.
+
+  Raises:
+    ValueError: any other rank, naming it and the valid ones.
+  """
+  if rank not in RANKS:
+    raise ValueError(f"rank {rank!r} is not supported; valid: 2 (images [B, H, W, C]) or 3 "
+                     "(volumes [B, D, H, W, C])")
+  return rank
+
+
+def rank_of(shape):
+  """The spatial rank of an example shape: 2 for (H, W, C), 3 for (D, H, W, C).
+
+  Raises:
+    ValueError: a shape of another length, naming it and the valid forms.
+  """
+  if len(shape) - 1 not in RANKS:
+    raise ValueError(f"image shape {tuple(shape)} is neither (H, W, C) nor (D, H, W, C)")
+  return len(shape) - 1
+
+
+_CONVS = {2: keras.layers.Conv2D, 3: keras.layers.Conv3D}
+_CONV_TRANSPOSES = {2: keras.layers.Conv2DTranspose, 3: keras.layers.Conv3DTranspose}
+
+
+def conv_class(rank, transpose=False):
+  """keras.layers.Conv2D / Conv3D (or their transposes) for a spatial rank.
+
+  Raises:
+    ValueError: a rank not in RANKS.
+  """
+  return (_CONV_TRANSPOSES if transpose else _CONVS)[check_rank(rank)]
 
 
 NORMS = ("batch", "instance", "none")
@@ -65,9 +109,10 @@ def normalization(kind, name, epsilon):
     kind: `batch`: batch norm synchronized across replicas (statistics over the
       global batch, so that N replicas train like one; DCGAN's and pix2pix's
       choice), momentum 0.9 (PyTorch's BatchNorm2d default, 0.1 in its terms);
-      `instance`: per-example, per-channel normalization over H and W with a
-      learned scale and offset (`GroupNormalization(groups=-1)`; CycleGAN's
-      and UNIT's choice); `none`.
+      `instance`: per-example, per-channel normalization over every spatial
+      axis (H, W; or D, H, W of a volume) with a learned scale and offset
+      (`GroupNormalization(groups=-1)`; CycleGAN's and UNIT's choice);
+      `none`.
     name: the layer's name.
     epsilon: added to the variance; `TORCH_EPSILON` or `KERAS_EPSILON`, the
       one the calling network has always used.
@@ -97,14 +142,20 @@ def apply_norm(norm, x, training):
   return x if norm is None else norm(x, training=training)
 
 
+def _spatial_padding(x, p):
+  """[[0, 0], [p, p] per spatial axis, [0, 0]] for a channels-last batch x."""
+  return [[0, 0]] + [[p, p]] * (len(x.shape) - 2) + [[0, 0]]
+
+
 def reflect_pad(x, p):
-  """Pads H and W of a [B, H, W, C] tensor by p on each side, mirroring (p < H, W)."""
-  return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+  """Pads every spatial axis of [B, H, W, C] or [B, D, H, W, C] by p on each
+  side, mirroring (p smaller than each spatial size)."""
+  return ops.pad(x, _spatial_padding(x, p), mode="reflect")
 
 
 def zero_pad(x, p):
-  """Pads H and W of a [B, H, W, C] tensor by p zeros on each side."""
-  return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+  """Pads every spatial axis of [B, H, W, C] or [B, D, H, W, C] by p zeros on each side."""
+  return ops.pad(x, _spatial_padding(x, p))
 
 
 # The dtype of every network's last layer, whatever the policy: under
@@ -115,11 +166,11 @@ def zero_pad(x, p):
 OUTPUT_DTYPE = "float32"
 
 
-def conv(channels, kernel, strides=1, use_bias=True, name=None, dtype=None):
-  """A `valid` Conv2D with the N(0, 0.02) initializer; callers pad explicitly."""
-  return keras.layers.Conv2D(channels, kernel, strides=strides, padding="valid",
-                             use_bias=use_bias, kernel_initializer=init(), name=name,
-                             dtype=dtype)
+def conv(channels, kernel, strides=1, use_bias=True, name=None, dtype=None, rank=2):
+  """A `valid` Conv2D (rank 2) or Conv3D (rank 3) with the N(0, 0.02)
+  initializer; callers pad explicitly."""
+  return conv_class(rank)(channels, kernel, strides=strides, padding="valid",
+                          use_bias=use_bias, kernel_initializer=init(), name=name, dtype=dtype)
 
 
 class ResidualBlock(keras.layers.Layer):

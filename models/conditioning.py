@@ -32,11 +32,32 @@ class LabelCode(keras.layers.Layer):
     return ops.cast(self.embedding(labels), dtype)
 
 
+def expand_to_rank(v, x):
+  """[B, C] -> [B, 1, ..., 1, C] with one 1 per spatial axis of x, so that v
+  broadcasts over x's H, W (or D, H, W)."""
+  return ops.reshape(v, (-1,) + (1,) * (len(x.shape) - 2) + (v.shape[-1],))
+
+
+def label_maps(code, x):
+  """A code [B, dim] as constant feature maps the shape of x's spatial axes.
+
+  Args:
+    code: [B, dim], from `LabelCode`.
+    x: [B, H, W, C] images or [B, D, H, W, C] volumes.
+
+  Returns:
+    [B, H, W, dim] or [B, D, H, W, dim], to concatenate to x on channels.
+  """
+  shape = ops.shape(x)
+  return ops.broadcast_to(expand_to_rank(code, x), tuple(shape[:-1]) + (code.shape[-1],))
+
+
 class ConditionalBatchNorm(keras.layers.Layer):
   """Batch norm with a per-class scale and offset (de Vries et al. 2017; Miyato &
   Koyama 2018's generator).
 
-  x [B, H, W, C], labels [B] -> gamma[y] * normalize(x) + beta[y]. The
+  x [B, H, W, C] (or [B, D, H, W, C]), labels [B] -> gamma[y] *
+  normalize(x) + beta[y]. The
   normalization has no affine part of its own and is synchronized over the
   replicas like every batch norm here (`blocks.GlobalBatchNormalization`).
   gamma starts at exactly 1 and beta at 0, so a new layer is the same for
@@ -59,6 +80,6 @@ class ConditionalBatchNorm(keras.layers.Layer):
 
   def call(self, x, labels, training=False):
     x = self.norm(x, training=training)
-    gamma = ops.cast(self.gamma(labels), x.dtype)[:, None, None, :]
-    beta = ops.cast(self.beta(labels), x.dtype)[:, None, None, :]
+    gamma = expand_to_rank(ops.cast(self.gamma(labels), x.dtype), x)
+    beta = expand_to_rank(ops.cast(self.beta(labels), x.dtype), x)
     return x * gamma + beta

@@ -23,6 +23,11 @@ Sizes (`plan`): as the DCGAN nets, each side s * 2^k with s in 3..7, k >= 2
 (log2(size / 4) at powers of two: 3 at 32 px, 4 at 64, 5 at 128, 6 at 256);
 D has k + 1 blocks.
 
+Rank: `image_shape` (H, W, C) gives the 2-D nets; (D, H, W, C) the same nets
+in 3-D (Conv3D / SNConv3D with 3 or 1 a side, x2 nearest upsampling and 2^3
+average pooling of volumes, D's sum pooling over D, H and W). The rules below
+read "side" as any spatial side: 16^3 and 32^3 volumes get the small nets.
+
 Widths (ch = base_channels, 64 by default), mimicry's nets at ch = 64:
 - Images up to 32 px (Miyato et al.'s CIFAR-10 nets): every G layer 4 * ch
   wide (256), every D layer 2 * ch (128); D halves the map until its larger
@@ -45,10 +50,13 @@ blocks' 3x3 convs and 1 elsewhere, as mimicry. Batch norm: PyTorch's
 epsilon (1e-5) and momentum, synchronized over replicas.
 
 Interfaces as in `models/dcgan.py`: G(z, labels, training) -> [B, H, W, C]
-in [-1, 1]; D(x, labels, training) -> float32 logits [B]. Under a mixed
-policy the layers compute in half precision; G's last conv, D's pooling,
-output layer and projection run in float32; variables are float32.
+(or [B, D, H, W, C]) in [-1, 1]; D(x, labels, training) -> float32 logits
+[B]. Under a mixed policy the layers compute in half precision; G's last
+conv, D's pooling, output layer and projection run in float32; variables are
+float32.
 """
+
+import math
 
 import keras
 from keras import ops
@@ -64,36 +72,49 @@ SMALL_IMAGE = 32
 MAX_MULTIPLIER = 16
 
 
-def plan(height, width):
-  """(k, start_h, start_w): k up-blocks in G from start_h x start_w.
+def plan(*sides):
+  """(k, start_1, ..., start_n): k up-blocks in G from start_1 x ... x start_n.
+
+  Args:
+    *sides: height, width (an image) or depth, height, width (a volume).
 
   Raises:
     ValueError: a size the nets cannot produce, naming the supported ones.
   """
   try:
-    return dcgan.upsampling_plan(height, width)
+    return dcgan.upsampling_plan(*sides)
   except ValueError:
     raise ValueError(
-        f"image size {height}x{width} is not supported by the ResNet nets: each side must be "
-        "s * 2^k with s in 3..7 and k >= 2 (e.g. 28, 32, 48, 64, 96, 128, 256); convert the "
-        "data with --image_size") from None
+        f"image size {'x'.join(map(str, sides))} is not supported by the ResNet nets: each "
+        "side must be s * 2^k with s in 3..7 and k >= 2 (e.g. 28, 32, 48, 64, 96, 128, 256); "
+        "convert the data with --image_size") from None
 
 
-def generator_widths(height, width, base_channels):
-  """[channels of the s x s start, of block 0's output, ..., of block k-1's]."""
-  k, _, _ = plan(height, width)
-  if max(height, width) <= SMALL_IMAGE:
+def generator_widths(sides, base_channels):
+  """[channels of the s x s start, of block 0's output, ..., of block k-1's].
+
+  Args:
+    sides: the spatial sizes, (H, W) or (D, H, W).
+    base_channels: ch of the width rule (module docstring).
+  """
+  k = plan(*sides)[0]
+  if max(sides) <= SMALL_IMAGE:
     return [4 * base_channels] * (k + 1)
   return [base_channels * min(2 ** d, MAX_MULTIPLIER) for d in range(k, -1, -1)]
 
 
-def discriminator_plan(height, width, base_channels):
-  """[(output channels, halves the map?)] of D's k + 1 blocks, block 0 first."""
-  k, sh, sw = plan(height, width)
-  if max(height, width) <= SMALL_IMAGE:
-    side, limit, widths = max(height, width), 8, [2 * base_channels] * (k + 1)
+def discriminator_plan(sides, base_channels):
+  """[(output channels, halves the map?)] of D's k + 1 blocks, block 0 first.
+
+  Args:
+    sides: the spatial sizes, (H, W) or (D, H, W).
+    base_channels: ch of the width rule (module docstring).
+  """
+  k, *starts = plan(*sides)
+  if max(sides) <= SMALL_IMAGE:
+    side, limit, widths = max(sides), 8, [2 * base_channels] * (k + 1)
   else:
-    side, limit = max(height, width), max(sh, sw)
+    side, limit = max(sides), max(starts)
     widths = [base_channels * min(2 ** j, MAX_MULTIPLIER) for j in range(k + 1)]
   out = []
   for j in range(k + 1):
@@ -108,8 +129,8 @@ def _glorot(gain):
   return keras.initializers.VarianceScaling(gain * gain, mode="fan_avg", distribution="uniform")
 
 
-def _conv(filters, kernel, gain, sn, name, use_bias=True):
-  layer = spectral_norm.SNConv2D if sn else keras.layers.Conv2D
+def _conv(filters, kernel, gain, sn, name, use_bias=True, rank=2):
+  layer = spectral_norm.conv_class(rank) if sn else blocks.conv_class(rank)
   return layer(filters, kernel, padding="same", kernel_initializer=_glorot(gain),
                use_bias=use_bias, bias_initializer="zeros", name=name)
 
@@ -121,12 +142,14 @@ def _dense(units, use_bias, sn, name):
 
 
 def upsample(x):
-  """Nearest-neighbour x2 upsampling of [B, H, W, C]."""
-  return ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
+  """Nearest-neighbour x2 upsampling of [B, H, W, C] or [B, D, H, W, C]."""
+  for axis in range(1, len(x.shape) - 1):
+    x = ops.repeat(x, 2, axis=axis)
+  return x
 
 
 def downsample(x):
-  """2 x 2 average pooling of [B, H, W, C]."""
+  """2 x 2 (x 2) average pooling of [B, H, W, C] (or [B, D, H, W, C])."""
   return ops.average_pool(x, 2, 2, padding="valid")
 
 
@@ -137,9 +160,10 @@ class GeneratorBlock(keras.layers.Layer):
     in_channels: of the input (the first batch norm's width).
     out_channels: of both convs and the output.
     num_classes: > 0 for conditional batch norms.
+    rank: 2 (images) or 3 (volumes).
   """
 
-  def __init__(self, in_channels, out_channels, num_classes=0, name=None, **kwargs):
+  def __init__(self, in_channels, out_channels, num_classes=0, rank=2, name=None, **kwargs):
     super().__init__(name=name, **kwargs)
     self.num_classes = num_classes
     self.norm_0 = _generator_norm(num_classes, in_channels, "norm_0")
@@ -147,10 +171,10 @@ class GeneratorBlock(keras.layers.Layer):
     # block's or G's last), which subtracts any per-channel constant. A bias
     # there has a gradient of zero up to rounding, which Adam would blow up
     # into lr-sized steps of noise (and 2 replicas != 1). Mimicry keeps them.
-    self.conv_0 = _conv(out_channels, 3, 2.0 ** 0.5, False, "conv_0", use_bias=False)
+    self.conv_0 = _conv(out_channels, 3, 2.0 ** 0.5, False, "conv_0", use_bias=False, rank=rank)
     self.norm_1 = _generator_norm(num_classes, out_channels, "norm_1")
-    self.conv_1 = _conv(out_channels, 3, 2.0 ** 0.5, False, "conv_1", use_bias=False)
-    self.shortcut = _conv(out_channels, 1, 1.0, False, "shortcut", use_bias=False)
+    self.conv_1 = _conv(out_channels, 3, 2.0 ** 0.5, False, "conv_1", use_bias=False, rank=rank)
+    self.shortcut = _conv(out_channels, 1, 1.0, False, "shortcut", use_bias=False, rank=rank)
 
   def _norm(self, norm, x, labels, training):
     if self.num_classes:
@@ -176,7 +200,8 @@ class ResNetGenerator(keras.Model):
   """z -> dense -> k residual up-blocks -> BN -> ReLU -> conv3x3 -> tanh.
 
   Args:
-    image_shape: (H, W, C) of the output; see `plan`.
+    image_shape: (H, W, C) of the output image, or (D, H, W, C) of a volume;
+      see `plan`.
     base_channels: ch of the width rule (module docstring); 64 gives
       mimicry's SNGAN generators at 32, 48, 64 and 128 px.
     num_classes: > 0 for conditional batch norm in every block (labels [B]
@@ -188,19 +213,20 @@ class ResNetGenerator(keras.Model):
   def __init__(self, image_shape, base_channels=64, num_classes=0, z_dim=None,
                name="generator", **kwargs):
     super().__init__(name=name, **kwargs)
-    h, w, c = image_shape
-    self.image_shape = (h, w, c)
+    rank = blocks.rank_of(image_shape)
+    *sides, c = image_shape
+    self.image_shape = tuple(image_shape)
     self.num_classes = num_classes
-    k, sh, sw = plan(h, w)
-    widths = generator_widths(h, w, base_channels)
-    self.start = (sh, sw, widths[0])
-    self.project = keras.layers.Dense(sh * sw * widths[0], kernel_initializer=_glorot(1.0),
+    k, *starts = plan(*sides)
+    widths = generator_widths(sides, base_channels)
+    self.start = (*starts, widths[0])
+    self.project = keras.layers.Dense(math.prod(self.start), kernel_initializer=_glorot(1.0),
                                       use_bias=False, name="project")  # BN follows.
-    self.res_blocks = [GeneratorBlock(widths[i], widths[i + 1], num_classes, name=f"block_{i}")
-                       for i in range(k)]
+    self.res_blocks = [GeneratorBlock(widths[i], widths[i + 1], num_classes, rank,
+                                      name=f"block_{i}") for i in range(k)]
     self.out_norm = blocks.normalization("batch", "out_norm", blocks.TORCH_EPSILON)
-    self.to_image = keras.layers.Conv2D(c, 3, padding="same", kernel_initializer=_glorot(1.0),
-                                        name="to_image", dtype=blocks.OUTPUT_DTYPE)
+    self.to_image = blocks.conv_class(rank)(c, 3, padding="same", kernel_initializer=_glorot(1.0),
+                                            name="to_image", dtype=blocks.OUTPUT_DTYPE)
     if z_dim:
       self(ops.zeros((1, z_dim)), ops.zeros((1,), "int32") if num_classes else None)
 
@@ -220,13 +246,14 @@ class OptimizedBlock(keras.layers.Layer):
   Args:
     out_channels: of both convs and the output.
     sn: spectrally normalize the convs.
+    rank: 2 (images) or 3 (volumes).
   """
 
-  def __init__(self, out_channels, sn, name=None, **kwargs):
+  def __init__(self, out_channels, sn, rank=2, name=None, **kwargs):
     super().__init__(name=name, **kwargs)
-    self.conv_0 = _conv(out_channels, 3, 2.0 ** 0.5, sn, "conv_0")
-    self.conv_1 = _conv(out_channels, 3, 2.0 ** 0.5, sn, "conv_1")
-    self.shortcut = _conv(out_channels, 1, 1.0, sn, "shortcut")
+    self.conv_0 = _conv(out_channels, 3, 2.0 ** 0.5, sn, "conv_0", rank=rank)
+    self.conv_1 = _conv(out_channels, 3, 2.0 ** 0.5, sn, "conv_1", rank=rank)
+    self.shortcut = _conv(out_channels, 1, 1.0, sn, "shortcut", rank=rank)
 
   def call(self, x):
     h = downsample(self.conv_1(ops.relu(self.conv_0(x))))
@@ -243,14 +270,15 @@ class DiscriminatorBlock(keras.layers.Layer):
     out_channels: of the second conv and the output.
     down: halve the map.
     sn: spectrally normalize the convs.
+    rank: 2 (images) or 3 (volumes).
   """
 
-  def __init__(self, in_channels, out_channels, down, sn, name=None, **kwargs):
+  def __init__(self, in_channels, out_channels, down, sn, rank=2, name=None, **kwargs):
     super().__init__(name=name, **kwargs)
     self.down = down
-    self.conv_0 = _conv(in_channels, 3, 2.0 ** 0.5, sn, "conv_0")
-    self.conv_1 = _conv(out_channels, 3, 2.0 ** 0.5, sn, "conv_1")
-    self.shortcut = (_conv(out_channels, 1, 1.0, sn, "shortcut")
+    self.conv_0 = _conv(in_channels, 3, 2.0 ** 0.5, sn, "conv_0", rank=rank)
+    self.conv_1 = _conv(out_channels, 3, 2.0 ** 0.5, sn, "conv_1", rank=rank)
+    self.shortcut = (_conv(out_channels, 1, 1.0, sn, "shortcut", rank=rank)
                      if down or in_channels != out_channels else None)
 
   def call(self, x):
@@ -267,7 +295,8 @@ class ResNetDiscriminator(keras.Model):
   """k + 1 residual blocks -> ReLU -> global sum pooling -> h -> logit [B].
 
   Args:
-    image_shape: (H, W, C) of the input; see `plan`.
+    image_shape: (H, W, C) of the input image, or (D, H, W, C) of a volume;
+      see `plan`.
     base_channels: ch of the width rule (module docstring); 64 gives
       mimicry's SNGAN discriminators at 32 and 128 px.
     num_classes: > 0 for a projection discriminator: logit += <embed(y), h>
@@ -279,13 +308,13 @@ class ResNetDiscriminator(keras.Model):
   def __init__(self, image_shape, base_channels=64, num_classes=0, spectral_norm=True,
                name="discriminator", **kwargs):
     super().__init__(name=name, **kwargs)
-    h, w, _ = image_shape
+    rank = blocks.rank_of(image_shape)
     self.num_classes = num_classes
-    layout = discriminator_plan(h, w, base_channels)
-    self.res_blocks = [OptimizedBlock(layout[0][0], spectral_norm, name="block_0")]
+    layout = discriminator_plan(image_shape[:-1], base_channels)
+    self.res_blocks = [OptimizedBlock(layout[0][0], spectral_norm, rank, name="block_0")]
     for j in range(1, len(layout)):
       self.res_blocks.append(DiscriminatorBlock(layout[j - 1][0], layout[j][0], layout[j][1],
-                                                spectral_norm, name=f"block_{j}"))
+                                                spectral_norm, rank, name=f"block_{j}"))
     self.out = _dense(1, True, spectral_norm, "out")
     # The class embedding as a bias-free linear map of one-hot labels: its
     # kernel [classes, C] is the embedding matrix, spectrally normalized as a
@@ -293,11 +322,12 @@ class ResNetDiscriminator(keras.Model):
     self.embed = _dense(layout[-1][0], False, spectral_norm, "embed") if num_classes else None
 
   def features(self, x, training=False):
-    """h [B, C] float32: the blocks, ReLU and global sum pooling."""
+    """h [B, C] float32: the blocks, ReLU and global sum pooling (over H, W;
+    or D, H, W)."""
     del training  # No layer of D differs between training and inference.
     for block in self.res_blocks:
       x = block(x)
-    return ops.sum(ops.cast(ops.relu(x), "float32"), axis=(1, 2))
+    return ops.sum(ops.cast(ops.relu(x), "float32"), axis=tuple(range(1, len(x.shape) - 1)))
 
   def class_embedding(self, labels):
     """embed(y) [B, C] float32, the projection's class vectors."""

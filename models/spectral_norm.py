@@ -17,6 +17,8 @@ per-replica copies of u (aggregation NONE) stay equal; tests check it.
 import keras
 from keras import ops
 
+from models import blocks
+
 
 def _l2_normalize(x, eps=1e-12):
   return x / ops.sqrt(ops.sum(ops.square(x)) + eps)
@@ -24,9 +26,11 @@ def _l2_normalize(x, eps=1e-12):
 
 class _SpectralNormMixin:
   """Adds u, the normalized kernel and the power iteration to a layer with
-  a `kernel` of shape [..., out]."""
+  a `kernel` of shape [..., out] (Dense, ConvND); u is made after the layer's
+  own variables."""
 
-  def _build_u(self):
+  def build(self, input_shape):
+    super().build(input_shape)
     out = self.kernel.shape[-1]
     self.sn_u = self.add_weight(
         name="sn_u", shape=(1, out), trainable=False, aggregation="none",
@@ -55,35 +59,48 @@ class _SpectralNormMixin:
     w = self._kernel_matrix()
     return ops.sqrt(ops.sum(ops.square(ops.matmul(w, ops.transpose(self.sn_u)))))
 
+  def _bias_and_activation(self, x):
+    if self.use_bias:
+      x = ops.add(x, self.bias)
+    return self.activation(x) if self.activation is not None else x
+
 
 class SNDense(_SpectralNormMixin, keras.layers.Dense):
   """`keras.layers.Dense` whose kernel is spectrally normalized."""
 
-  def build(self, input_shape):
-    super().build(input_shape)
-    self._build_u()
+  def call(self, inputs, training=None):
+    del training
+    return self._bias_and_activation(ops.matmul(inputs, self.normalized_kernel()))
+
+
+class _SNConv(_SpectralNormMixin):
+  """The call of a spectrally normalized convolution of any rank, mixed into a
+  Keras ConvND (channels last), whose `convolution_op` it uses."""
 
   def call(self, inputs, training=None):
     del training
-    x = ops.matmul(inputs, self.normalized_kernel())
-    if self.use_bias:
-      x = ops.add(x, self.bias)
-    return self.activation(x) if self.activation is not None else x
+    return self._bias_and_activation(self.convolution_op(inputs, self.normalized_kernel()))
 
 
-class SNConv2D(_SpectralNormMixin, keras.layers.Conv2D):
+class SNConv2D(_SNConv, keras.layers.Conv2D):
   """`keras.layers.Conv2D` (channels last) whose kernel is spectrally normalized."""
 
-  def build(self, input_shape):
-    super().build(input_shape)
-    self._build_u()
 
-  def call(self, inputs, training=None):
-    del training
-    x = self.convolution_op(inputs, self.normalized_kernel())
-    if self.use_bias:
-      x = ops.add(x, self.bias)
-    return self.activation(x) if self.activation is not None else x
+class SNConv3D(_SNConv, keras.layers.Conv3D):
+  """`keras.layers.Conv3D` (channels last) whose kernel is spectrally normalized.
+
+  The kernel [kd, kh, kw, in, out] is normalized as the [kd * kh * kw * in,
+  out] matrix, as Miyato et al. treat a 2-D kernel.
+  """
+
+
+def conv_class(rank):
+  """SNConv2D or SNConv3D for a spatial rank (see `blocks.conv_class`).
+
+  Raises:
+    ValueError: a rank not in `blocks.RANKS`.
+  """
+  return {2: SNConv2D, 3: SNConv3D}[blocks.check_rank(rank)]
 
 
 def layers_of(model):
