@@ -388,3 +388,14 @@ class RefusalTest(tf.test.TestCase):
       nib.save(nib.Nifti1Image(data, np.eye(4)), os.path.join(root, f"{name}.nii.gz"))
     self._refused(r"2 different sizes \(DxHxW.*pass --volume_size=D,H,W",
                   source=f"nifti:{root}", volumes=True)
+
+  def test_paired_sides_resampled_to_different_sizes_are_refused(self):
+    root = self.create_tempdir().full_path
+    for side, mm in (("A", 2.0), ("B", 1.0)):  # Same voxels, other spacings.
+      data = np.arange(8 ** 3, dtype=np.float32).reshape(8, 8, 8)
+      os.makedirs(os.path.join(root, side))
+      nib.save(nib.Nifti1Image(data, np.diag([mm, mm, mm, 1.0])),
+               os.path.join(root, side, "sub-01_T1w.nii.gz"))
+    self._refused(r"A is stored as 8x8x8 and B as 4x4x4 voxels.*--volume_size",
+                  source=f"paired:nifti:{root}/A,{root}/B", volumes=True, spacing=2.0,
+                  patch_size=2, patches_per_volume=1)

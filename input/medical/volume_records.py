@@ -218,6 +218,11 @@ class VolumeSource(medical.MedicalSource):
     self._plan_geometry(a)
     self._plan_geometry(b)
     o = self.volume_options
+    shapes = self._geometry[a.id].shape, self._geometry[b.id].shape
+    if shapes[0] != shapes[1]:  # --spacing of sides with different spacings.
+      raise SourceError(f"pair {pid!r}: A is stored as {'x'.join(map(str, shapes[0]))} and B "
+                        f"as {'x'.join(map(str, shapes[1]))} voxels (DxHxW), so their voxels "
+                        "would not line up; give --volume_size=D,H,W")
     common = dict(series=pid, patient=a.patient or b.patient, study=a.study or b.study)
     if o.patch_size is None:
       return [Item(pid, **common)]
