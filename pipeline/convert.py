@@ -3,6 +3,11 @@ r"""Converts images, arrays or TFDS datasets into sharded TFRecords.
     python -m pipeline.convert --source=folder:/data/xray --output=/data/xray-tfr \
         --image_size=128 --channels=1 --bit_depth=16
 
+Whole volumes (DxHxWx1 records; paired 3-D patches with --patch_size):
+
+    python -m pipeline.convert --source=nifti:/data/phantom/T1w --output=/data/t1-vol \
+        --volumes --spacing=2 --volume_size=64 --holdout=0.2
+
 Spread over a cluster (one task per array index, then one finalize):
 
     python -m pipeline.convert --source=... --output=DIR --num_tasks=8 --task_index=$I
