@@ -283,6 +283,18 @@ class NiftiVolumesTest(tf.test.TestCase):
       self.assertAllEqual(got["key"], w["key"])
       self.assertAllEqual(got["image"], w["image"])
 
+  def test_two_pipelines_read_each_volume_once(self):
+    seen = []
+    for pipe in (0, 1):
+      config = reader.ReaderConfig(self.data, repeat=False, drop_remainder=False,
+                                   with_keys=True, seed=5)
+      ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipe,
+                                       num_replicas_in_sync=2)
+      ds = reader.make_dataset_fn(config, global_batch_size=2)(ctx)
+      seen.append([k.decode() for b in ds.as_numpy_iterator() for k in b["key"]])
+    self.assertLen(seen[0] + seen[1], 4)
+    self.assertEqual(set(seen[0] + seen[1]), set(self.manifest["series"]))
+
   def test_requirements_say_dxhxwxc(self):
     with self.assertRaisesRegex(reader.ManifestError,
                                 r"16x16x16x1 volumes \(DxHxWxC\) but the model needs "
