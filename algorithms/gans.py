@@ -147,6 +147,9 @@ class ImageGAN(base.Algorithm):
       raise ValueError(f"unknown --arch {arch!r}; valid: {', '.join(ARCHS)}")
     if vector and arch != "mlp":
       raise ValueError(f"--arch={arch} cannot model {data.shape}-vector data; use --arch=mlp")
+    if len(data.shape) == 4 and arch == "mlp":
+      raise ValueError(f"--arch=mlp models 2-D vectors; volumes ({data.name}, "
+                       f"{'x'.join(map(str, data.shape))}) take --arch=dcgan, cnn or resnet")
     conditional = spec.conditional if config.conditional is None else config.conditional
     if config.label_embedding and (not conditional or arch == "resnet"):
       raise ValueError("--label_embedding sets the size of the labels concatenated to the inputs "
@@ -202,7 +205,8 @@ class ImageGAN(base.Algorithm):
     # (bfloat16's 8-bit mantissa is coarser than a grid2d mode), nor yet the
     # ResNets or the standard CNN (--arch=cnn: run in bfloat16 only, never
     # compared with float32).
-    return self.config.arch == "dcgan"
+    # Volumes (3-D networks) were not measured in bfloat16 either.
+    return self.config.arch == "dcgan" and len(self.data.shape) == 3
 
   @property
   def num_classes(self):
@@ -314,7 +318,8 @@ class ImageGAN(base.Algorithm):
     """`--augment` of images D is about to see; per-example draws of `stream`."""
     if not self.policy:
       return x
-    params = augment_lib.draw_params(rand.uniform, self.policy, f"augment/{stream}")
+    params = augment_lib.draw_params(rand.uniform, self.policy, f"augment/{stream}",
+                                     rank=len(self.data.shape) - 1)
     p = None if self.ada is None else self.ada["p"]
     return augment_lib.augment(x, self.policy, params, p)
 

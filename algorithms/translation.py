@@ -42,74 +42,28 @@ from models import losses
 from models import pix2pix as pix2pix_models
 from models import unit as unit_models
 from algorithms import base
+from algorithms import translation_ops
 from algorithms.base import Phase
 
 BASE_CHANNELS = 64  # --base_channels's default: the papers' width.
+PATCH_LAYERS = 3  # The 70x70 PatchGAN's stride-2 convolutions (Isola et al. 2017).
 
 
-def jitter_boxes(rand, scale=1.12, flip=True):
-  """pix2pix's random jitter as crop boxes, one per example.
+def patch_layers(spatial):
+  """The PatchGAN's stride-2 convolutions for inputs of these sides.
 
-  Resizing to `scale` x the size and cropping back to the size at a random
-  offset is the same as cropping a window of 1/scale of the image and resizing
-  it to the size; a box with x1 > x2 also mirrors it (tf.image.crop_and_resize).
-  Offsets are continuous rather than whole pixels of the enlarged image.
-
-  Returns:
-    [B, 4] float32 boxes (y1, x1, y2, x2) in normalized coordinates.
+  Images keep the paper's 3 (70x70 patches; sides of at least 24). Volumes
+  are trained on small patches (16^3 or 32^3 on a CPU), where 3 would leave
+  no output: they get the most, up to 3, that leave at least one logit per
+  axis (side / 2^n - 2 >= 1), e.g. 2 at 16^3 (34-voxel receptive field,
+  partly outside the patch) and 3 at 32^3.
   """
-  size = 1.0 / scale
-  y1 = rand.uniform("jitter_y", (), 0.0, 1.0 - size)
-  x1 = rand.uniform("jitter_x", (), 0.0, 1.0 - size)
-  y2, x2 = y1 + size, x1 + size
-  if flip:
-    mirror = rand.uniform("jitter_mirror") < 0.5
-    x1, x2 = tf.where(mirror, x2, x1), tf.where(mirror, x1, x2)
-  return tf.stack([y1, x1, y2, x2], axis=1)
-
-
-def apply_boxes(images, boxes):
-  """Crops every image to its box and resizes it back to the image size (bilinear)."""
-  shape = tf.shape(images)
-  return tf.image.crop_and_resize(images, boxes, tf.range(shape[0]), shape[1:3])
-
-
-def centre_slice(x):
-  """The centre channel of [..., 2K + 1] stacks of context slices: [..., 1],
-  the slice that the stack is the context of."""
-  c = x.shape[-1]
-  return x[..., c // 2:c // 2 + 1]
-
-
-def pool_query(pool, count, fake, use_old, pick):
-  """The image-history step for a batch, one pool per example (pure).
-
-  For each example: while its pool is not full, the fake is stored and
-  returned; once full, with probability 1/2 (`use_old` < 0.5) a random stored
-  image (`pick`) is returned and replaced by the fake, else the fake is
-  returned (Zhu et al. 2017, after Shrivastava et al. 2017).
-
-  Args:
-    pool: [B, K, H, W, C] stored images.
-    count: [B] int32 images stored so far (at most K).
-    fake: [B, H, W, C] new generated images.
-    use_old: [B] U[0, 1).
-    pick: [B] U[0, 1).
-
-  Returns:
-    (images for the discriminator [B, H, W, C], new pool, new count).
-  """
-  k = pool.shape[1]
-  filling = count < k
-  index = tf.where(filling, count, tf.minimum(tf.cast(pick * k, tf.int32), k - 1))
-  swap = tf.logical_and(tf.logical_not(filling), use_old < 0.5)
-  old = tf.gather(pool, index, batch_dims=1)
-  out = tf.where(swap[:, None, None, None], old, fake)
-  write = tf.cast(tf.logical_or(filling, swap), pool.dtype)
-  mask = tf.one_hot(index, k, dtype=pool.dtype) * write[:, None]  # [B, K]
-  mask = mask[:, :, None, None, None]
-  new_pool = pool * (1.0 - mask) + fake[:, None] * mask
-  return out, new_pool, count + tf.cast(filling, tf.int32)
+  if len(spatial) == 2:
+    return PATCH_LAYERS
+  n = PATCH_LAYERS
+  while n > 1 and min(spatial) // 2 ** n - 2 < 1:
+    n -= 1
+  return n
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +99,9 @@ class Translation(base.Algorithm):
   @classmethod
   def resolve(cls, config, data):
     spec = cls.spec
+    if len(data.shape) == 4 and spec.kind != "paired":
+      raise ValueError(f"{config.algo} trains on 2-D images; of the translation algorithms "
+                       "only pix2pix takes volumes (pipeline.convert --volumes)")
     if data.kind != spec.kind:
       raise ValueError(f"{config.algo} needs {spec.kind} data (pipeline.convert "
                        f"--source={spec.kind}:...), got {data.kind} data")
@@ -184,6 +141,11 @@ class Translation(base.Algorithm):
   @property
   def image_shape(self):
     return tuple(self.data.shape)
+
+  @property
+  def rank(self):
+    """2 for images, 3 for volumes (`pipeline.convert --volumes`)."""
+    return len(self.data.shape) - 1
 
   @property
   def source_shape(self):
@@ -239,16 +201,21 @@ class Pix2Pix(Translation):
 
   def build(self):
     c = self.config
-    h, w, in_channels = self.source_shape
+    *spatial, in_channels = self.source_shape
     self.generator = pix2pix_models.UNetGenerator(
-        self.target_shape[-1], image_size=(h, w), base_channels=c.base_channels,
+        self.target_shape[-1], image_size=tuple(spatial), base_channels=c.base_channels,
         name="generator")
     self.discriminator = pix2pix_models.PatchDiscriminator(
-        c.base_channels, conditional=True, name="discriminator")
-    x = tf.zeros((2, h, w, in_channels))
+        c.base_channels, num_layers=patch_layers(spatial), conditional=True,
+        rank=self.rank, name="discriminator")
+    x = tf.zeros((2, *spatial, in_channels))
     self.discriminator(self.generator(x), condition=x)
     self._optimizers(self.generator.trainable_variables,
                      self.discriminator.trainable_variables)
+
+  def bfloat16_checked(self):
+    # Measured on images only: 3-D pix2pix (volumes) stays float32 under auto.
+    return self.checked_in_bfloat16 and self.rank == 2
 
   def phases(self):
     return [Phase("d", 1, True, ("d_loss", "d_real", "d_fake")),
@@ -259,16 +226,18 @@ class Pix2Pix(Translation):
     return model.trainable_variables
 
   def xla_unsupported(self):
-    if self.config.jitter:
+    if self.config.jitter and self.rank == 2:
       return ("pix2pix's random jitter uses CropAndResize, which XLA has no kernel for; "
               "--nojitter makes it compilable")
     return None
 
   def loss(self, phase, batch, rand):
     x, y = self._domains(batch)
-    if self.config.jitter:
-      boxes = jitter_boxes(rand)  # The same crop and mirror for input and target.
-      x, y = apply_boxes(x, boxes), apply_boxes(y, boxes)
+    if self.config.jitter and self.rank == 3:
+      x, y = translation_ops.mirror(rand, [x, y])
+    elif self.config.jitter:
+      boxes = translation_ops.jitter_boxes(rand)  # The same crop and mirror for both.
+      x, y = translation_ops.apply_boxes(x, boxes), translation_ops.apply_boxes(y, boxes)
     fake = self.generator(x, training=True, dropout_rng=rand)
     # --augment: D sees pairs transformed alike (one draw for the condition,
     # the target and the output), in both phases; L1 compares unaugmented.
@@ -290,7 +259,7 @@ class Pix2Pix(Translation):
     policy = augment_lib.parse_policy(self.config.augment)
     if not policy:
       return lambda images: images
-    params = augment_lib.draw_params(rand.uniform, policy, "augment/pair")
+    params = augment_lib.draw_params(rand.uniform, policy, "augment/pair", rank=self.rank)
     return lambda images: augment_lib.augment(images, policy, params)
 
   def translate(self, x, reverse=False):
@@ -304,7 +273,7 @@ class Pix2Pix(Translation):
   def preview(self, inputs):
     """Rows of input (its centre slice, with context) | output | target."""
     x, y = self._domains(inputs)
-    shown = centre_slice(x) if self.data.context_slices else x
+    shown = translation_ops.centre_slice(x) if self.data.context_slices else x
     return tf.reshape(tf.stack([shown, self.translate(x), y], axis=1),
                       (-1,) + self.target_shape)
 
@@ -437,7 +406,7 @@ class CycleGAN(_Unpaired):
         for d, fake in (("a", fake_a), ("b", fake_b)):
           pool, count = (rand.rows(self.example_state[f"pool_{d}"]),
                          rand.rows(self.example_state[f"pool_count_{d}"]))
-          pooled[d], rows[f"pool_{d}"], rows[f"pool_count_{d}"] = pool_query(
+          pooled[d], rows[f"pool_{d}"], rows[f"pool_count_{d}"] = translation_ops.pool_query(
               pool, count, fake, rand.uniform(f"pool_{d}_use"), rand.uniform(f"pool_{d}_pick"))
         fake_a, fake_b = pooled["a"], pooled["b"]
       per_example, metrics = self._discriminator_loss(a, b, fake_a, fake_b)

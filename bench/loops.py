@@ -20,7 +20,7 @@ import tensorflow as tf
 
 import algorithms
 from algorithms import gans
-from algorithms import translation
+from algorithms import translation_ops
 from input import manifest as manifest_lib
 from input import reader
 from models import losses
@@ -154,7 +154,7 @@ class HandWritten:
 
 class _Jitter:
   """`uniform(name, shape, minval, maxval)` from TensorFlow's global generator:
-  what `translation.jitter_boxes` draws from, for a loop without the trainer's
+  what `translation_ops.jitter_boxes` draws from, for a loop without the trainer's
   `StepRandomness`."""
 
   def __init__(self, batch_size):
@@ -174,7 +174,7 @@ class HandWrittenPix2Pix:
   policy `precision`; the losses are its: BCE + `l1_weight` x L1 for the
   generator, half the BCE of real and fake for the discriminator, each a
   plain `reduce_mean`. The step is the tutorial's: the same random jitter as
-  the trainer's (`translation.jitter_boxes`, drawn from `tf.random`), one
+  the trainer's (`translation_ops.jitter_boxes`, drawn from `tf.random`), one
   generator forward pass, two tapes, both optimizers applied. The trainer's
   step does more arithmetic than this: its discriminator phase and then its
   generator phase each run the generator and D(fake) forward (Phase
@@ -199,8 +199,8 @@ class HandWrittenPix2Pix:
     """One update of both networks on one (input, target) batch."""
     g, d = self.generator, self.discriminator
     if self.jitter is not None:  # The same crop and mirror for input and target.
-      boxes = translation.jitter_boxes(self.jitter)
-      x, y = translation.apply_boxes(x, boxes), translation.apply_boxes(y, boxes)
+      boxes = translation_ops.jitter_boxes(self.jitter)
+      x, y = translation_ops.apply_boxes(x, boxes), translation_ops.apply_boxes(y, boxes)
     with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
       fake = g(x, training=True)
       real_logits = d(y, condition=x, training=True)

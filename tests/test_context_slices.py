@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import algorithms
 from algorithms import base
-from algorithms import translation
+from algorithms import translation_ops
 from inference import export
 from inference import translate
 from inference import volumes
@@ -314,7 +314,7 @@ class EndToEndTest(tf.test.TestCase):
     self.assertEqual(rows.shape, (6, 32, 32, 1))
     self.assertAllEqual(rows[0], x[0, ..., 1:2])
     self.assertAllEqual(rows[2], y[0])
-    self.assertAllEqual(translation.centre_slice(tf.reshape(tf.range(5), (1, 5)))[0], [2])
+    self.assertAllEqual(translation_ops.centre_slice(tf.reshape(tf.range(5), (1, 5)))[0], [2])
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from algorithms import translation
+from algorithms import translation_ops
 from inference import translate
 from input import convert
 from tests import helpers
@@ -135,14 +135,14 @@ class PoolTest(tf.test.TestCase):
     pool = tf.constant([[[1.0], [0.0]], [[2.0], [3.0]]])[:, :, None, None, :]  # [2, 2, 1, 1, 1]
     count = tf.constant([1, 2])
     fake = tf.constant([[7.0], [8.0]])[:, None, None, :]
-    out, new_pool, new_count = translation.pool_query(pool, count, fake,
+    out, new_pool, new_count = translation_ops.pool_query(pool, count, fake,
                                                       use_old=tf.constant([0.9, 0.3]),
                                                       pick=tf.constant([0.0, 0.6]))
     self.assertAllEqual(tf.reshape(out, [-1]), [7.0, 3.0])
     self.assertAllEqual(tf.reshape(new_pool, [2, 2]), [[1.0, 7.0], [2.0, 8.0]])
     self.assertAllEqual(new_count, [2, 2])
     # Full and use_old >= 0.5: the fake passes through, the pool is unchanged.
-    out, kept, _ = translation.pool_query(new_pool, new_count, fake, tf.constant([0.5, 0.7]),
+    out, kept, _ = translation_ops.pool_query(new_pool, new_count, fake, tf.constant([0.5, 0.7]),
                                           tf.constant([0.0, 0.9]))
     self.assertAllEqual(tf.reshape(out, [-1]), [7.0, 8.0])
     self.assertAllEqual(kept, new_pool)
@@ -164,12 +164,12 @@ class JitterTest(tf.test.TestCase):
   def test_boxes_and_crops(self):
     rand = _FixedRandom({"jitter_y": [0.0, 1.0], "jitter_x": [1.0, 0.0],
                          "jitter_mirror": [0.9, 0.1]})
-    boxes = translation.jitter_boxes(rand, scale=1.25)
+    boxes = translation_ops.jitter_boxes(rand, scale=1.25)
     # Window 0.8; offsets at the extremes of [0, 0.2]; example 1 mirrored.
     self.assertAllClose(boxes, [[0.0, 0.2, 0.8, 1.0], [0.2, 0.8, 1.0, 0.0]])
     image = tf.reshape(tf.range(16, dtype=tf.float32), [1, 4, 4, 1])
     images = tf.concat([image, image], axis=0)
-    same = translation.apply_boxes(images, tf.constant([[0.0, 0.0, 1.0, 1.0],
+    same = translation_ops.apply_boxes(images, tf.constant([[0.0, 0.0, 1.0, 1.0],
                                                         [0.0, 1.0, 1.0, 0.0]]))
     self.assertAllClose(same[0], image[0])
     self.assertAllClose(same[1], image[0, :, ::-1])  # x1 > x2 mirrors.

@@ -55,6 +55,9 @@ def pixel_spacing(manifest):
   series, medical = manifest.get("series"), manifest.get("medical")
   if not series or not medical:
     return None
+  if medical.get("volumes"):  # [D, H, W] voxels: the plane's spacing is H's and W's.
+    voxels = medical.get("voxel_spacing") or {}
+    return {domain: [float(v) for v in s[1:]] for domain, s in voxels.items()} or None
   feature = manifest["features"][manifest_lib.FEATURES_BY_KIND[manifest["kind"]][0]]
   height, width = feature["shape"][:2]
   resize = manifest.get("config", {}).get("resize", "crop")
