@@ -20,6 +20,14 @@ signature the input is reflection-padded on the bottom and right to a
 multiple of the network's stride (edge-padded where the image is too small to
 reflect) and the output is cropped back, as `pipeline.translate` does.
 
+Runs trained on volumes (`pipeline.convert --volumes`) export the same
+signatures one rank up: a sampling generator's `images` are [None, D, H, W,
+C]; a 3-D translation model takes and returns [None, None, None, None, C],
+padded and cropped along D, H and W alike. It was trained on patches
+(`patch_size` in export_info.json), which it translates exactly as in
+training; `pipeline.translate` translates a whole scan by Gaussian-blended
+sliding windows of that size (`inference.sliding_window`).
+
 The range: every signature takes and returns the model's [-1, 1], as in
 training: the input is not rescaled inside (translation models expect
 images already in [-1, 1]), and every image generator ends in tanh. Stored
@@ -75,15 +83,18 @@ def _pad_indices(size, stride):
 
 
 def pad_to_stride(x, stride):
-  """Pads [B, H, W, C] on the bottom and right to multiples of `stride`
-  (the numpy padding of `inference.volumes.pad_to_stride`, in graph ops)."""
-  h, w = tf.shape(x)[1], tf.shape(x)[2]
-  ih, rh = _pad_indices(h, stride)
-  iw, rw = _pad_indices(w, stride)
-  reflect = tf.logical_and(tf.math.floormod(-h, stride) < h, tf.math.floormod(-w, stride) < w)
-  ih = tf.where(ih < h, ih, tf.where(reflect, rh, h - 1))
-  iw = tf.where(iw < w, iw, tf.where(reflect, rw, w - 1))
-  return tf.gather(tf.gather(x, ih, axis=1), iw, axis=2)
+  """Pads [B, *spatial, C] (images [B, H, W, C], volumes [B, D, H, W, C]) at
+  the end of each spatial axis to a multiple of `stride` (the numpy padding
+  of `inference.volumes.pad_to_stride`, in graph ops): by reflection when
+  every axis is longer than its padding, else by repeating the last voxel."""
+  x = tf.convert_to_tensor(x)
+  axes = range(1, x.shape.rank - 1)
+  sizes = [tf.shape(x)[a] for a in axes]
+  reflect = tf.reduce_all(tf.stack([tf.math.floormod(-s, stride) < s for s in sizes]))
+  for axis, size in zip(axes, sizes):
+    i, r = _pad_indices(size, stride)
+    x = tf.gather(x, tf.where(i < size, i, tf.where(reflect, r, size - 1)), axis=axis)
+  return x
 
 
 class SamplingModule(tf.Module):
@@ -107,20 +118,22 @@ class SamplingModule(tf.Module):
 
 
 class TranslationModule(tf.Module):
-  """images -> images of the same size, padding to the stride inside the graph."""
+  """images -> images of the same size, padding to the stride inside the graph;
+  volumes [B, D, H, W, C] alike with `rank=3`."""
 
-  def __init__(self, translate, stride, channels, networks):
+  def __init__(self, translate, stride, channels, networks, rank=2):
     super().__init__(name="translation_export")
     self.weights = [w for n in networks for w in n.weights]  # As in SamplingModule.
     self.stride = stride
 
     def serve(images):
-      h, w = tf.shape(images)[1], tf.shape(images)[2]
+      spatial = tf.shape(images)[1:-1]
       out = translate(pad_to_stride(images, stride))
-      return {"images": out[:, :h, :w, :]}
+      size = tf.concat([[-1], spatial, [-1]], axis=0)
+      return {"images": tf.slice(out, tf.zeros_like(size), size)}
 
     self.serve = tf.function(
-        serve, input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32,
+        serve, input_signature=[tf.TensorSpec([None] * (rank + 1) + [channels], tf.float32,
                                               name="images")])
 
 
@@ -143,15 +156,24 @@ def export(algorithm, output, direction=None, step=None):
   info = {"algo": algo, "step": step, "range": [-1.0, 1.0], "signature": "serving_default"}
   if algorithm.inference == algorithms.TRANSLATION:
     direction, reverse = algorithm.translation_direction(direction)
-    channels = algorithm.data.domain_shape(direction[0])[-1]
+    input_shape = algorithm.data.domain_shape(direction[0])
+    channels, rank = input_shape[-1], len(input_shape) - 1
     output_shape = algorithm.data.domain_shape(direction[-1])
     module = TranslationModule(lambda x: algorithm.translate(x, reverse=reverse),
-                               algorithm.stride, channels, algorithm.translation_networks())
+                               algorithm.stride, channels, algorithm.translation_networks(),
+                               rank)
     info.update(kind=algorithm.inference, direction=direction, channels=channels,
                 input_domain=direction[0], output_domain=direction[-1],
                 stride=algorithm.stride,
-                inputs={"images": f"[None, None, None, {channels}] float32 in [-1, 1]"},
+                inputs={"images": f"[{', '.join(['None'] * (rank + 1))}, {channels}] float32 "
+                                  "in [-1, 1]"},
                 note="any size: padded to a multiple of the stride inside, cropped back")
+    if volumes.is_volume_run(algorithm.data):
+      info.update(patch_size=list(input_shape[:-1]), note=(
+          "volumes [None, D, H, W, C]: trained on patches of patch_size, which it reproduces "
+          "exactly; any size is padded to a multiple of the stride inside and cropped back, "
+          "but a whole scan is best translated as pipeline.translate does, by Gaussian-"
+          "blended sliding windows of patch_size (inference/sliding_window.py)"))
   else:
     output_shape = algorithm.data.shape
     if direction:
