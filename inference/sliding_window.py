@@ -192,7 +192,7 @@ def num_patches(shape, patch_size, overlap=0.5):
   return math.prod(len(patch_starts(max(s, p), p, overlap)) for s, p in zip(shape, patch_size))
 
 
-def seam_steps(y, patch_size, overlap=0.5):
+def seam_steps(y, patch_size, overlap=0.5, margin=0):
   """The seam statistic of a sliding-window output: the largest step between
   neighbouring voxels across a patch border (a plane where some patch starts
   or ends), and the largest step elsewhere.
@@ -201,19 +201,26 @@ def seam_steps(y, patch_size, overlap=0.5):
     y: [*spatial, C], the output of `sliding_window` with the same
       `patch_size` and `overlap` on a volume of no axis shorter than the
       patch.
+    margin: voxels this close to the volume's faces are left out (where a
+      model's own edge effects show whatever the blending: no other patch
+      covers them).
 
   Returns:
     (across borders, elsewhere); 0.0 for either where there is none.
   """
   patch_size = _per_axis(patch_size, y.ndim - 1, "patch_size")
+  inner = tuple(slice(margin, s - margin) for s in y.shape[:-1]) + (slice(None),)
+  core = y[inner]
   across, inside = 0.0, 0.0
   for axis, (size, patch) in enumerate(zip(y.shape[:-1], patch_size)):
-    if size < 2:
+    if core.shape[axis] < 2:
       continue
     starts = patch_starts(size, patch, overlap)
     borders = {s for s in starts if s > 0} | {s + patch for s in starts if s + patch < size}
-    steps = np.abs(np.diff(y, axis=axis)).max(axis=tuple(a for a in range(y.ndim) if a != axis))
-    is_border = np.isin(np.arange(1, size), sorted(borders))
+    steps = np.abs(np.diff(core, axis=axis)).max(
+        axis=tuple(a for a in range(y.ndim) if a != axis))
+    # Step i of `core` is between voxels margin + i and margin + i + 1 of `y`.
+    is_border = np.isin(np.arange(margin + 1, margin + core.shape[axis]), sorted(borders))
     if is_border.any():
       across = max(across, float(steps[is_border].max()))
     if not is_border.all():

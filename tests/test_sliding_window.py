@@ -250,3 +250,14 @@ def test_fn_of_another_shape_is_refused():
   with pytest.raises(ValueError, match=r"fn must return \[n, \*patch_size, C_out\] = "
                      r"\[2, 4, 4, 4, C_out\] for 2 patch\(es\), got shape \(2, 2, 2, 2, 1\)"):
     sw.sliding_window(np.zeros((6, 4, 4, 1), np.float32), lambda p: p[:, ::2, ::2, ::2], 4, 0.5, 2)
+
+
+def test_seam_steps_margin():
+  """A step at the volume's faces (a model's own edge effect) counts unless
+  the margin leaves it out; the borders keep their positions."""
+  y = np.zeros((40, 1), np.float32)
+  y[0] = -1.0  # The face.
+  y[16:] += 0.5  # A step across the border at 16 (patch 16, overlap 0.5: starts 0, 8, 16, 24).
+  assert sw.seam_steps(y, 16) == (0.5, 1.0)
+  assert sw.seam_steps(y, 16, margin=1) == (0.5, 0.0)
+  assert sw.seam_steps(y, 16, margin=17) == (0.0, 0.0)
