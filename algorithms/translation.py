@@ -55,13 +55,13 @@ def patch_layers(spatial):
   Images keep the paper's 3 (70x70 patches; sides of at least 24). Volumes
   are trained on small patches (16^3 or 32^3 on a CPU), where 3 would leave
   no output: they get the most, up to 3, that leave at least one logit per
-  axis (side / 2^n - 2 >= 1), e.g. 2 at 16^3 (34-voxel receptive field,
-  partly outside the patch) and 3 at 32^3.
+  axis (`pix2pix.min_patch_input`: side >= 3 * 2^n), e.g. 2 at 16^3
+  (34-voxel receptive field, partly outside the patch) and 3 at 32^3.
   """
   if len(spatial) == 2:
     return PATCH_LAYERS
   n = PATCH_LAYERS
-  while n > 1 and min(spatial) // 2 ** n - 2 < 1:
+  while n > 1 and min(spatial) < pix2pix_models.min_patch_input(n):
     n -= 1
   return n
 

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import algorithms
+from algorithms import translation
 from input import convert
 from input.medical import phantom_files
 from training import config as config_lib
@@ -72,6 +73,13 @@ class VolumeTrainingTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLen(data.voxel_spacing["image"], 3)
     # The plane of a [D, H, W] volume is H x W: its pixel spacing is H's and W's.
     self.assertEqual(data.pixel_spacing["image"], data.voxel_spacing["image"][1:])
+
+  def test_patch_discriminator_depth(self):
+    # Images keep the paper's 70x70 PatchGAN; a volume patch gets the most
+    # stride-2 layers (<= 3) that leave a logit: side >= 3 * 2^n.
+    self.assertEqual(translation.patch_layers((16, 16)), 3)
+    self.assertEqual([translation.patch_layers((s,) * 3) for s in (8, 12, 16, 23, 24, 64)],
+                     [1, 2, 2, 2, 3, 3])
 
   def test_mlp_and_cyclegan_refuse_volumes(self):
     tmp = self.create_tempdir().full_path
