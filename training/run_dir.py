@@ -123,8 +123,8 @@ def load_run(model_dir):
                      f"(no {config_lib.CONFIG_NAME} and {DATA_INFO_NAME})")
   with open(info_path, encoding="utf-8") as f:
     info = json.load(f)
-  # window, medical, pixel_spacing, holdout, resize and shapes: absent from
-  # run directories written before they existed.
+  # window, medical, pixel_spacing, holdout, resize, shapes and voxel_spacing:
+  # absent from run directories written before they existed.
   shapes = info.get("shapes")
   return config, base.DataInfo(kind=info["kind"], shape=tuple(info["shape"]),
                                num_classes=info["num_classes"], name=info["name"],
@@ -132,7 +132,8 @@ def load_run(model_dir):
                                pixel_spacing=info.get("pixel_spacing"),
                                holdout=info.get("holdout"), resize=info.get("resize"),
                                shapes=None if shapes is None else
-                               {k: tuple(v) for k, v in shapes.items()})
+                               {k: tuple(v) for k, v in shapes.items()},
+                               voxel_spacing=info.get("voxel_spacing"))
 
 
 def trackable_items(items):
