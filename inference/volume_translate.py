@@ -57,6 +57,7 @@ class PatchTranslator(volumes.VolumeTranslator):
     super().__init__(fn, data, direction, channels, stride=1, batch_size=batch_size)
     self.patch_size = tuple(int(s) for s in data.domain_shape(direction[0])[:3])
     self.overlap = overlap
+    self.training_spacing = (data.voxel_spacing or {}).get(self.source_domain)
 
   def translate(self, values, window):
     """[D, H, W] modality values -> [D, H, W] float32 in [-1, 1].
@@ -84,4 +85,6 @@ class PatchTranslator(volumes.VolumeTranslator):
     return {**super().record(direction),
             "sliding_window": {"patch_size": list(self.patch_size), "overlap": self.overlap,
                                "blending": BLENDING,
-                               "sigma_scale": sliding_window.SIGMA_SCALE}}
+                               "sigma_scale": sliding_window.SIGMA_SCALE,
+                               "grid": "each scan's own voxels, not resampled",
+                               "training_voxel_spacing": self.training_spacing}}

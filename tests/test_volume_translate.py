@@ -100,7 +100,9 @@ def test_identity_model_gives_back_the_scan(tmp_path, fake_run):
   with open(os.path.join(out, volumes.WINDOW_NAME), encoding="utf-8") as f:
     record = json.load(f)
   assert record["sliding_window"] == {"patch_size": [PATCH] * 3, "overlap": 0.25,
-                                      "blending": "gaussian", "sigma_scale": 0.125}
+                                      "blending": "gaussian", "sigma_scale": 0.125,
+                                      "grid": "each scan's own voxels, not resampled",
+                                      "training_voxel_spacing": None}
 
 
 def test_scan_smaller_than_a_patch(tmp_path, fake_run):
