@@ -9,10 +9,10 @@ windowed into [-1, 1] as the conversion windowed it and ordered [D, H, W] as
 `nifti.volume_to_slices` orders slices (D along the run's slice axis), is cut
 into patches of the training size with `--overlap`, run through the model a
 few patches at a time, and blended back with a Gaussian importance map
-(`inference.sliding_window`, as MONAI's sliding-window inferer), so that
-neither the scan's size nor its memory is bounded by what the model was
-trained on, and patch edges leave no seam. The voxels are translated on the
-scan's own grid (not resampled to the training spacing).
+(`inference.sliding_window`, as MONAI's sliding-window inferer): a scan of
+any size takes memory for itself, its output and one batch of patches, and
+the patch edges leave no seam. The voxels are translated on the scan's own
+grid (not resampled to the training spacing).
 """
 
 from absl import logging
