@@ -4,7 +4,9 @@ r"""Exports a trained generator as a SavedModel that needs only TensorFlow.
 
 Sampling algorithms get `serving_default(z[, labels]) -> images` (the EMA
 generator when the run has one); translation algorithms get
-`serving_default(images) -> images` at any size. Both take and return the
+`serving_default(images) -> images` at any size. Runs trained on volumes
+export the same one rank up (z -> [B, D, H, W, C]; [B, D, H, W, C] -> the
+same, the training patch size in export_info.json). Both take and return the
 model's range [-1, 1]; export_info.json records the data's window (DICOM and
 NIfTI data) to map outputs back to modality units. See `inference/export.py`.
 Exit codes: 0 written, 2 bad flags or model directory.
