@@ -26,8 +26,9 @@ windows used.
 
 A run trained on volumes (`pipeline.convert --volumes`, 3-D patches) takes
 each volume whole instead, windowed alike and ordered [D, H, W] as the
-slices are: the model slides over it in patches of the training size,
-`--overlap` apart, blended with Gaussian weights
+slices are, and resized to the scale the conversion gave the training
+volumes (and back at the end): the model slides over it in patches of the
+training size, `--overlap` apart, blended with Gaussian weights
 (`inference.volume_translate`); the output is written as above.
 """
 

@@ -11,8 +11,16 @@ into patches of the training size with `--overlap`, run through the model a
 few patches at a time, and blended back with a Gaussian importance map
 (`inference.sliding_window`, as MONAI's sliding-window inferer): a scan of
 any size takes memory for itself, its output and one batch of patches, and
-the patch edges leave no seam. The voxels are translated on the scan's own
-grid (not resampled to the training spacing).
+the patch edges leave no seam.
+
+Scale: the training volumes were resampled (`--spacing`) and fitted to
+`--volume_size` by the conversion, and the patches cut from them. A scan is
+first resized, whole, to the scale that the conversion would have given it
+(`resample.scaled_shape`, with the scan's own voxel size when the run used
+`--spacing`), translated there, and resized back onto its own grid, with
+the conversion's Lanczos (`resample.resize_volume`) both ways, as the 2-D
+path resizes slices: voxel (d, h, w) of the output lies where voxel (d, h, w)
+of the input does.
 """
 
 from absl import logging
@@ -21,6 +29,7 @@ import tensorflow as tf
 
 from inference import sliding_window
 from inference import volumes
+from input.medical import resample
 
 DEFAULT_OVERLAP = 0.5  # MONAI's sliding_window_inference uses 0.25; the issue asks 0.5.
 PATCH_BATCH = 4  # Patches per model call: 4 x 64^3 x 1 float32 is 4 MiB in.
@@ -58,24 +67,48 @@ class PatchTranslator(volumes.VolumeTranslator):
     self.patch_size = tuple(int(s) for s in data.domain_shape(direction[0])[:3])
     self.overlap = overlap
     self.training_spacing = (data.voxel_spacing or {}).get(self.source_domain)
+    medical = data.medical or {}
+    self.mm, self.volume_size = medical.get("spacing"), medical.get("volume_size")
 
-  def translate(self, values, window):
+  def model_shape(self, shape, spacing):
+    """The size a [D, H, W] scan of voxel size `spacing` (mm, or None) is
+    translated at: the conversion's scale (`resample.scaled_shape`).
+
+    Raises:
+      ValueError: the run was converted with --spacing and the scan's voxel
+        size is not known.
+    """
+    try:
+      return resample.scaled_shape(shape, spacing, self.mm, self.volume_size, self.resize)
+    except ValueError as e:
+      raise ValueError(f"a scan of {'x'.join(map(str, shape))} voxels: {e} (the run was "
+                       "converted with it)") from None
+
+  def translate(self, values, window, spacing=None):
     """[D, H, W] modality values -> [D, H, W] float32 in [-1, 1].
 
-    The volume is windowed (`volumes.to_model`), translated by
-    `sliding_window.sliding_window` with the training patch, `overlap` and
-    Gaussian blending, and its channels averaged to one.
+    The volume is windowed (`volumes.to_model`), resized to `model_shape`,
+    translated by `sliding_window.sliding_window` with the training patch,
+    `overlap` and Gaussian blending, its channels averaged to one, and
+    resized back to its own shape.
+
+    Args:
+      values: [D, H, W] modality values.
+      window: the source `Window`.
+      spacing: the scan's (D, H, W) voxel size in mm, or None when unknown.
     """
-    x = volumes.to_model(values, window)[..., None]
+    shape = tuple(values.shape)
+    scaled = self.model_shape(shape, spacing)
+    x = resample.resize_volume(volumes.to_model(values, window), scaled)[..., None]
     if self.channels > 1:
       x = np.repeat(x, self.channels, axis=-1)
-    logging.info("Translating a %s volume in %d patch(es) of %s (overlap %g)",
-                 "x".join(map(str, values.shape)),
-                 sliding_window.num_patches(values.shape, self.patch_size, self.overlap),
+    logging.info("Translating a %s volume at %s in %d patch(es) of %s (overlap %g)",
+                 "x".join(map(str, shape)), "x".join(map(str, scaled)),
+                 sliding_window.num_patches(scaled, self.patch_size, self.overlap),
                  "x".join(map(str, self.patch_size)), self.overlap)
     y = sliding_window.sliding_window(x, self._run, self.patch_size, self.overlap,
                                       self.batch_size, BLENDING)
-    return y.mean(axis=-1)
+    return resample.resize_volume(y.mean(axis=-1), shape)
 
   def _run(self, patches):
     return self.fn(tf.constant(patches))
@@ -86,5 +119,6 @@ class PatchTranslator(volumes.VolumeTranslator):
             "sliding_window": {"patch_size": list(self.patch_size), "overlap": self.overlap,
                                "blending": BLENDING,
                                "sigma_scale": sliding_window.SIGMA_SCALE,
-                               "grid": "each scan's own voxels, not resampled",
+                               "grid": "resized to the conversion's scale and back "
+                                       "(resample.scaled_shape)",
                                "training_voxel_spacing": self.training_spacing}}

@@ -331,8 +331,11 @@ class VolumeTranslator:
     conversion gave the model its slices (`images.scaled_shape`)."""
     return images.scaled_shape(rows, cols, *self.size, self.resize)
 
-  def translate(self, values, window):
+  def translate(self, values, window, spacing=None):
     """[S, rows, cols] modality values -> [S, rows, cols] float32 in [-1, 1].
+
+    `spacing` (the volume's (D, H, W) mm) is read by `PatchTranslator`; a
+    slice is scaled by its size alone (`model_shape`).
 
     Each slice is windowed, stacked with its context when the run has one
     (`medical_volume.context_stacks`: slices s - K .. s + K, the end slices
@@ -346,6 +349,7 @@ class VolumeTranslator:
     the slice's own grid: voxel (r, c) of the output lies where voxel (r, c)
     of the input does.
     """
+    del spacing
     x = medical_volume.context_stacks(to_model(values, window), self.context_slices)
     rows, cols = x.shape[1:3]
     height, width = self.model_shape(rows, cols)
@@ -416,7 +420,8 @@ def translate_nifti(translator, path, output, fmt):
       skipped.append((full, f"unreadable NIfTI: {images.first_line(e)}"))
       continue
     windows = [translator.window_for(volume) for volume in slices]
-    y = np.stack([translator.translate(v, w) for v, w in zip(slices, windows)])
+    spacing = nifti.dhw_spacing(img, translator.axis)
+    y = np.stack([translator.translate(v, w, spacing) for v, w in zip(slices, windows)])
     if fmt == "nifti":
       target = os.path.join(output, rel)
       os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -477,7 +482,9 @@ def translate_dicom(translator, root, output, fmt, salt_dir):
       skipped.append((name, "colour series: no modality units to window"))
       continue
     window = translator.window_for(values)
-    y = translator.translate(values, window)
+    # (D, H, W) mm: the affine maps (column, row, slice) indices to mm.
+    y = translator.translate(values, window, None if affine is None else
+                             tuple(np.linalg.norm(affine[:3, [2, 1, 0]], axis=0)))
     if fmt == "nifti":
       target = os.path.join(output, f"{name}.nii.gz")
       if affine is not None:

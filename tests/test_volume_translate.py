@@ -20,6 +20,7 @@ from inference import sampling
 from inference import translate
 from inference import volume_translate
 from inference import volumes
+from input.medical import nifti
 
 nib = pytest.importorskip("nibabel")
 
@@ -36,11 +37,12 @@ class _FakeTranslation:
   inference = algorithms.TRANSLATION
   stride = 1
 
-  def __init__(self, shape):
+  def __init__(self, shape, **conversion):
     window = {"low": LOW, "high": HIGH, "units": "", "source": "50,200"}
     self.data = base.DataInfo("paired", shape, 0, "fake", window={"A": window, "B": window},
                               medical={"format": "nifti", "window": "50,200",
-                                       "slice_axis": "axial"})
+                                       "slice_axis": "axial", "volumes": len(shape) == 4,
+                                       **conversion})
     self.config = type("Config", (), {"algo": "pix2pix"})()
     self.shapes = []
 
@@ -57,8 +59,8 @@ class _FakeTranslation:
 
 @pytest.fixture
 def fake_run(monkeypatch):
-  def use(shape):
-    algorithm = _FakeTranslation(shape)
+  def use(shape, **conversion):
+    algorithm = _FakeTranslation(shape, **conversion)
     monkeypatch.setattr(sampling, "load_algorithm", lambda *_: (algorithm, 7))
     return algorithm
   return use
@@ -101,7 +103,8 @@ def test_identity_model_gives_back_the_scan(tmp_path, fake_run):
     record = json.load(f)
   assert record["sliding_window"] == {"patch_size": [PATCH] * 3, "overlap": 0.25,
                                       "blending": "gaussian", "sigma_scale": 0.125,
-                                      "grid": "each scan's own voxels, not resampled",
+                                      "grid": "resized to the conversion's scale and back "
+                                              "(resample.scaled_shape)",
                                       "training_voxel_spacing": None}
 
 
@@ -137,3 +140,38 @@ def test_images_refused_for_a_volume_run(tmp_path, fake_run):
                      r"\(8, 8, 8, 1\)\); .* holds images: give NIfTI volumes or DICOM series"):
     translate.run(translate.TranslateConfig(model_dir="run", input=folder,
                                             output=os.path.join(tmp_path, "out")))
+
+
+def test_scan_translated_at_the_conversions_scale(tmp_path, fake_run):
+  # Volumes fitted to 8^3 from 16^3 scans: a 16^3 scan is translated at 8^3
+  # (one patch) and resized back; a constant stays that constant.
+  algorithm = fake_run((PATCH, PATCH, PATCH, 1), volume_size=[8, 8, 8])
+  path = os.path.join(tmp_path, "in", "flat.nii.gz")
+  os.makedirs(os.path.dirname(path))
+  nib.save(nib.Nifti1Image(np.full((16, 16, 16), 70.0, np.float32), AFFINE), path)
+  result = translate.run(translate.TranslateConfig(model_dir="run", input=path,
+                                                   output=os.path.join(tmp_path, "out")))
+  assert sum(s[0] for s in algorithm.shapes) == 1  # One 8^3 patch, at the training scale.
+  img = nib.load(result.written[0])
+  assert img.shape == (16, 16, 16)
+  np.testing.assert_allclose(img.get_fdata(), 70.0, rtol=0, atol=(HIGH - LOW) / 65535)
+
+
+def test_scan_resampled_to_the_runs_spacing(tmp_path, fake_run):
+  # Converted with --spacing=2 (no --volume_size). The scan: voxel axes i, j, k
+  # of 2, 1 and 1.5 mm (AFFINE), i.e. canonical x, y, z of 2, 1.5 and 1 mm and
+  # (11, 9, 13) voxels; axial [D, H, W] = z, y, x: (13, 9, 11) voxels of (1, 1.5,
+  # 2) mm -> at 2 mm round(6.5) = 6, round(6.75) = 7 and 11 voxels.
+  algorithm = fake_run((PATCH, PATCH, PATCH, 1), spacing=2.0)
+  path, values = _scan(tmp_path)
+  translator = volume_translate.PatchTranslator(None, algorithm.data, "AtoB", 1)
+  assert nib.load(path).shape == (11, 13, 9)
+  assert nifti.dhw_spacing(nib.load(path), "axial") == (1.0, 1.5, 2.0)
+  assert translator.model_shape((13, 9, 11), (1.0, 1.5, 2.0)) == (6, 7, 11)
+  with pytest.raises(ValueError, match=r"13x9x11 voxels: .*no voxel spacing.*--spacing=2"):
+    translator.model_shape((13, 9, 11), None)
+  result = translate.run(translate.TranslateConfig(model_dir="run", input=path,
+                                                   output=os.path.join(tmp_path, "out")))
+  # 6 x 7 x 11 at 2 mm, padded to one 8-voxel patch along D and H, two along W.
+  assert sum(s[0] for s in algorithm.shapes) == 2
+  assert nib.load(result.written[0]).shape == values.shape

@@ -91,6 +91,14 @@ def plane_spacing(zooms, axis):
   return float(zooms[v]), float(zooms[u])
 
 
+def dhw_spacing(img, axis):
+  """The voxel size (D, H, W) in mm of a loaded image's volume cut along
+  `axis`: D between its slices, H between rows, W between columns (as
+  `volume_to_slices` orders them)."""
+  zooms = canonical_shape(img.header.get_zooms()[:3], img.affine)
+  return (float(zooms[AXES[axis]]),) + plane_spacing(zooms, axis)
+
+
 def scan(path, axis, volume_index, patient_from=None):
   """The volumes of a NIfTI file or folder, read from headers only.
 

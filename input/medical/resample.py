@@ -146,6 +146,27 @@ def geometry(shape, spacing, mm=None, size=None, mode="crop"):
   return Geometry(shape, spacing, resampled, resampled_spacing, out, stored)
 
 
+def scaled_shape(shape, spacing, mm=None, size=None, mode="crop"):
+  """The size a whole volume takes at the scale the conversion gives it: the
+  3-D `images.scaled_shape`.
+
+  The conversion resamples to `--spacing` (`mm`), crops or pads to the
+  output's proportions (`fitted_box`) and resizes that onto `--volume_size`;
+  at the same scale the whole volume is resampled * size / box along each
+  axis, rounded. Translating a scan resizes it to this size and back
+  (`inference.volume_translate`), so that the model sees anatomy at the
+  scale of its training patches.
+
+  Args: as `geometry`.
+
+  Raises:
+    ValueError: `mm` given for a volume without a spacing (`geometry`).
+  """
+  geom = geometry(shape, spacing, mm, size, mode)
+  box = fitted_box(geom.resampled_shape, geom.shape, mode)
+  return tuple(max(1, round(r * o / b)) for r, o, b in zip(geom.resampled_shape, geom.shape, box))
+
+
 def apply(codes, geom, mode):
   """Brings a volume's 16-bit codes [D, H, W] to `geom.shape`.
 
