@@ -55,6 +55,38 @@ def tiny_config(algo, model_dir, **kwargs):
   return config_lib.TrainConfig(**defaults)
 
 
+def check_two_replicas_equal_one(test, make_config, algo, extra):
+  """Trains `algo` on 1 and on 2 replicas (same global batch and noise) and
+  checks that every weight and the losses agree, and that training moved at
+  least a third of the weights away from where a zero-rate step leaves them.
+
+  Args:
+    test: the `tf.test.TestCase` asserting.
+    make_config: `(algo, model_dir, **kwargs) -> TrainConfig` (a tiny one).
+    algo: the algorithm.
+    extra: more settings for every run.
+  """
+  tmp = test.create_tempdir().full_path
+  one = trainer.run(make_config(algo, os.path.join(tmp, "one"), cpu_replicas=1, **extra))
+  two = trainer.run(make_config(algo, os.path.join(tmp, "two"), cpu_replicas=2, **extra))
+  test.assertEqual(one.strategy.num_replicas_in_sync, 1)
+  test.assertEqual(two.strategy.num_replicas_in_sync, 2)
+  w1, w2 = weights(one), weights(two)
+  test.assertEqual(sorted(w1), sorted(w2))
+  init = trainer.run(make_config(algo, os.path.join(tmp, "init"), cpu_replicas=1,
+                                 train_steps=1, lr_g=0.0, lr_d=0.0, **extra))
+  w0 = weights(init)
+  moved = 0
+  for name in w1:
+    test.assertAllClose(w1[name], w2[name], rtol=equivalence.REPLICAS_RTOL,
+                        atol=equivalence.REPLICAS_ATOL, msg=name)
+    moved += not np.allclose(w1[name], w0[name])
+  test.assertGreater(moved, len(w1) // 3)  # Training did change the weights.
+  for key in ("d_loss", "g_loss"):
+    test.assertAllClose(one.metrics[key], two.metrics[key], rtol=equivalence.REPLICAS_RTOL,
+                        atol=equivalence.REPLICAS_ATOL)
+
+
 _THREE_REPLICAS = """
 import json, sys
 from absl import flags
@@ -96,25 +128,7 @@ class ReplicaEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
     self._check(algo, {})
 
   def _check(self, algo, extra):
-    tmp = self.create_tempdir().full_path
-    one = trainer.run(tiny_config(algo, os.path.join(tmp, "one"), cpu_replicas=1, **extra))
-    two = trainer.run(tiny_config(algo, os.path.join(tmp, "two"), cpu_replicas=2, **extra))
-    self.assertEqual(one.strategy.num_replicas_in_sync, 1)
-    self.assertEqual(two.strategy.num_replicas_in_sync, 2)
-    w1, w2 = weights(one), weights(two)
-    self.assertEqual(sorted(w1), sorted(w2))
-    init = trainer.run(tiny_config(algo, os.path.join(tmp, "init"), cpu_replicas=1,
-                                   train_steps=1, lr_g=0.0, lr_d=0.0, **extra))
-    w0 = weights(init)
-    moved = 0
-    for name in w1:
-      self.assertAllClose(w1[name], w2[name], rtol=equivalence.REPLICAS_RTOL,
-                          atol=equivalence.REPLICAS_ATOL, msg=name)
-      moved += not np.allclose(w1[name], w0[name])
-    self.assertGreater(moved, len(w1) // 3)  # Training did change the weights.
-    for key in ("d_loss", "g_loss"):
-      self.assertAllClose(one.metrics[key], two.metrics[key], rtol=equivalence.REPLICAS_RTOL,
-                          atol=equivalence.REPLICAS_ATOL)
+    check_two_replicas_equal_one(self, tiny_config, algo, extra)
 
   @pytest.mark.slow
   def test_three_replicas_equal_one(self):

@@ -15,7 +15,7 @@ from algorithms import translation
 from input import convert
 from input.medical import phantom_files
 from training import config as config_lib
-from training import equivalence
+from tests import test_train
 from training import trainer
 from training.equivalence import weights
 
@@ -109,21 +109,7 @@ class VolumeReplicaEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
     self._check(algo, extra)
 
   def _check(self, algo, extra):
-    tmp = self.create_tempdir().full_path
-    one = trainer.run(tiny_config(algo, os.path.join(tmp, "one"), cpu_replicas=1, **extra))
-    two = trainer.run(tiny_config(algo, os.path.join(tmp, "two"), cpu_replicas=2, **extra))
-    self.assertEqual(two.strategy.num_replicas_in_sync, 2)
-    w1, w2 = weights(one), weights(two)
-    self.assertEqual(sorted(w1), sorted(w2))
-    init = trainer.run(tiny_config(algo, os.path.join(tmp, "init"), cpu_replicas=1,
-                                   train_steps=1, lr_g=0.0, lr_d=0.0, **extra))
-    w0 = weights(init)
-    moved = 0
-    for name in w1:
-      self.assertAllClose(w1[name], w2[name], rtol=equivalence.REPLICAS_RTOL,
-                          atol=equivalence.REPLICAS_ATOL, msg=name)
-      moved += not np.allclose(w1[name], w0[name])
-    self.assertGreater(moved, len(w1) // 3)  # Training did change the weights.
+    test_train.check_two_replicas_equal_one(self, tiny_config, algo, extra)
 
 
 class VolumeResumeTest(tf.test.TestCase, parameterized.TestCase):
