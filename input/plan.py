@@ -139,6 +139,7 @@ class Plan:
         raise ConvertError(str(e)) from None
       if config.split_file:
         self.holdout["split_file"] = os.path.abspath(config.split_file)
+    items = source.finish_split(items)  # Its SourceError: `convert.run` reports it.
     if not any(items.values()):
       raise ConvertError(f"source {source.spec!r} holds no examples")
     self.kind = source.kind

@@ -94,6 +94,20 @@ class Source:
   def label_names(self):
     return None
 
+  def finish_split(self, items):
+    """The items of each split once `--holdout` has made the split (called
+    with the source's own splits when there is none).
+
+    Args:
+      items: {split: [Item, ...]}.
+
+    Returns:
+      {split: [Item, ...]}; the default: as they are. Paired 3-D patches
+      store their held-out split as tiles of whole volumes
+      (`input.medical.volume_records`).
+    """
+    return items
+
   def load(self, item):
     """Returns the `Example` of one item; raises BadImageError."""
     raise NotImplementedError

@@ -17,16 +17,21 @@ kernel applied separably):
    paired N^3 patches per pair instead of the pair: the same positions in A
    and B, centred on voxels of the B (target) side's body mask
    (`input.medical.mask.auto_mask` of its codes), drawn from `--seed` and the
-   pair's id (`patch_corners`).
+   pair's id (`patch_corners`). The held-out split (`--holdout`) stores
+   each held-out pair as tiles instead (`input.medical.tiles`: N^3 tiles
+   every N voxels, the last flush with the border), so that
+   `pipeline.evaluate` can reassemble and score whole held-out volumes.
 
-Keys: a volume's id (`<id>`, a pair's pseudonym for paired data), or
-`<pair id>/p<k>` for patch k; the items carry the volume's patient and
-study, so `--holdout` keeps whole patients on one side as for slices. The
-manifest's `medical` record adds `volumes`, `volume_size`, `spacing`,
+Keys: a volume's id (`<id>`, a pair's pseudonym for paired data),
+`<pair id>/p<k>` for patch k, or `<pair id>/t<k>` for tile k of a held-out
+pair; the items carry the volume's patient and study, so `--holdout` keeps
+whole patients on one side as for slices. The manifest's `medical` record
+adds `volumes`, `volume_size`, `spacing`,
 `voxel_spacing` ({domain: [d, h, w] mm of the stored voxels}, each domain's
 median where its volumes differ; a domain none of whose volumes knows its
 spacing is left out, and the log says how many lack one) and, for patches,
-`patch_size` and `patches_per_volume`; each series entry its
+`patch_size` and `patches_per_volume` (and `test_split: "tiles"` when a
+held-out split was tiled); each series entry its
 `source_spacing`, `resampled_spacing` and `voxel_spacing` (None where
 unknown), and the manifest's `patch_corners` where each patch was cut.
 """
@@ -43,6 +48,7 @@ from input import images
 from input.medical import mask as mask_lib
 from input.medical import resample
 from input.medical import source as medical
+from input.medical import tiles as tiles_lib
 from input.medical import window as window_lib
 from input.source_base import Example, Item, SourceError
 
@@ -206,6 +212,7 @@ class VolumeSource(medical.MedicalSource):
     self._geometry = {}  # id -> resample.Geometry
     self._fitted = collections.OrderedDict()  # Per process: id -> uint16 [D, H, W].
     self._corners = {}  # Per process: pair id -> [K, 3].
+    self._tiles = {}  # Held-out pair id -> [T, 3] tile corners (`finish_split`).
 
   # --- Listing: one item per volume, or per patch. ---
 
@@ -227,6 +234,32 @@ class VolumeSource(medical.MedicalSource):
     if o.patch_size is None:
       return [Item(pid, **common)]
     return [Item(f"{pid}/p{k:03d}", index=k, **common) for k in range(o.patches_per_volume)]
+
+  def finish_split(self, items):
+    """Paired 3-D patches: the held-out split's pairs as tiles (see the
+    module docstring); everything else as it is.
+
+    Raises:
+      SourceError: a pair with patches on both sides of the split
+        (`--split_by=file` holds out single patches).
+    """
+    o = self.volume_options
+    if o.patch_size is None or "test" not in items:
+      return items
+    trained = {it.series for split, its in items.items() if split != "test" for it in its}
+    tiled = []
+    for it in items["test"]:
+      if it.series in self._tiles:
+        continue
+      if it.series in trained:
+        raise SourceError(f"pair {it.series!r} has patches in both train and test: the "
+                          "held-out split of --patch_size is stored as tiles of whole volumes, "
+                          "so hold out whole pairs with --split_by=patient|study|series")
+      shape = self._geometry[self._pairs[it.series][1]].shape
+      self._tiles[it.series] = tiles_lib.tile_corners(shape, o.patch_size)
+      tiled += [Item(f"{it.series}/t{k:04d}", index=k, series=it.series, patient=it.patient,
+                     study=it.study) for k in range(len(self._tiles[it.series]))]
+    return {**items, "test": tiled}
 
   def _plan_geometry(self, v):
     o = self.volume_options
@@ -316,13 +349,16 @@ class VolumeSource(medical.MedicalSource):
     o = self.volume_options
     if o.patch_size is None:
       return Example({"image_a": va[..., None], "image_b": vb[..., None]}, windows=windows)
-    if item.series not in self._corners:
-      window = self._windows[b]
-      body = mask_lib.auto_mask(vb.astype(np.float64), 0.0,
-                                per_volume=window.source.startswith("percentile"))
-      self._corners = {item.series: patch_corners(body, o.patch_size, o.patches_per_volume,
-                                                  o.seed, item.series)}
-    corner = self._corners[item.series][item.index]
+    if item.series in self._tiles:  # A held-out pair: tile k of its grid.
+      corner = self._tiles[item.series][item.index]
+    else:
+      if item.series not in self._corners:
+        window = self._windows[b]
+        body = mask_lib.auto_mask(vb.astype(np.float64), 0.0,
+                                  per_volume=window.source.startswith("percentile"))
+        self._corners = {item.series: patch_corners(body, o.patch_size, o.patches_per_volume,
+                                                    o.seed, item.series)}
+      corner = self._corners[item.series][item.index]
     box = tuple(slice(c, c + o.patch_size) for c in corner)
     return Example({"image_a": va[box][..., None], "image_b": vb[box][..., None]},
                    windows=windows, corner=tuple(int(c) for c in corner))
@@ -352,6 +388,8 @@ class VolumeSource(medical.MedicalSource):
         spacing=o.spacing, voxel_spacing=voxel_spacing or None)
     if o.patch_size is not None:
       extra["medical"].update(patch_size=o.patch_size, patches_per_volume=o.patches_per_volume)
+    if self._tiles:  # Absent: no held-out split, or data converted before tiles.
+      extra["medical"]["test_split"] = "tiles"
     return extra
 
   def __getstate__(self):
