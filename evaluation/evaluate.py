@@ -28,6 +28,11 @@ points themselves, and the figures add modes covered and the fraction of
 high-quality samples (`evaluation.mode_coverage`, the VEEGAN/PacGAN protocol)
 on the first 2,500 generated samples.
 
+Volumes (`pipeline.convert --volumes`): the 2-D feature network sees each
+volume's three orthogonal mid-planes, each an image, so the figures are
+those of the mid-plane images (`evaluation.volume_features`; the protocol
+says so under "volumes").
+
 `--memorization` adds a memorization audit (`evaluation.memorization`): each
 sample's distance to its nearest training image against the held-out
 images', under "memorization" in the results, with the picture
@@ -51,11 +56,12 @@ from evaluation import metrics
 from evaluation import mode_coverage
 from evaluation import paired
 from evaluation import paired_data
+from evaluation import volume_features
+from evaluation.real_data import Real, real_batches, resolve_real  # Also evaluate.Real etc.
 from inference import sampling
 from input import cache
 from input import images as images_lib
 from input import manifest as manifest_lib
-from input import reader
 from settings import setting
 from training import run_dir
 
@@ -155,78 +161,6 @@ class EvaluateConfig:
       raise ValueError(f"--num_real must be >= 0, got {self.num_real}")
 
 
-# --- Real data -------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Real:
-  data_dir: str
-  manifest: dict
-  split: str
-  feature: str  # image | image_b | vector
-  count: int  # examples that will be read
-
-  @property
-  def is_vector(self):
-    return self.feature == "vector"
-
-  @property
-  def shape(self):
-    return tuple(self.manifest["features"][self.feature]["shape"])
-
-  @property
-  def max_value(self):
-    if self.is_vector:
-      return None
-    return 255.0 if self.manifest["features"][self.feature]["dtype"] == "uint8" else 65535.0
-
-  @property
-  def manifest_sha256(self):
-    with open(os.path.join(self.data_dir, manifest_lib.MANIFEST_NAME), "rb") as f:
-      return hashlib.sha256(f.read()).hexdigest()
-
-
-def resolve_real(config):
-  """The real data's directory, split and feature; converts sources on first use.
-
-  Raises:
-    ValueError: unknown data, a split it lacks, or an unpaired split that
-      names no domain.
-  """
-  spec = config.real
-  data_dir = cache.resolve(spec, cache_dir=config.data_cache, image_size=config.image_size,
-                           flag="--real")
-  manifest = manifest_lib.load(data_dir)
-  split = config.real_split
-  if manifest["kind"] == "unpaired" and split not in manifest["splits"]:
-    raise ValueError(f"{spec!r} is unpaired data: name one domain with --real_split (one of "
-                     f"{', '.join(sorted(manifest['splits']))})")
-  if split not in manifest["splits"]:
-    raise ValueError(f"{spec!r} has no split {split!r}; it has "
-                     f"{', '.join(sorted(manifest['splits']))}")
-  feature = {"image": "image", "unpaired": "image", "paired": "image_b",
-             "vector": "vector"}[manifest["kind"]]
-  available = manifest["splits"][split]["num_examples"]
-  count = available if not config.num_real else min(config.num_real, available)
-  if config.num_real and available < config.num_real:
-    logging.warning("--num_real=%d but split %s of %s has %d examples; using them all",
-                    config.num_real, split, data_dir, available)
-  return Real(data_dir, manifest, split, feature, count)
-
-
-def real_batches(real, batch_size):
-  ds = reader.make_dataset(reader.ReaderConfig(
-      real.data_dir, split=real.split, shuffle_buffer=0, repeat=False, drop_remainder=False,
-      deterministic=True), batch_size)
-  left = real.count
-  for batch in ds.as_numpy_iterator():
-    x = batch[real.feature][:left]
-    left -= len(x)
-    yield x
-    if left <= 0:
-      return
-
-
 # --- Generated samples -----------------------------------------------------------
 
 
@@ -271,8 +205,9 @@ def _fake_source(config, real):
     batches = (x[i:i + batch_size] for i in range(0, len(x), batch_size))
     return {"npz": os.path.abspath(path)}, batches, len(x)
   if os.path.isdir(path):
-    if real.is_vector:
-      raise ValueError("2-D vector data is compared with a .npz or a model, not a folder")
+    if real.is_vector or len(real.shape) == 4:
+      raise ValueError(f"{'2-D vector data' if real.is_vector else 'volume data'} is compared "
+                       "with a .npz or a model, not a folder of images")
     files = [os.path.join(path, f) for f in images_lib.list_image_files(path)[0][:num]]
     if not files:
       raise ValueError(f"--samples {path!r} holds no images "
@@ -310,7 +245,7 @@ def _accumulate(net, batches, max_kept, want_logits, quantize=None, keep_first=0
     if kept < keep_first:
       first.append(np.asarray(x[:keep_first - kept], np.float32))
       kept += len(first[-1])
-    feats, lg = net(x)
+    feats, lg = volume_features.features(net, x)
     stats.update(feats)
     if observe is not None:
       observe(x, feats)
@@ -444,6 +379,8 @@ def compare(reference, fake_info, fake_batches, observe=None):
                                 "FID uses every sample"},
       "inception_score": {"splits": min(10, len(logits))} if logits is not None else None,
   }
+  if len(real.shape) == 4:  # Volumes [D, H, W, C]: images of their mid-planes.
+    protocol["volumes"] = volume_features.PROTOCOL
   if real.is_vector and "builtin" in real.manifest:
     info = real.manifest["builtin"]
     if "centers" in info:
@@ -454,46 +391,6 @@ def compare(reference, fake_info, fake_batches, observe=None):
           "samples": len(points), "high_quality": "within 3 std of the nearest mode",
           "covered": "a mode with >= 20 high-quality samples", "per_mode": stats["per_mode"]}
   return {"metrics": results, "protocol": protocol, "cache": reference.cache}
-
-
-def _whole_split(real, split):
-  return dataclasses.replace(real, split=split,
-                             count=real.manifest["splits"][split]["num_examples"])
-
-
-def _memorization_audit(config, real, net, train_split):
-  """A memorization audit holding every training image and its features."""
-  train = _whole_split(real, train_split)
-  logging.info("Memorization: features of the %d training images (%s)", train.count, train_split)
-  audit = memorization_lib.Audit(real.shape, real.max_value, config.memorization_k)
-  for x in real_batches(train, config.batch_size):
-    audit.add_train(x, net(x)[0])
-  return audit
-
-
-def _memorization_report(config, real, net, audit, test_split):
-  """Adds the held-out images to `audit`; its report, the picture written
-  beside `config.output` (none without it)."""
-  test = _whole_split(real, test_split)
-  logging.info("Memorization: features of the %d held-out images (%s)", test.count, test_split)
-  for x in real_batches(test, config.batch_size):
-    audit.add_test(x, net(x)[0])
-  png = None
-  if config.output:
-    out_dir = os.path.dirname(os.path.abspath(config.output))
-    os.makedirs(out_dir, exist_ok=True)
-    png = os.path.join(out_dir, memorization_lib.PAIRS_NAME)
-  report = audit.report(png)
-  for space in memorization_lib.SPACES:
-    if report[space]["test_copies"]:
-      logging.warning("Memorization: %d of %d held-out images fall under the copy threshold in "
-                      "%s space; samples are judged against that rate. Many mean near-duplicate "
-                      "images in the data, patients shared by the splits, or features too coarse "
-                      "to tell images apart", report[space]["test_copies"], report["num_test"],
-                      space)
-  (logging.warning if report["memorized"] else logging.info)(
-      "%s", memorization_lib.summary_line(report))
-  return report
 
 
 def _check_named_inputs(config):
@@ -538,11 +435,11 @@ def run(config):
     audit_split.check(config, real)
   net = _feature_network(config, real)  # A bad network fails before a model is loaded.
   fake_info, fake_batches, _ = _fake_source(config, real)
-  audit = _memorization_audit(config, real, net, splits[0]) if splits else None
+  audit = memorization_lib.audit_train(config, real, net, splits[0]) if splits else None
   out = compare(prepare(config, real, net), fake_info, fake_batches,
                 observe=audit.add_samples if audit else None)
   if audit:
-    out["memorization"] = _memorization_report(config, real, net, audit, splits[1])
+    out["memorization"] = memorization_lib.audit_report(config, real, net, audit, splits[1])
   out["seconds"] = round(time.time() - start, 1)
   if config.output:
     os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)

@@ -40,15 +40,30 @@ byte a value for 8-bit data) with their features; samples and held-out images
 stream through, and distances are computed in chunks of about
 `CHUNK_VALUES` numbers.
 
+Volumes (`pipeline.convert --volumes`, a sampling run trained on them): the
+pixel space is the whole volume (the RMS difference of its [-1, 1] voxels),
+so a copy is a copy everywhere, not on some planes. The feature space is
+that of the three orthogonal mid-planes (`training.samples.mid_slices`, the
+planes the sample grids show): each plane goes through the 2-D feature
+network and a volume's vector is its three planes' features concatenated
+(`evaluation.volume_features`), because the feature networks are 2-D and a
+volume's mid-planes are what people look at; a copy of a training volume
+has the same mid-planes, and so ratio 0 in both spaces. The pairs picture
+shows each volume's mid-planes.
+
 The picture `memorization_pairs.png` shows the `k` samples with the lowest
 pixel ratio, each row a (sample, its nearest training image) pair, most
 copy-like first.
 """
 
 import math
+import os
 
+from absl import logging
 import numpy as np
 
+from evaluation import real_data
+from evaluation import volume_features
 from training import samples as samples_lib
 
 NEIGHBOURS = 50  # Carlini et al. 2023's n.
@@ -209,7 +224,7 @@ class Audit:
   def __init__(self, shape, max_value, k=8):
     """
     Args:
-      shape: (H, W, C) of the images.
+      shape: (H, W, C) of the images, or (D, H, W, C) of volumes.
       max_value: 255 or 65535, the real data's top level.
       k: pairs in the picture.
     """
@@ -230,12 +245,13 @@ class Audit:
     self.num_samples = 0
 
   def add_train(self, images, features):
-    """A batch of training images ([-1, 1]) and their features; all of them
-    come before the first sample or held-out batch."""
+    """A batch of training images ([-1, 1]) and their features (rows of
+    `volume_features.features`); all of them come before the first sample or
+    held-out batch."""
     if self.train is not None:
       raise ValueError("training images after the first query")
     self._train_parts.append((to_levels(images, self.max_value),
-                              np.asarray(features, np.float32)))
+                              volume_features.per_example(features, len(images))))
 
   def _index(self):
     if self.train is None:
@@ -254,7 +270,8 @@ class Audit:
     train, train_features = self._index()
     levels = to_levels(images, self.max_value)
     pixel, index = nearest(levels, train, NEIGHBOURS)
-    feature, _ = nearest(np.asarray(features, np.float32), train_features, NEIGHBOURS)
+    feature, _ = nearest(volume_features.per_example(features, len(images)), train_features,
+                         NEIGHBOURS)
     return levels, {"pixel": (pixel[:, 0] * self.scale, copy_ratio(pixel)),
                     "feature": (feature[:, 0], copy_ratio(feature))}, index
 
@@ -318,4 +335,51 @@ class Audit:
         "pixel": "RMS difference of the [-1, 1] images at the data's bit depth",
         "pairs": f"the {self.k} samples with the lowest pixel ratio, most copy-like first "
                  "(sample and train: indices in generation and shard order)"}
+    if len(self.shape) == 4:
+      out["protocol"]["volumes"] = ("pixel: the whole volume; feature: the three orthogonal "
+                                    "mid-planes' features concatenated; picture: mid-planes")
     return out
+
+
+# --- pipeline.evaluate --memorization -------------------------------------------------
+
+
+def audit_train(config, real, net, train_split):
+  """An `Audit` holding every training image of `real` and its features.
+
+  Args:
+    config: an `evaluate.EvaluateConfig` (`batch_size`, `memorization_k`).
+    real: the `real_data.Real` data.
+    net: the feature network.
+    train_split: the training split (`split_names`).
+  """
+  train = real_data.whole_split(real, train_split)
+  logging.info("Memorization: features of the %d training images (%s)", train.count, train_split)
+  audit = Audit(real.shape, real.max_value, config.memorization_k)
+  for x in real_data.real_batches(train, config.batch_size):
+    audit.add_train(x, volume_features.features(net, x)[0])
+  return audit
+
+
+def audit_report(config, real, net, audit, test_split):
+  """Adds the held-out images to `audit`; its report, the picture written
+  beside `config.output` (none without it)."""
+  test = real_data.whole_split(real, test_split)
+  logging.info("Memorization: features of the %d held-out images (%s)", test.count, test_split)
+  for x in real_data.real_batches(test, config.batch_size):
+    audit.add_test(x, volume_features.features(net, x)[0])
+  png = None
+  if config.output:
+    out_dir = os.path.dirname(os.path.abspath(config.output))
+    os.makedirs(out_dir, exist_ok=True)
+    png = os.path.join(out_dir, PAIRS_NAME)
+  report = audit.report(png)
+  for space in SPACES:
+    if report[space]["test_copies"]:
+      logging.warning("Memorization: %d of %d held-out images fall under the copy threshold in "
+                      "%s space; samples are judged against that rate. Many mean near-duplicate "
+                      "images in the data, patients shared by the splits, or features too coarse "
+                      "to tell images apart", report[space]["test_copies"], report["num_test"],
+                      space)
+  (logging.warning if report["memorized"] else logging.info)("%s", summary_line(report))
+  return report
