@@ -90,7 +90,11 @@ class DuringTraining:
   trained direction, against the same split's target images; on paired
   volumes with a held-out split, also their paired fidelity
   (`PAIRED_METRICS`, as `pipeline.evaluate --model_dir=RUN --real=DATA`
-  reports it), with the baselines' logged once, at start.
+  reports it), with the baselines' logged once, at start. Runs trained on
+  volumes: FID and the other image figures are those of the volumes'
+  mid-plane images (`evaluation.volume_features`; held-out tiles for 3-D
+  patch data), and paired fidelity that of the whole held-out volumes
+  through the sliding window (`evaluation.volume_pairs`).
   """
 
   def __init__(self, config, algorithm, data_dir, manifest, checkpoint_dir, step):

@@ -11,6 +11,11 @@ pairs as converted, translated by the run, and the baselines fitted on
 DATA's training pairs (`evaluation.baselines`); with `--pairs`, two folders
 of NIfTI volumes matched by name.
 
+Volumes (`pipeline.convert --volumes`): each held-out volume whole, as
+`evaluation.volume_pairs` reads and translates it (the training patch by
+blended sliding windows); its D slices are the slices of SSIM 2-D and of
+the picture.
+
 Figures (`evaluation.fidelity`) per volume and over volumes (mean, sd,
 median), in modality units, inside the mask; PSNR and SSIM take the
 window's width as their range. The report says whether the model beats each
@@ -31,6 +36,7 @@ import algorithms
 from evaluation import fidelity
 from evaluation import paired_data
 from evaluation import paired_picture
+from evaluation import volume_pairs
 from inference import sampling
 from input import manifest as manifest_lib
 from training import run_dir
@@ -175,9 +181,11 @@ def _model_predictions(config, data_dir, manifest):
   """(volumes, {method: predictions}, protocol, baseline info, title) of --model_dir."""
   algorithm, step = sampling.load_algorithm(config.model_dir, config.checkpoint)
   shape = tuple(manifest["features"]["image_a"]["shape"])
-  if tuple(algorithm.data.shape[:2]) != shape[:2]:
-    raise ValueError(f"{config.model_dir!r} translates {tuple(algorithm.data.shape)} slices "
-                     f"but {config.real!r} holds {shape}")
+  spatial = len(shape) - 1  # Slices [H, W, C] or volumes [D, H, W, C].
+  if tuple(algorithm.data.shape[:spatial]) != shape[:spatial]:
+    raise ValueError(f"{config.model_dir!r} translates {tuple(algorithm.data.shape)} "
+                     f"{'volumes' if spatial == 3 else 'slices'} but {config.real!r} holds "
+                     f"{shape}")
   direction, reverse = algorithm.translation_direction(None)
   held_out = paired_data.HeldOutPairs(data_dir, manifest, direction, config.mask, config.batch_size)
   if not config.trust_split:
@@ -189,7 +197,8 @@ def _model_predictions(config, data_dir, manifest):
   protocol = {"mode": "model", "model_dir": os.path.abspath(config.model_dir), "step": step,
               "algo": algorithm.config.algo, "direction": direction, "real": config.real,
               "data_dir": os.path.abspath(data_dir), "split": "test", "mask": config.mask,
-              "slices": f"as converted: {shape[0]}x{shape[1]}, the data's window",
+              "slices": (volume_pairs.describe(manifest) if spatial == 3 else
+                         f"as converted: {shape[0]}x{shape[1]}, the data's window"),
               "units": "each reference volume's recorded window (modality = low + (x + 1) / 2 "
                        "* (high - low))"}
   return (held_out.volumes, predictions, protocol, held_out.baseline_info,

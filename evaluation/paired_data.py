@@ -12,7 +12,11 @@ direction and mapped back to modality units through the reference volume's
 own window, the one the manifest records for it, so that the reference is
 exactly its held-out slices' codes in modality units (HU for CT). The
 baselines (`evaluation.baselines`) are fitted on DATA's `train` split and
-predict the same volumes.
+predict the same volumes. Data converted with `--volumes` holds whole
+volumes [D, H, W] (S = D slices), read and translated by
+`evaluation.volume_pairs`: each held-out volume whole (reassembled from its
+tiles for 3-D patch data), through the model by blended sliding windows of
+the training patch.
 
 `read_pairs` (`--pairs=PRED,REF`): two folders (or files) of NIfTI volumes
 or DICOM series, either side either format. NIfTI files match by name as
@@ -45,6 +49,7 @@ import tensorflow as tf
 
 from evaluation import baselines
 from evaluation import fidelity
+from evaluation import volume_pairs
 from input import reader
 from input.medical import dicom
 from input.medical import geometry
@@ -121,7 +126,8 @@ class HeldOutPairs:
     manifest: its manifest.
     direction: "AtoB" or "BtoA", the direction the model translates.
     mask: "auto" or "none".
-    batch_size: slices per read and per model call.
+    batch_size: slices per read and per model call (volumes: records per
+      read; the sliding window sets the patches per call).
 
   Raises:
     ValueError: data that is not paired volumes, has no held-out split, or
@@ -146,8 +152,12 @@ class HeldOutPairs:
     self.max_code = 255.0 if feature["dtype"] == "uint8" else 65535.0
     # pipeline.convert --context_slices=K: A's slice is channel K of 2K + 1.
     self.context = int((manifest.get("medical") or {}).get("context_slices", 0))
-    self.volumes = [self._volume(pid, *codes) for pid, codes in
-                    _group_by_volume(data_dir, manifest, "test", batch_size).items()]
+    # Volumes: the training patch, which the sliding window translates by.
+    self.patch_size = (volume_pairs.patch_size(manifest) if volume_pairs.is_volume_data(manifest)
+                       else None)
+    held_out = (volume_pairs.held_out(data_dir, manifest, batch_size) if self.patch_size else
+                _group_by_volume(data_dir, manifest, "test", batch_size))
+    self.volumes = [self._volume(pid, *codes) for pid, codes in held_out.items()]
     if not self.volumes:
       raise ValueError(f"{data_dir!r} holds no held-out pair")
     self.baselines = {}  # Method -> predictions or a reason; `fit_baselines` fills it.
@@ -193,10 +203,15 @@ class HeldOutPairs:
     """The model's prediction of every volume, in modality units.
 
     Args:
-      translate: [B, H, W, C] in [-1, 1] -> the same (tensor or array).
+      translate: [B, H, W, C] in [-1, 1] -> the same (tensor or array);
+        volumes: [B, *patch_size, C].
     """
     out = []
     for v in self.volumes:
+      if self.patch_size:
+        out.append(v.window.from_model(volume_pairs.translate(v.model_input, translate,
+                                                              self.patch_size)))
+        continue
       y = [np.asarray(translate(tf.constant(v.model_input[i:i + self.batch_size])))
            for i in range(0, len(v.model_input), self.batch_size)]
       out.append(v.window.from_model(np.concatenate(y).mean(axis=-1)))
@@ -206,16 +221,22 @@ class HeldOutPairs:
     """Fits the intensity mapping on the `train` split (inside its masks) and
     makes both baselines' predictions of the held-out volumes."""
     lut = baselines.IntensityMapping(-1.0, 1.0)
-    train = _group_by_volume(self.data_dir, self.manifest, "train", self.batch_size)
-    for pid, (a, b) in train.items():
+    train = (volume_pairs.training_pairs(self.data_dir, self.manifest, self.batch_size)
+             if self.patch_size else
+             _group_by_volume(self.data_dir, self.manifest, "train", self.batch_size).items())
+    count = 0
+    for pid, (a, b) in train:  # Volumes: each whole volume, or each patch, on its own.
       _, source, target = self._arrays(a, b)
       window = self._windows(pid)[1]
       lut.add(source, target, mask_for(self.mask_rule, window.from_model(target), window))
+      count += 1
+    what = ("pairs" if not self.patch_size else
+            "patches" if self.manifest["medical"].get("patch_size") else "volumes")
     self.baselines[baselines.INTENSITY_MAPPING] = [
         v.window.from_model(lut(self._plane(v.model_input, self.sides[0])))
         for v in self.volumes]
     self.baseline_info[baselines.INTENSITY_MAPPING] = {
-        **lut.describe(), "fitted_on": f"{len(train)} training pairs (split train)",
+        **lut.describe(), "fitted_on": f"{count} training {what} (split train)",
         "intensity": "the stored codes as [-1, 1], as the model sees them"}
     if all(baselines.shares_units(v.source_window, v.window) for v in self.volumes):
       self.baselines[baselines.IDENTITY] = [baselines.identity(v.source, v.window)
@@ -226,7 +247,7 @@ class HeldOutPairs:
       self.baseline_info[baselines.IDENTITY] = {
           "skipped": "the two sides do not share units (a per-volume percentile window, or "
                      "other units)"}
-    logging.info("Baselines fitted on %d training pairs: %s", len(train),
+    logging.info("Baselines fitted on %d training %s: %s", count, what,
                  ", ".join(self.baselines))
 
 
