@@ -22,7 +22,7 @@ the training patch.
 or DICOM series, either side either format. NIfTI files match by name as
 `pipeline.convert` pairs them (BIDS entities without the suffix,
 `sub-01_ses-2`, else the relative name without extensions), so that
-`pipeline.translate`'s outputs, which keep their source's name, match their
+`pipeline.translate`'s outputs, which keep their source's entities, match their
 references; a DICOM series matches by its folder relative to the root
 (`ref/sub-01/*.dcm` matches `pred/sub-01.nii.gz`), and is placed in the
 patient by its own geometry (`dicom.series_affine`, as `pipeline.translate`

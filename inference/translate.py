@@ -18,7 +18,8 @@ was trained at, translated whole and resized back onto its own grid
 data converted with --context_slices=K is given each slice with its K
 neighbours on either side, stacked from the input volume as the conversion
 stacked them (`input.medical.volume.context_indices`). NIfTI
-files keep their names, shape, affine and header; DICOM series become
+files keep their relative names (a BIDS name takes the target's suffix,
+`sub-01_T1w` -> `sub-01_T2w`: `--suffix`), shape, affine and header; DICOM series become
 `series-<pseudonym>.nii.gz`, never DICOM, with the affine of the series'
 image plane (`input.medical.geometry`). `--format=png16` writes a folder of
 16-bit PNGs per volume instead. `window.json` in the output records the
@@ -47,13 +48,17 @@ from input import images as images_lib
 from settings import required, setting
 
 
+KEEP_NAMES = "keep"  # --suffix's value that keeps the input's names.
+
+
 @dataclasses.dataclass(frozen=True)
 class TranslateConfig:
   """What `pipeline.translate` does: each field is one of its flags (settings/)."""
   model_dir: str = required("Run directory of a pix2pix, cyclegan or unit run.")
   input: str = required("Folder of images to translate (searched recursively), a NIfTI file, "
                         "a folder with NIfTI files, or a folder of DICOM files.")
-  output: str = required("Folder for the translated files (same relative names; DICOM series "
+  output: str = required("Folder for the translated files (same relative names, BIDS names with "
+                         "the target's suffix (--suffix); DICOM series "
                          "as series-<pseudonym>).")
   direction: str | None = setting(
       None, "Default: the direction the model was trained in. cyclegan and unit translate "
@@ -65,6 +70,11 @@ class TranslateConfig:
       "the target window's modality units) or png16 (a folder of 16-bit PNG slices per "
       "volume, codes of that window). Image folders: png16 writes 16-bit PNGs; by default "
       "each keeps its input's bit depth.", choices=volumes.VOLUME_FORMATS)
+  suffix: str | None = setting(
+      None, "NIfTI inputs with BIDS names: the suffix of the outputs' names, e.g. T2w "
+      "(sub-01_T1w.nii.gz is written as sub-01_T2w.nii.gz; --pairs still matches it). Default: "
+      f"the target domain's, when its training files share one; {KEEP_NAMES} keeps the "
+      "input's names.")
   overlap: float | None = setting(
       None, "Runs trained on volumes (pipeline.convert --volumes): the fraction of a patch "
       "that neighbouring patches share as the model slides over a whole scan, in [0, 1) "
@@ -140,7 +150,8 @@ def run(config):
     os.makedirs(config.output, exist_ok=True)
     fmt = config.format or "nifti"
     if kind == "nifti":
-      written, skipped = volumes.translate_nifti(translator, config.input, config.output, fmt)
+      written, skipped = volumes.translate_nifti(translator, config.input, config.output, fmt,
+                                                 _suffix(config, algorithm.data, direction))
     else:
       written, skipped = volumes.translate_dicom(translator, config.input, config.output, fmt,
                                                  config.model_dir)
@@ -149,6 +160,16 @@ def run(config):
   logging.info("Wrote %d file(s) to %s; skipped %d", len(result.written), config.output,
                len(result.skipped))
   return result
+
+
+def _suffix(config, data, direction):
+  """The BIDS suffix of the outputs' names (None: the input's names): --suffix,
+  else the target domain's recorded by the conversion (`bids_suffix`), so
+  that a synthetic T2w is not named T1w."""
+  if config.suffix:
+    return None if config.suffix == KEEP_NAMES else config.suffix
+  recorded = (data.medical or {}).get("bids_suffix") or {}
+  return recorded.get(direction[-1]) or recorded.get("image")
 
 
 def _check_overlap(config, volume_run):

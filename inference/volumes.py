@@ -29,6 +29,7 @@ from input import images
 from input import manifest as manifest_lib
 from input.medical import dicom
 from input.medical import geometry
+from input.medical import identity
 from input.medical import nifti
 from input.medical import pseudonyms
 from input.medical import volume as medical_volume
@@ -397,13 +398,15 @@ def _write_png16_stack(folder, y):
   return written
 
 
-def translate_nifti(translator, path, output, fmt):
+def translate_nifti(translator, path, output, fmt, suffix=None):
   """Translates the NIfTI files that `path` names into `output`.
 
   Each 3-D volume (each of a 4-D file) is translated slice by slice along the
   run's slice axis, with its own source window (`source_window`). nifti: the
-  same relative name, the input's shape, affine and header (float32 data in
-  the target window's units); png16: `<relative name without extension>/NNNN.png`.
+  same relative name, its BIDS suffix replaced by `suffix` when given
+  (`identity.with_bids_suffix`), the input's shape, affine and header
+  (float32 data in the target window's units); png16: `<that name without
+  extension>/NNNN.png`.
 
   Returns:
     (written paths, [(input path, reason)] skipped).
@@ -412,7 +415,7 @@ def translate_nifti(translator, path, output, fmt):
   root, rels = nifti.list_files(path)
   written, skipped = [], []
   for rel in rels:
-    full = os.path.join(root, rel)
+    full, out_rel = os.path.join(root, rel), identity.with_bids_suffix(rel, suffix)
     try:
       slices, img = nifti.read_slices(full, translator.axis)
     except Exception as e:  # pylint: disable=broad-except  # nibabel raises many kinds.
@@ -423,12 +426,12 @@ def translate_nifti(translator, path, output, fmt):
     spacing = nifti.dhw_spacing(img, translator.axis)
     y = np.stack([translator.translate(v, w, spacing) for v, w in zip(slices, windows)])
     if fmt == "nifti":
-      target = os.path.join(output, rel)
+      target = os.path.join(output, out_rel)
       os.makedirs(os.path.dirname(target), exist_ok=True)
       nifti.write_like(img, translator.target.from_model(y), translator.axis, target)
       written.append(target)
     else:
-      target = os.path.join(output, os.path.dirname(rel), nifti.stem(rel))
+      target = os.path.join(output, os.path.dirname(out_rel), nifti.stem(out_rel))
       written += _write_png16_stack(target, y)
     name = os.path.relpath(target, output)
     translator.inputs[name] = (windows[0].to_json() if len(windows) == 1

@@ -180,6 +180,22 @@ class BidsTest(tf.test.TestCase):
                      "sub-01_ses-2_run-1")
     self.assertEqual(identity.bids_match_key("sub-01/anat/sub-01_T2w.nii.gz"), "sub-01")
 
+  def test_bids_suffix_and_renaming(self):
+    for rel, suffix in (("sub-01/anat/sub-01_T1w.nii.gz", "T1w"),
+                        ("sub-01_ses-2_run-1_ct.nii", "ct"), ("sub-01.nii.gz", ""),
+                        ("sub-01_run-2.nii.gz", ""),
+                        ("case_001_T1w.nii.gz", ""), ("scan.nii.gz", "")):
+      self.assertEqual(identity.bids_suffix(rel), suffix, msg=rel)
+    self.assertEqual(identity.with_bids_suffix("sub-01/anat/sub-01_T1w.nii.gz", "T2w"),
+                     "sub-01/anat/sub-01_T2w.nii.gz")
+    self.assertEqual(identity.with_bids_suffix("sub-01_ses-2_T1w.nii", "T2w"),
+                     "sub-01_ses-2_T2w.nii")
+    for rel in ("scan.nii.gz", "sub-01.nii.gz"):  # No suffix to replace.
+      self.assertEqual(identity.with_bids_suffix(rel, "T2w"), rel)
+    # A renamed output still matches its reference in --pairs.
+    self.assertEqual(identity.bids_match_key("sub-01_ses-2_T2w.nii"),
+                     identity.bids_match_key("sub-01_ses-2_T1w.nii.gz"))
+
   def test_one_subject_in_many_files_stays_on_one_side(self):
     root = self.create_tempdir().full_path
     names = {"sub-01": ["sub-01.nii.gz", "sub-01_run-2.nii.gz", "sub-01_ses-2_T2w.nii.gz",

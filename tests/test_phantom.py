@@ -161,6 +161,8 @@ class BidsTreeTest(tf.test.TestCase):
     self.assertEqual(sorted(m["pairs"]), [f"sub-0{i}" for i in range(1, 5)])
     for pid, pair in m["pairs"].items():
       self.assertEqual(pair, {"A": f"A/{pid}/anat/{pid}_T1w", "B": f"B/{pid}/anat/{pid}_T2w"})
+    # Each side's BIDS suffix, for pipeline.translate to name its outputs by.
+    self.assertEqual(m["medical"]["bids_suffix"], {"A": "T1w", "B": "T2w"})
     self.assertEqual(m["holdout"]["groups"], {"train": 3, "test": 1})
     (held_out,) = m["holdout"]["test_groups"]
     test = _records(data, m, "test")

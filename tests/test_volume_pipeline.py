@@ -68,6 +68,8 @@ def test_pix2pix_previews_translate_and_export(phantom, tmp_path):
   result = translate.run(translate.TranslateConfig(model_dir=model_dir, input=scan, output=out,
                                                    overlap=0.5))
   assert not result.skipped
+  # Named as the target contrast (the conversion recorded each side's BIDS suffix).
+  assert result.written == [os.path.join(out, "sub-01_T2w.nii.gz")]
   src, dst = nib.load(scan), nib.load(result.written[0])
   assert dst.shape == src.shape == (20, 20, 18)
   np.testing.assert_array_equal(dst.affine, src.affine)

@@ -90,6 +90,27 @@ def bids_match_key(rel):
   return "_".join(f"{k}-{v}" for k, v in entities.items())
 
 
+def bids_suffix(rel):
+  """The BIDS suffix of a file name (`sub-01_ses-2_T1w.nii.gz` -> `T1w`): its
+  last `_` part when the parts before it are entities; "" otherwise."""
+  parts = strip_extensions(os.path.basename(rel)).split("_")
+  if len(parts) < 2 or _ENTITY.match(parts[-1]) or not all(_ENTITY.match(p) for p in parts[:-1]):
+    return ""
+  return parts[-1]
+
+
+def with_bids_suffix(rel, suffix):
+  """`rel` with its BIDS suffix replaced by `suffix` (folders and extensions
+  kept): `sub-01/anat/sub-01_T1w.nii.gz` -> `sub-01/anat/sub-01_T2w.nii.gz`.
+  A name without a BIDS suffix is returned as it is."""
+  old = bids_suffix(rel)
+  if not old or not suffix:
+    return rel
+  folder, name = os.path.split(rel)
+  stem = strip_extensions(name)
+  return os.path.join(folder, stem[:-len(old)] + suffix + name[len(stem):])
+
+
 def validate_rule(rule, fmt=None):
   """Raises IdentityError for a bad `--patient_from` (fmt: "dicom", "nifti" or None)."""
   if rule is None:

@@ -323,11 +323,25 @@ class MedicalSource(Source):
       medical["context_slices"] = o.context_slices
     if o.window_b is not None:  # Absent: --window windowed both sides.
       medical["window_b"] = o.window_b.text
+    suffixes = self._bids_suffixes()
+    if suffixes:  # Absent: no side of BIDS-named files with one suffix.
+      medical["bids_suffix"] = suffixes
     extra = {"medical": medical, "series": self._table}
     if self._pairs:
       extra["pairs"] = {pid: {"A": a, "B": b} for pid, (a, b) in sorted(self._pairs.items())}
     extra.update(self.reader.manifest(self._non_images, self._ignored))
     return extra
+
+  def _bids_suffixes(self):
+    """{domain ("image", "A" or "B"): the BIDS suffix} of each side whose
+    files all have the same one (NIfTI: `sub-01_T2w.nii.gz` -> `T2w`), so that
+    `pipeline.translate` names its outputs after the target contrast."""
+    found = collections.defaultdict(set)
+    for entry in self._table.values():
+      if "file" in entry:
+        found[entry.get("side", "image")].add(identity.bids_suffix(entry["file"]))
+    return {side: names.pop() for side, names in sorted(found.items())
+            if len(names) == 1 and "" not in names}
 
   def __getstate__(self):
     # Workers get no raw identities: they only load slices.
