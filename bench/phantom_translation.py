@@ -24,34 +24,10 @@ import argparse
 import datetime
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 
+from bench import binaries
 from bench import report
-
-
-def _run(cmd, log, timeout=None):
-  """Runs `python -m cmd...`; stops it with SIGTERM after `timeout` seconds.
-  Returns (exit code, seconds)."""
-  start = time.time()
-  with open(log, "w", encoding="utf-8") as out:
-    proc = subprocess.Popen([sys.executable, "-m", *cmd], stdout=out, stderr=subprocess.STDOUT)
-    try:
-      code = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-      proc.send_signal(signal.SIGTERM)  # Saves at a step boundary, exits 75.
-      code = proc.wait(timeout=600)
-  return code, time.time() - start
-
-
-def _check(code, what, log, allowed=(0,)):
-  if code not in allowed:
-    with open(log, encoding="utf-8", errors="replace") as f:
-      tail = f.read()[-3000:]
-    raise SystemExit(f"{what} exited {code}:\n{tail}")
 
 
 def _figure(summary, method, name, digits=3):
@@ -80,27 +56,27 @@ def main(argv=None):
   os.makedirs(work, exist_ok=True)
   phantom = os.path.join(work, "phantom")
   if not os.path.isdir(phantom):
-    code, seconds = _run(["pipeline.make_phantoms", f"--output={phantom}",
+    code, seconds, _ = binaries.run(["pipeline.make_phantoms", f"--output={phantom}",
                           f"--subjects={args.subjects}", f"--seed={args.seed}"],
                          os.path.join(work, "make_phantoms.log"))
-    _check(code, "make_phantoms", os.path.join(work, "make_phantoms.log"))
+    binaries.check(code, "make_phantoms", os.path.join(work, "make_phantoms.log"))
     print(f"{args.subjects} phantom subjects in {seconds:.0f} s", flush=True)
   rows = []
   for k in (int(x) for x in args.context.split(",")):
     data, run = os.path.join(work, f"data-k{k}"), os.path.join(work, f"run-k{k}")
     log = os.path.join(work, f"convert-k{k}.log")
-    code, _ = _run(["pipeline.convert",
+    code, _, _ = binaries.run(["pipeline.convert",
                     f"--source=paired:nifti:{phantom}/T1w,{phantom}/T2w", f"--output={data}",
                     "--window=percentile:0.5,99.5", f"--holdout={args.holdout}",
                     "--split_by=patient", f"--seed={args.seed}", f"--context_slices={k}"], log)
-    _check(code, "convert", log)
+    binaries.check(code, "convert", log)
     log = os.path.join(work, f"train-k{k}.log")
-    code, seconds = _run(["pipeline.train", "--algo=pix2pix", f"--data={data}",
+    code, seconds, _ = binaries.run(["pipeline.train", "--algo=pix2pix", f"--data={data}",
                           f"--model_dir={run}", f"--train_steps={args.steps or 1000000}",
                           "--checkpoint_every=1000000", "--sample_every=1000000",
                           f"--seed={args.seed}", *args.train_flags.split()], log,
                          timeout=None if args.steps else args.minutes * 60)
-    _check(code, "train", log, allowed=(0, 75))
+    binaries.check(code, "train", log, allowed=(0, binaries.STOPPED))
     with open(log, encoding="utf-8", errors="replace") as f:
       found = re.search(r"precision (\S+) \(--precision=", f.read())
     precision = found.group(1) if found else "?"
@@ -109,9 +85,9 @@ def main(argv=None):
                 default=0)
     log = os.path.join(work, f"evaluate-k{k}.log")
     out = os.path.join(run, "eval.json")
-    code, _ = _run(["pipeline.evaluate", f"--model_dir={run}", f"--real={data}",
+    code, _, _ = binaries.run(["pipeline.evaluate", f"--model_dir={run}", f"--real={data}",
                     f"--output={out}"], log)
-    _check(code, "evaluate", log)
+    binaries.check(code, "evaluate", log)
     with open(out, encoding="utf-8") as f:
       paired = json.load(f)["paired"]
     summary, beats = paired["summary"], paired["beats"]

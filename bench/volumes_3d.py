@@ -36,7 +36,7 @@ with the whole machine:
   (MAE, PSNR, SSIM; mean +- sd over subjects, and paired differences per
   subject).
 - `memory`: activation memory of the 3-D networks per replica, from their
-  shapes (`_network_activations`), and the peak RSS of `pipeline.train` at
+  shapes (`bench.volume_memory`), and the peak RSS of `pipeline.train` at
   `--size`^3, batch 4, measured in child processes (`os.wait4`'s ru_maxrss).
 
 About 2 x `--sampling_minutes` + 3 x `--minutes` + 8 minutes on 2 CPU cores
@@ -50,81 +50,38 @@ import datetime
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
-import tensorflow as tf  # pylint: disable=wrong-import-position
 
-import algorithms  # pylint: disable=wrong-import-position
+from bench import binaries  # pylint: disable=wrong-import-position
 from bench import report  # pylint: disable=wrong-import-position
+from bench import volume_memory  # pylint: disable=wrong-import-position
 from input import reader  # pylint: disable=wrong-import-position
 from input.medical import phantom  # pylint: disable=wrong-import-position
-from training import config as config_lib  # pylint: disable=wrong-import-position
 
-MIB = 1 << 20
-STOPPED = 75  # pipeline.train's exit status after SIGTERM (saved at a step boundary).
+MIB, STOPPED = binaries.MIB, binaries.STOPPED
 REUSED = []  # Steps whose output an earlier run left in --work_dir (said in the report).
 
 
 # --- Running the binaries ---------------------------------------------------
 
-def _run(cmd, log, timeout=None):
-  """Runs `python -m cmd...` with its output in `log`; stops it with SIGTERM
-  after `timeout` seconds. Returns (exit code, seconds, peak RSS MiB of the
-  process, from os.wait4)."""
-  start = time.time()
-  with open(log, "w", encoding="utf-8") as out:
-    proc = subprocess.Popen([sys.executable, "-m", *cmd], stdout=out, stderr=subprocess.STDOUT)
-    deadline = None if timeout is None else start + timeout
-    while True:
-      pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-      if pid:
-        break
-      if deadline is not None and time.time() > deadline:
-        proc.send_signal(signal.SIGTERM)
-        deadline = None
-      time.sleep(0.5)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-  return proc.returncode, time.time() - start, usage.ru_maxrss / 1024
-
-
-def _check(code, what, log, allowed=(0,)):
-  if code not in allowed:
-    with open(log, encoding="utf-8", errors="replace") as f:
-      tail = f.read()[-3000:]
-    raise SystemExit(f"{what} exited {code} (log {log}):\n{tail}")
-
-
 def _step(work, name, cmd, done, timeout=None, allowed=(0,)):
-  """Runs `cmd` unless `done` (a path) exists; returns (seconds, peak RSS MiB), or None
-  when skipped."""
-  if os.path.exists(done):
-    print(f"  {name}: already there ({done})", flush=True)
-    REUSED.append(name)
-    return None
-  log = os.path.join(work, f"{name}.log")
-  code, seconds, rss = _run(cmd, log, timeout)
-  _check(code, name, log, allowed)
-  print(f"  {name}: {seconds:.0f} s", flush=True)
-  return seconds, rss
+  return binaries.step(work, name, cmd, done, REUSED, timeout, allowed)
 
 
 def _train(work, name, data, run, minutes, extra):
   """pipeline.train for `minutes` of wall time; returns a description of the run."""
   log = os.path.join(work, f"train-{name}.log")
   if not os.path.isdir(os.path.join(run, "checkpoints")):
-    code, seconds, _ = _run(["pipeline.train", f"--data={data}", f"--model_dir={run}",
+    code, seconds, _ = binaries.run(["pipeline.train", f"--data={data}", f"--model_dir={run}",
                              "--train_steps=1000000", "--checkpoint_every=1000000",
                              "--sample_every=1000000", "--log_every=50", *extra],
                             log, timeout=minutes * 60)
-    _check(code, f"train {name}", log, allowed=(0, STOPPED))
+    binaries.check(code, f"train {name}", log, allowed=(0, STOPPED))
     with open(os.path.join(run, "bench_seconds.txt"), "w", encoding="utf-8") as f:
       f.write(f"{seconds}\n")
   else:
@@ -456,185 +413,6 @@ def _figure(figures, name, digits=4):
   return f"{s['mean']:.{digits}g} +- {s.get('sd', 0.0):.2g}"
 
 
-# --- Memory -----------------------------------------------------------------
-
-def _network_activations(algo, side):
-  """Per-example forward activations (bytes in float32) of `algo`'s 3-D
-  networks at side^3, as the trainer builds them (its resolved config), and
-  their parameter counts: {"G": (layer outputs, graph outputs, params), "D": ...}.
-
-  Layer outputs: the output of every leaf Keras layer in one forward pass
-  (convolutions, normalizations, dense): a lower estimate, since activation
-  functions, concatenations and dropout inside `call` are no layers. Graph
-  outputs: every floating-point tensor with the batch axis in the traced
-  forward graph (training=True, batch 2, halved): an upper estimate, since
-  backprop keeps some of them only. Tracing runs nothing, so 128^3 costs no
-  memory; building does one batch-2 forward pass at side^3 (the algorithm's
-  own build).
-  """
-
-  kind = "paired" if algo == "pix2pix" else "image"
-  data = algorithms.DataInfo(kind, (side, side, side, 1), 0, "bench")
-  cls = algorithms.get(algo)
-  config = cls.resolve(config_lib.TrainConfig(algo=algo), data)
-  alg = cls(config, data)
-  alg.build()
-  record = []
-  original = keras.layers.Layer.__call__
-
-  def recording(layer, *a, **k):
-    out = original(layer, *a, **k)
-    if not list(layer._flatten_layers(include_self=False, recursive=False)):  # pylint: disable=protected-access
-      record.extend(int(np.prod(t.shape)) for t in tf.nest.flatten(out) if hasattr(t, "shape"))
-    return out
-
-  batch = 2
-  x = tf.TensorSpec((batch, side, side, side, 1), tf.float32)
-  if algo == "pix2pix":
-    calls = {"G": (lambda v: alg.generator(v, training=True), x),
-             "D": (lambda v: alg.discriminator(v, condition=v, training=True), x)}
-  else:
-    z = tf.TensorSpec((batch, config.z_dim), tf.float32)
-    calls = {"G": (lambda v: alg.generator(v, None, training=True), z),
-             "D": (lambda v: alg.discriminator(v, None, training=True), x)}
-  nets = {"G": alg.generator, "D": alg.discriminator}
-  result = {}
-  keras.layers.Layer.__call__ = recording
-  try:
-    for name, (fn, spec) in calls.items():
-      record.clear()
-      graph = tf.function(fn).get_concrete_function(spec).graph
-      layers = sum(record) * 4 / batch
-      ops = 0
-      for op in graph.get_operations():
-        if op.type in ("Placeholder", "ReadVariableOp", "Const", "Identity", "NoOp"):
-          continue
-        for t in op.outputs:
-          if (t.dtype.is_floating and t.shape.rank and t.shape.is_fully_defined()
-              and t.shape[0] == batch):
-            ops += t.shape.num_elements() * t.dtype.size
-      result[name] = (layers, ops / batch, nets[name].count_params())
-  finally:
-    keras.layers.Layer.__call__ = original
-  return result, config
-
-
-def _memory_child(args):
-  """Child mode: prints one JSON line of `_network_activations` for --child_algo at --child_side."""
-  result, config = _network_activations(args.child_algo, args.child_side)
-  print(json.dumps({"nets": result, "base_channels": config.base_channels,
-                    "z_dim": getattr(config, "z_dim", None)}), flush=True)
-
-
-def memory(args, work, phantom):
-  """The memory part; returns its report lines (and the BUILD.md table)."""
-  print("memory: activations from the shapes, peak RSS of a training step", flush=True)
-  sides = [int(s) for s in args.memory_sizes.split(",")]
-  batches = [int(b) for b in args.memory_batches.split(",")]
-  # Forward activations kept for the backward pass of one update. WGAN-GP's
-  # critic update: D on real, fake and interpolates, and the penalty's
-  # gradient graph (about one more D) with G's forward for the fakes;
-  # pix2pix: G and D on the real and the generated pair.
-  uses = {"wgan_gp": ("3-D DCGAN G + D (wgan_gp)", 4, "G + 4 D"),
-          "pix2pix": ("3-D U-Net + PatchGAN (pix2pix)", 2, "G + 2 D")}
-  rows, params_rows, found = [], [], {}
-  for algo, (label, d_times, rule) in uses.items():
-    for side in sorted(set(sides) | {args.size}):
-      answer = None
-      proc = subprocess.run([sys.executable, "-m", "bench.volumes_3d", "--child_algo", algo,
-                             "--child_side", str(side)], capture_output=True, text=True,
-                            check=False)
-      for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("{"):
-          answer = json.loads(line)
-          break
-      if answer is None:
-        raise SystemExit(f"memory child {algo} {side} failed:\n{proc.stderr[-3000:]}")
-      found[(algo, side)] = answer
-      g, d = answer["nets"]["G"], answer["nets"]["D"]
-      params_rows.append([label, f"{side}^3", f"{g[2]:,}", f"{d[2]:,}",
-                          f"{(g[2] + d[2]) * 4 / MIB:,.0f}",
-                          f"{(g[2] + d[2]) * 16 / MIB:,.0f}"])
-      if side not in sides:
-        continue
-      low = g[0] + d_times * d[0]
-      high = g[1] + d_times * d[1]
-      rows.append([label, f"{answer['base_channels']}", f"{side}^3", rule,
-                   f"{g[0] / MIB:.0f}-{g[1] / MIB:.0f}", f"{d[0] / MIB:.0f}-{d[1] / MIB:.0f}"] +
-                  [f"{b * low / MIB:,.0f}-{b * high / MIB:,.0f}" for b in batches])
-      print(f"  {algo} {side}^3: {rows[-1]}", flush=True)
-  table = report.table(
-      ["networks", "width", "volume", "kept for one update", "G MiB/example",
-       "D MiB/example"] + [f"batch {b}, MiB" for b in batches], rows)
-  ptable = report.table(["networks", "volume", "G params", "D params", "weights MiB",
-                         "weights + grads + Adam m, v MiB"], params_rows)
-  # Peak RSS of pipeline.train at --size^3, batch 4 (a few steps), and of a
-  # process that imports what this module imports (TensorFlow, Keras, the
-  # project's algorithms and input modules) and nothing else.
-  size = args.size
-  src = f"--source=nifti:{phantom}/T1w"
-  vol_data = os.path.join(work, "t1-volumes")
-  _step(work, "convert-t1-volumes", ["pipeline.convert", src, f"--output={vol_data}", "--volumes",
-                                     f"--volume_size={size}", f"--seed={args.seed}"],
-        os.path.join(vol_data, "manifest.json"))
-  pair_data = os.path.join(work, "t1t2-volumes-whole")
-  _step(work, "convert-t1t2-whole", ["pipeline.convert",
-                                     f"--source=paired:nifti:{phantom}/T1w,{phantom}/T2w",
-                                     f"--output={pair_data}", "--volumes",
-                                     f"--volume_size={size}", f"--seed={args.seed}"],
-        os.path.join(pair_data, "manifest.json"))
-  rss_rows = []
-  log = os.path.join(work, "rss-import.log")
-  code, _, rss = _run(["bench.volumes_3d", "--child_import"], log)
-  _check(code, "import child", log)
-  rss_rows.append(["imports only (TensorFlow, Keras, algorithms, input)", "-", f"{rss:,.0f}",
-                   "-", "-"])
-  for algo, data in (("wgan_gp", vol_data), ("pix2pix", pair_data)):
-    run = os.path.join(work, f"rss-{algo}")
-    log = os.path.join(work, f"rss-{algo}.log")
-    code, seconds, rss = _run(["pipeline.train", f"--algo={algo}", f"--data={data}",
-                               f"--model_dir={run}", "--fresh", "--global_batch_size=4",
-                               f"--train_steps={args.rss_steps}", "--checkpoint_every=1000000",
-                               "--sample_every=1000000", "--precision=float32",
-                               f"--seed={args.seed}"], log)
-    _check(code, f"rss {algo}", log)
-    g, d = found[(algo, size)]["nets"]["G"], found[(algo, size)]["nets"]["D"]
-    d_times = uses[algo][1]
-    est_text = (f"{4 * (g[0] + d_times * d[0]) / MIB:,.0f}-"
-                f"{4 * (g[1] + d_times * d[1]) / MIB:,.0f}")
-    rss_rows.append([f"pipeline.train --algo={algo}, {size}^3, batch 4, {args.rss_steps} steps, "
-                     "float32", f"{seconds:.0f}", f"{rss:,.0f}", est_text,
-                     f"{(g[2] + d[2]) * 16 / MIB:,.0f}"])
-    print(f"  {rss_rows[-1]}", flush=True)
-  rss_table = report.table(["process", "wall s", "peak RSS MiB",
-                            "activation estimate (as above) MiB",
-                            "weights + grads + Adam MiB"], rss_rows)
-  lines = [
-      "## Activation memory of the 3-D networks per replica", "",
-      "From the networks' shapes, as `pipeline.train` builds them (the algorithm's resolved "
-      "config: wgan_gp's dcgan nets at width "
-      f"{found[('wgan_gp', sides[0])]['base_channels']}, z {found[('wgan_gp', sides[0])]['z_dim']};"
-      f" pix2pix's U-Net and PatchGAN at width {found[('pix2pix', sides[0])]['base_channels']}), "
-      "float32 (bfloat16 activations halve it). Each cell is a range: the low end sums the "
-      "output of every leaf Keras layer (convolutions, normalizations, dense) in one forward "
-      "pass; the high end sums every floating-point tensor with a batch axis in the traced "
-      "forward graph (activations, concatenations, dropout, normalization intermediates), "
-      "of which backprop keeps only some. These are the forward activations kept for the "
-      "backward pass; the true peak is within about 2x of the range (workspace of the "
-      "convolutions, the gradients of the activations while they are computed, the "
-      "allocator's fragmentation). One update keeps G's and D's activations as the column "
-      "says: WGAN-GP's critic update runs D on the real, fake and interpolated volumes and "
-      "the gradient penalty differentiates D's gradient (about one more D); pix2pix runs D on "
-      "the real and the generated pair. Parameters and optimizer slots are apart, below, "
-      "and do not grow with the batch (the U-Net gains a level, and the DCGAN generator an "
-      "upsampling, each time the side doubles).", "", table, "", ptable, "",
-      f"Measured on this CPU (2 cores, shared): peak RSS (`ru_maxrss` of the child process, "
-      f"`os.wait4`) of `pipeline.train` at {size}^3, global batch 4, {args.rss_steps} steps, "
-      "float32; the process also holds TensorFlow, the input pipeline and the checkpoint "
-      "writer, hence the import-only row.", "", rss_table, ""]
-  return lines
-
-
 # --- Main -------------------------------------------------------------------
 
 def main(argv=None):
@@ -667,15 +445,7 @@ def main(argv=None):
   p.add_argument("--rss_steps", type=int, default=10)
   p.add_argument("--work_dir", default=None, help="Default: a new temporary folder (kept).")
   p.add_argument("--results_dir", default=None, help="Write volumes_3d-<date>.md here.")
-  p.add_argument("--child_algo", default=None, help=argparse.SUPPRESS)
-  p.add_argument("--child_side", type=int, default=0, help=argparse.SUPPRESS)
-  p.add_argument("--child_import", action="store_true", help=argparse.SUPPRESS)
   args = p.parse_args(argv)
-  if args.child_import:  # The imports above, nothing else: the RSS every row starts from.
-    return
-  if args.child_algo:
-    _memory_child(args)
-    return
   work = args.work_dir or tempfile.mkdtemp(prefix="bench_volumes_3d_")
   os.makedirs(work, exist_ok=True)
   when = datetime.datetime.now()
@@ -685,7 +455,8 @@ def main(argv=None):
     raise SystemExit(f"--parts: unknown {sorted(unknown)}; valid: memory, sampling, translation")
   phantom = _phantom(args, work)
   body = []
-  for name, fn in (("memory", memory), ("sampling", sampling), ("translation", translation)):
+  for name, fn in (("memory", lambda *a: volume_memory.memory(*a, REUSED)),
+                   ("sampling", sampling), ("translation", translation)):
     if name in parts:
       start = time.time()
       body += fn(args, work, phantom)
