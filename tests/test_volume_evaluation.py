@@ -23,7 +23,6 @@ from evaluation import volume_features
 from inference import sliding_window
 from input import convert
 from input import reader
-from input.medical import phantom_files
 from input.medical import tiles
 from tests import test_volumes_3d
 from training import samples as samples_lib
@@ -43,10 +42,7 @@ def data(name):
   is exact), `whole` (T1w -> T1w whole volumes), `image` (T1w volumes)."""
   if name not in _DATA:
     root = os.path.join(tf.compat.v1.test.get_temp_dir(), "volume_evaluation")
-    phantom = os.path.join(root, "phantom")
-    if not os.path.isdir(phantom):
-      phantom_files.run(phantom_files.PhantomConfig(output=phantom, subjects=4, seed=0,
-                                                    size=(20, 20, 18)))
+    phantom = test_volumes_3d.small_phantom()
     t1, t2 = os.path.join(phantom, "T1w"), os.path.join(phantom, "T2w")
     source, extra = {
         "patches": (f"paired:nifti:{t1},{t2}", dict(patch_size=PATCH, patches_per_volume=2)),
@@ -135,7 +131,7 @@ class TilesTest(tf.test.TestCase):
 
   def test_a_split_by_file_of_patches_is_refused(self):
     tmp = self.create_tempdir().full_path
-    phantom = os.path.join(os.path.dirname(data("patches")), "phantom")
+    phantom = test_volumes_3d.small_phantom()
     with self.assertRaisesRegex(convert.ConvertError, r"has patches in both train and test: "
                                                       r".*--split_by=patient\|study\|series"):
       convert.run(convert.ConvertConfig(

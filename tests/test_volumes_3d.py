@@ -23,6 +23,16 @@ SIZE = 16
 _DATA = {}
 
 
+def small_phantom():
+  """The phantom the volume tests convert (4 subjects, seed 0, 20 x 20 x 18
+  voxels), written once per process; its folder."""
+  phantom = os.path.join(tf.compat.v1.test.get_temp_dir(), "volume_phantom")
+  if not os.path.isdir(phantom):
+    phantom_files.run(phantom_files.PhantomConfig(output=phantom, subjects=4, seed=0,
+                                                  size=(20, 20, 18)))
+  return phantom
+
+
 def volume_data(kind):
   """Phantom volumes converted with --volumes, shared by this process's tests.
 
@@ -31,10 +41,7 @@ def volume_data(kind):
   """
   if kind not in _DATA:
     root = os.path.join(tf.compat.v1.test.get_temp_dir(), "volume_data")
-    phantom = os.path.join(root, "phantom")
-    if not os.path.isdir(phantom):
-      phantom_files.run(phantom_files.PhantomConfig(output=phantom, subjects=4, seed=0,
-                                                    size=(20, 20, 18)))
+    phantom = small_phantom()
     source = (f"nifti:{phantom}/T1w" if kind == "image"
               else f"paired:nifti:{phantom}/T1w,{phantom}/T2w")
     out = os.path.join(root, kind)
